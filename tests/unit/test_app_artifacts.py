@@ -170,7 +170,16 @@ def test_valid_range_is_206_with_exact_bytes(site: Site, header: str, start: int
 
 @pytest.mark.parametrize(
     "header",
-    ["bytes=abc", "bytes=5-2", "bytes=10000-", "bytes=20000-30000", "bytes=0-1,4-5", "bytes=-0", "lines=1-2", "="],
+    [
+        "bytes=abc",
+        "bytes=5-2",
+        "bytes=10000-",
+        "bytes=20000-30000",
+        "bytes=0-1,4-5",
+        "bytes=-0",
+        "lines=1-2",
+        "=",
+    ],
 )
 def test_bad_range_is_416(site: Site, header: str) -> None:
     response = site.client.get(site.base + "onnx/model.onnx", headers={"Range": header})
@@ -243,7 +252,9 @@ def test_wrong_revision_is_404(site: Site, revision: str) -> None:
     _assert_404_json(response.status_code, response.headers["content-type"], response.content)
 
 
-@pytest.mark.parametrize("path", ["notes.txt", "manifest.json", "", "onnx", "onnx/", "Config.json", "config.json/"])
+@pytest.mark.parametrize(
+    "path", ["notes.txt", "manifest.json", "", "onnx", "onnx/", "Config.json", "config.json/"]
+)
 def test_unlisted_paths_are_404(site: Site, path: str) -> None:
     assert (site.models / MODEL_ID / "notes.txt").is_file()
     response = site.client.get(site.base + path)
@@ -266,8 +277,6 @@ def test_unlisted_paths_are_404(site: Site, path: str) -> None:
         "config.json%00",
         "config.json%00.png",
         "%00",
-        "./config.json",
-        "onnx/./model.onnx",
         "onnx//model.onnx",
     ],
 )
@@ -285,6 +294,8 @@ def test_encoded_traversal_is_404(site: Site, suffix: str) -> None:
         "/models/tiny-llm/../../secret.txt",
         "/models/../secret.txt",
         "/models/tiny-llm/{rev}/" + "%2e%2e/" * 3 + "secret.txt",
+        "/models/tiny-llm/{rev}/./config.json",
+        "/models/tiny-llm/{rev}/onnx/./model.onnx",
     ],
 )
 def test_literal_traversal_is_404(site: Site, raw_path: str) -> None:

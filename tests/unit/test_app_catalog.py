@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 from test_app_helpers import (
     MODEL_ID,
     XSS_ID,
@@ -22,6 +23,7 @@ from test_app_helpers import (
 )
 
 from app.catalog import Catalog, compute_revision, is_safe_relpath
+from app.server import create_app
 
 
 @pytest.fixture
@@ -43,7 +45,22 @@ def test_safe_relpath_accepts(path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["", "/etc/passwd", "../x", "a/../b", "a/..", "./a", "a/./b", "a//b", "a/", "a\\b", "..\\x", "a\0b", "a\nb", 7],
+    [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../b",
+        "a/..",
+        "./a",
+        "a/./b",
+        "a//b",
+        "a/",
+        "a\\b",
+        "..\\x",
+        "a\0b",
+        "a\nb",
+        7,
+    ],
 )
 def test_safe_relpath_rejects(path: object) -> None:
     assert is_safe_relpath(path) is False
@@ -85,7 +102,9 @@ def _broken_variants() -> dict[str, object]:
         "bad-sha": variant("bad-sha", files=short_sha),
         "lists-manifest": variant("lists-manifest", files=self_listed),
         "no-files": variant("no-files", files=[]),
-        "unknown-dtype-file": variant("unknown-dtype-file", dtypes={"fp32": {"files": ["nope.onnx"], "bytes": 1}}),
+        "unknown-dtype-file": variant(
+            "unknown-dtype-file", dtypes={"fp32": {"files": ["nope.onnx"], "bytes": 1}}
+        ),
         "unknown-device-dtype": variant("unknown-device-dtype", devices={"webgpu": "q8"}),
         "bool-bytes": variant("bool-bytes", memory_bytes={"fp32": True}),
         "not-object": ["a", "list"],
@@ -252,9 +271,6 @@ def test_page_has_no_inline_script_or_style(site: Site) -> None:
 
 
 def test_page_with_empty_catalog(tmp_path: Path) -> None:
-    from app.server import create_app
-    from starlette.testclient import TestClient
-
     client = TestClient(create_app(tmp_path / "no-models", tmp_path / "no-web"))
     html = client.get("/").text
     assert _CATALOG_RE.findall(html) == ['{"models": []}']

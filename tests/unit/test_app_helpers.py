@@ -1,4 +1,4 @@
-"""Shared builders for the app tests: a fake models folder with contract-true manifests, and a raw ASGI caller.
+"""Shared builders for the app tests: a fake models folder with contract-true manifests; a raw ASGI caller.
 
 No tests live here; the test_app_* modules import it as a sibling (pytest's default rootdir-relative import).
 The manifest is built here independently of app.catalog, so a wrong revision formula in the app fails tests.

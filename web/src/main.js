@@ -4,7 +4,8 @@
 // Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype>
 // ?max_new_tokens=<n> ?threads=<n> ?autoload=1
 // State for tests: body[data-state] = idle|loading|ready|generating, body[data-device|data-dtype],
-// #metrics[data-metrics] (JSON of the last reply), assistant messages [data-role=assistant][data-raw].
+// #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use of that turn),
+// assistant messages [data-role=assistant][data-raw][data-streamed][data-done].
 
 import { chooseDevice, describeError } from "./device.js";
 import { setMarkdown } from "./markdown.js";
@@ -27,12 +28,14 @@ const el = {
   stop: $("stop-button"),
   newChat: $("new-chat-button"),
   metrics: $("metrics"),
+  maxNewTokens: $("max-new-tokens"),
 };
 
 const params = new URLSearchParams(location.search);
 const forced = { device: params.get("device"), dtype: params.get("dtype") };
 const positiveInt = (v) => (/^\d+$/.test(v ?? "") && Number(v) > 0 ? Number(v) : undefined);
-const MAX_NEW_TOKENS = positiveInt(params.get("max_new_tokens")) ?? 512;
+el.maxNewTokens.value = String(positiveInt(params.get("max_new_tokens")) ?? 512);
+const maxNewTokens = () => positiveInt(el.maxNewTokens.value) ?? 512;
 const THREADS = positiveInt(params.get("threads"));
 
 const app = {
@@ -293,6 +296,7 @@ function onToken({ text }) {
   if (!cur) return;
   cur.raw += text;
   cur.node.dataset.raw = cur.raw;
+  cur.node.dataset.streamed = cur.raw;
   scheduleRender();
 }
 
@@ -300,6 +304,7 @@ function onDone({ text, metrics, context }) {
   const cur = app.current;
   app.current = null;
   if (cur) {
+    // data-streamed keeps what arrived token by token; data-raw becomes the worker's full decode.
     cur.raw = text;
     cur.node.dataset.raw = text;
     cur.node.dataset.done = "true";
@@ -402,7 +407,7 @@ function send() {
   worker.postMessage({
     type: "generate",
     messages: app.messages.map(({ role, content }) => ({ role, content })),
-    options: { max_new_tokens: MAX_NEW_TOKENS },
+    options: { max_new_tokens: maxNewTokens() },
   });
 }
 

@@ -25,22 +25,17 @@ env.backends.onnx.wasm.wasmPaths = {
 };
 
 /**
- * Stops generation on the next token. Besides the message-driven flag it watches an optional shared
- * Int32Array the UI can set with Atomics, which works even while the worker's event loop is busy.
+ * Resolves on a fresh macrotask. ORT-web's session.run settles through microtasks only, so without
+ * this the worker's message queue (and with it {type:"interrupt"}) would wait until generate() ends.
  */
-class Interrupt extends InterruptableStoppingCriteria {
-  constructor() {
-    super();
-    this.flag = null;
-  }
-  _call(input_ids, scores) {
-    if (this.flag && Atomics.load(this.flag, 0) === 1) this.interrupted = true;
-    return super._call(input_ids, scores);
-  }
-  reset() {
-    super.reset();
-    if (this.flag) Atomics.store(this.flag, 0, 0);
-  }
+const channel = new MessageChannel();
+const pendingYields = [];
+channel.port1.onmessage = () => pendingYields.shift()?.();
+function nextTask() {
+  return new Promise((resolve) => {
+    pendingYields.push(resolve);
+    channel.port2.postMessage(0);
+  });
 }
 
 const state = {
@@ -50,7 +45,7 @@ const state = {
   cache: null, // {pkv, ids: bigint[]} — KV cache of the conversation so far and the token ids it covers
   busy: false,
 };
-const stopper = new Interrupt();
+const stopper = new InterruptableStoppingCriteria();
 
 const post = (message) => self.postMessage(message);
 
@@ -121,6 +116,12 @@ async function load({ model, dtype, device, files, threads }) {
       use_external_data_format: externalData(files),
     }),
   ]);
+  // Yield to the event loop before every forward pass, so an interrupt is seen before the next token.
+  const forward = llm.forward.bind(llm);
+  llm.forward = async (inputs) => {
+    await nextTask();
+    return forward(inputs);
+  };
   state.tokenizer = tokenizer;
   state.model = llm;
   // Warm-up: compiles kernels/shaders so the first reply's TTFT measures the model, not the setup.
@@ -178,6 +179,7 @@ async function generate({ messages, options = {} }) {
     return_dict_in_generate: true,
   });
   const interrupted = stopper.interrupted;
+  console.log("DEBUG generate finished at", performance.now(), count);
   const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
   const newIds = sequence.slice(contextTokens);
   const text = tokenizer.decode(newIds, { skip_special_tokens: true });
@@ -219,18 +221,14 @@ const handlers = {
   generate,
   async reset() {
     await disposeCache();
-    post({ type: "reset" });
   },
   interrupt() {
+    console.log("DEBUG interrupt received at", performance.now());
     stopper.interrupt();
-  },
-  // Optional: a SharedArrayBuffer flag for interrupts that must not wait for the event loop.
-  "interrupt-flag"({ buffer }) {
-    stopper.flag = new Int32Array(buffer);
   },
 };
 
-// Messages that touch the model run one at a time; interrupt/interrupt-flag never wait.
+// Messages that touch the model run one at a time; an interrupt never waits in that queue.
 let queue = Promise.resolve();
 self.addEventListener("message", (event) => {
   const message = event.data ?? {};
@@ -239,7 +237,7 @@ self.addEventListener("message", (event) => {
     post({ type: "error", code: ErrorCode.UNKNOWN, message: `Unknown message type "${message.type}".` });
     return;
   }
-  if (message.type === "interrupt" || message.type === "interrupt-flag") {
+  if (message.type === "interrupt") {
     handler(message);
     return;
   }

@@ -1,0 +1,86 @@
+"""Sessions: serve (default model built if missing), export, tests, lint, bench. Each installs what it needs."""
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+MODELS = ROOT / "models"
+WEB = ROOT / "web"
+DEFAULT_MODEL = "smollm2-135m"
+# onnxruntime-node's postinstall downloads CUDA files (unreachable here); the web bundle needs none of it.
+NPM_ENV = {"ONNXRUNTIME_NODE_INSTALL": "skip", "ONNXRUNTIME_NODE_INSTALL_CUDA": "skip"}
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    session.install("-e", f".[{','.join(extras)}]")
+
+
+def build_web(session: nox.Session) -> None:
+    """npm ci + copy the runtime (Transformers.js, ORT wasm, marked, DOMPurify) into web/vendor, once per lockfile."""
+    lock = (WEB / "package-lock.json").read_bytes()
+    stamp = WEB / "vendor" / ".lock-sha256"
+    want = hashlib.sha256(lock).hexdigest()
+    if stamp.is_file() and stamp.read_text() == want:
+        return
+    with session.chdir(WEB):
+        session.run("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", external=True, env=NPM_ENV)
+        session.run("npm", "run", "vendor", external=True)
+    stamp.write_text(want)
+
+
+def ensure_model(session: nox.Session, recipe: str = DEFAULT_MODEL) -> None:
+    if not (MODELS / recipe / "manifest.json").is_file():
+        session.run("python", "-m", "model_prep", "export", recipe, "--out", str(MODELS))
+
+
+def ensure_chromium(session: nox.Session) -> str:
+    """The tests drive Debian's Chromium (Playwright cannot download its own browser here)."""
+    path = os.environ.get("EDGE_CHAT_CHROMIUM", "/usr/bin/chromium")
+    if Path(path).is_file():
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        session.run("apt-get", "update", "-q", external=True)
+        session.run("apt-get", "install", "-y", "-q", "chromium", external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+        return path
+    session.error(f"no Chromium at {path}: install Debian's `chromium` or set EDGE_CHAT_CHROMIUM=/path/to/chrome")
+
+
+@nox.session
+def serve(session: nox.Session) -> None:
+    """Build the default model if missing, then serve http://127.0.0.1:8000 (extra args go to `python -m app`)."""
+    install(session, "app", "prep")
+    build_web(session)
+    ensure_model(session)
+    session.run("python", "-m", "app", "--models", str(MODELS), "--web", str(WEB), *session.posargs)
+
+
+@nox.session
+def export(session: nox.Session) -> None:
+    """`nox -s export -- RECIPE... [--source S] [--out DIR]` (no recipe: qwen3-0.6b and smolvlm-256m)."""
+    install(session, "prep")
+    session.run("python", "-m", "model_prep", "export", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests, pipeline tests on tiny models, and Playwright in Chromium on the default model."""
+    install(session, "app", "prep", "test")
+    chromium = ensure_chromium(session)
+    build_web(session)
+    ensure_model(session)
+    session.run("pytest", *(session.posargs or ["-q"]), env={"EDGE_CHAT_CHROMIUM": chromium})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
