@@ -52,6 +52,7 @@ class RevalidatedStaticFiles(StaticFiles):
             status_code=status_code,
             stat_result=stat_result,
             media_type=static_media_type(full_path),
+            headers={"Cache-Control": "no-cache"},
         )
         if self.is_not_modified(response.headers, Headers(scope=scope)):
             return NotModifiedResponse(response.headers)

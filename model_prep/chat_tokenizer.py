@@ -19,8 +19,18 @@ def fix_gguf_tokenizer(tokenizer: Any, folder: Path) -> None:
     `<|im_start|>`; rewrite it as the byte-level BPE the model was trained with."""
     data = json.loads(tokenizer.backend_tokenizer.to_str())
     data["normalizer"] = None
-    data["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    data["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    data["pre_tokenizer"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": False,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
+    data["post_processor"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": False,
+        "use_regex": True,
+    }
     data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
     data["model"].update(unk_token=None, fuse_unk=False, byte_fallback=False)
     template = tokenizer.chat_template or CHATML_TEMPLATE
@@ -29,7 +39,9 @@ def fix_gguf_tokenizer(tokenizer: Any, folder: Path) -> None:
     _set_token_ids(folder, bos=vocab[BOS], eos=vocab[EOS], pad=vocab[EOS])
 
 
-def write_tokenizer_files(folder: Path, tokenizer_json: dict, chat_template: str, model_max_length: int) -> None:
+def write_tokenizer_files(
+    folder: Path, tokenizer_json: dict, chat_template: str, model_max_length: int
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
     specials = {t["id"]: t for t in tokenizer_json.get("added_tokens", [])}

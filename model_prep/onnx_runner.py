@@ -46,7 +46,9 @@ class DecoderSession:
         return outputs[0][0].astype(np.float32)
 
 
-def greedy(session: DecoderSession, prompt_ids: list[int], max_new_tokens: int, eos_ids: set[int]) -> list[int]:
+def greedy(
+    session: DecoderSession, prompt_ids: list[int], max_new_tokens: int, eos_ids: set[int]
+) -> list[int]:
     session.reset()
     logits = session.forward(prompt_ids)[-1]
     out: list[int] = []

@@ -12,6 +12,7 @@ from . import layout, quantize, verify
 from .export_decoder import export_decoder
 from .recipes import Recipe
 from .sources import resolve_source
+from .tied_weights import share_tied_embedding
 
 STAGES = ("source", "export", "quantize", "verify", "write")
 
@@ -26,7 +27,9 @@ def stage(name: str, timings: dict[str, float], out=sys.stderr) -> Iterator[None
     print(f"[{index}/{len(STAGES)}] {name} done in {timings[name]:.1f} s", file=out, flush=True)
 
 
-def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cache_dir: Path | None = None) -> Path:
+def run_recipe(
+    recipe: Recipe, models_dir: Path, source: str | None = None, cache_dir: Path | None = None
+) -> Path:
     cache_dir = cache_dir or models_dir / ".cache"
     timings: dict[str, float] = {}
     with stage("source", timings):
@@ -41,7 +44,9 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
         with stage("export", timings):
             fp32 = export_decoder(source_dir, onnx_dir)
         with stage("quantize", timings):
-            graphs = {d: quantize.write_variant(fp32, d, onnx_dir, recipe.q4_block_size) for d in recipe.variants}
+            graphs = {
+                d: quantize.write_variant(fp32, d, onnx_dir, recipe.q4_block_size) for d in recipe.variants
+            }
         with stage("verify", timings):
             reference = verify.torch_reference(source_dir, recipe.verify_prompts)
             results = [verify.score_variant(path, d, reference) for d, path in graphs.items()]
@@ -52,6 +57,8 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
         with stage("write", timings):
             if "fp32" not in recipe.variants:
                 fp32.unlink()
+            else:
+                share_tied_embedding(fp32)
             layout.copy_configs(source_dir, tmp)
             dtype_files = {d: [p.relative_to(tmp).as_posix()] for d, p in graphs.items()}
             manifest = layout.build_manifest(tmp, recipe, dtype_files, source or recipe.source)

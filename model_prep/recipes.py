@@ -93,5 +93,6 @@ def get_recipe(name: str) -> Recipe:
     except KeyError:
         raise UnknownRecipe(name, list(RECIPES)) from None
 
+
 # `nox -s export` with no argument: the models this app exists for.
 DEFAULT_EXPORTS = ("qwen3-0.6b", "smolvlm-256m")

@@ -179,7 +179,6 @@ async function generate({ messages, options = {} }) {
     return_dict_in_generate: true,
   });
   const interrupted = stopper.interrupted;
-  console.log("DEBUG generate finished at", performance.now(), count);
   const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
   const newIds = sequence.slice(contextTokens);
   const text = tokenizer.decode(newIds, { skip_special_tokens: true });
@@ -223,7 +222,6 @@ const handlers = {
     await disposeCache();
   },
   interrupt() {
-    console.log("DEBUG interrupt received at", performance.now());
     stopper.interrupt();
   },
 };

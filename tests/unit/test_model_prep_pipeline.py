@@ -1,0 +1,92 @@
+"""The real pipeline on a tiny random Llama: layout, manifest integrity, verification, reference generation."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from model_prep import layout
+from model_prep.pipeline import run_recipe
+from model_prep.recipes import get_recipe
+from model_prep.reference import greedy_chat
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = tmp_path_factory.mktemp("models")
+    return run_recipe(get_recipe("tiny-llama"), models)
+
+
+def test_layout_is_the_transformersjs_folder(exported: Path) -> None:
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (exported / name).is_file(), name
+    assert sorted(p.name for p in (exported / "onnx").iterdir()) == [
+        "model.onnx",
+        "model_q4.onnx",
+        "model_q4f16.onnx",
+    ]
+    tokenizer_config = json.loads((exported / "tokenizer_config.json").read_text())
+    assert "<|im_start|>assistant" in tokenizer_config["chat_template"]
+    assert tokenizer_config["eos_token"] == "<|im_end|>"
+    assert not list(exported.parent.glob(".tmp-*")), "the temporary folder was renamed into place"
+
+
+def test_manifest_lists_every_file_with_its_hash(exported: Path) -> None:
+    manifest = json.loads((exported / "manifest.json").read_text())
+    on_disk = sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file())
+    assert sorted(f["path"] for f in manifest["files"]) == [p for p in on_disk if p != "manifest.json"]
+    for entry in manifest["files"]:
+        data = (exported / entry["path"]).read_bytes()
+        assert entry["bytes"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    lines = "".join(f"{f['path']}\0{f['sha256']}\n" for f in manifest["files"])
+    assert manifest["revision"] == hashlib.sha256(lines.encode()).hexdigest()[:12]
+    assert manifest["devices"] == {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "fp32"}
+    assert manifest["dtypes"]["q4"]["files"] == ["onnx/model_q4.onnx"]
+    assert manifest["capabilities"] == {"text": True, "image": False}
+    assert manifest["id"] == "tiny-llama" and manifest["task"] == "text-generation"
+
+
+def test_verification_report_scores_every_variant(exported: Path) -> None:
+    report = json.loads((exported / "verification.json").read_text())
+    assert set(report["variants"]) == {"fp32", "q4", "q4f16"}
+    fp32 = report["variants"]["fp32"]
+    assert fp32["top1_agreement"] == 1.0
+    assert fp32["mean_logit_cosine"] > 0.9999
+    assert fp32["perplexity"] == pytest.approx(report["reference"]["perplexity"], rel=1e-4)
+    for variant in report["variants"].values():
+        assert 0.0 <= variant["top1_agreement"] <= 1.0 and variant["positions"] > 50
+
+
+def test_reference_generation_matches_torch_greedy(exported: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = exported.parent / ".cache" / "sources" / "tiny-llama"
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    model = AutoModelForCausalLM.from_pretrained(source).eval()
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, min_new_tokens=12)
+    want = tokenizer.decode(out[0][len(ids) :], skip_special_tokens=True)
+    assert greedy_chat(exported, "fp32", messages, max_new_tokens=12) == want
+    assert want.strip(), "the tiny model must say something, or this comparison could not fail"
+
+
+def test_a_second_export_gets_the_same_revision_and_replaces_the_folder(exported: Path) -> None:
+    before = json.loads((exported / "manifest.json").read_text())
+    again = run_recipe(get_recipe("tiny-llama"), exported.parent)
+    after = json.loads((again / "manifest.json").read_text())
+    assert again == exported
+    onnx_hashes = {f["path"]: f["sha256"] for f in after["files"] if f["path"].startswith("onnx/")}
+    assert onnx_hashes == {f["path"]: f["sha256"] for f in before["files"] if f["path"].startswith("onnx/")}
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+
+
+def test_kv_cache_memory_estimate_uses_the_config() -> None:
+    config = {"num_hidden_layers": 30, "num_key_value_heads": 3, "num_attention_heads": 9, "hidden_size": 576}
+    assert layout.kv_cache_bytes(config) == 2 * 30 * 3 * 64 * layout.KV_CONTEXT_FOR_MEMORY * 4
