@@ -39,9 +39,7 @@ def fix_gguf_tokenizer(tokenizer: Any, folder: Path) -> None:
     _set_token_ids(folder, bos=vocab[BOS], eos=vocab[EOS], pad=vocab[EOS])
 
 
-def write_tokenizer_files(
-    folder: Path, tokenizer_json: dict, chat_template: str, model_max_length: int
-) -> None:
+def write_tokenizer_files(folder: Path, tokenizer_json: dict, chat_template: str, model_max_length: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
     specials = {t["id"]: t for t in tokenizer_json.get("added_tokens", [])}

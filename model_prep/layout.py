@@ -52,16 +52,14 @@ def sha256_file(path: Path) -> str:
 
 
 def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str]], source_ref: str) -> dict:
-    # Sorted by POSIX path string, the order the app recomputes the revision in (Path order differs: onnx/ vs onnx.json).
+    # Sorted as POSIX strings, the order the app recomputes the revision in (Path order differs: onnx/ vs onnx.json).
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     files = [
         {"path": rel, "bytes": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
         for rel in paths
         if rel != "manifest.json"
     ]
-    revision = hashlib.sha256("".join(f"{f['path']}\0{f['sha256']}\n" for f in files).encode()).hexdigest()[
-        :12
-    ]
+    revision = hashlib.sha256("".join(f"{f['path']}\0{f['sha256']}\n" for f in files).encode()).hexdigest()[:12]
     sizes = {f["path"]: f["bytes"] for f in files}
     config = json.loads((folder / "config.json").read_text())
     text_config = config.get("text_config", config)
@@ -80,9 +78,7 @@ def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dtypes": dtypes,
         "devices": {k: v for k, v in recipe.devices.items() if v in dtypes},
-        "memory_bytes": {
-            d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config) for d, info in dtypes.items()
-        },
+        "memory_bytes": {d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config) for d, info in dtypes.items()},
         "files": files,
     }
 

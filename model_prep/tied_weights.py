@@ -23,9 +23,7 @@ def share_tied_embedding(path: Path) -> bool:
             if node.op_type != "MatMul" or node.input[1] not in inits:
                 continue
             weight = inits[node.input[1]]
-            if tuple(weight.dims) != table.shape[::-1] or not np.array_equal(
-                numpy_helper.to_array(weight), table.T
-            ):
+            if tuple(weight.dims) != table.shape[::-1] or not np.array_equal(numpy_helper.to_array(weight), table.T):
                 continue
             transposed = f"{table_name}_transposed"
             graph.node.insert(0, helper.make_node("Transpose", [table_name], [transposed], perm=[1, 0]))

@@ -164,9 +164,7 @@ def _build_text(arch: str, folder: Path, vocab_size: int, ids: dict[str, int]) -
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-    config_cls, model_cls = (
-        (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen3Config, Qwen3ForCausalLM)
-    )
+    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen3Config, Qwen3ForCausalLM)
     torch.manual_seed(SEED)
     model = model_cls(config_cls(**_text_config(arch, vocab_size, ids))).eval()
     _init_weights(model, ("embed_tokens.weight", "lm_head.weight"))

@@ -44,9 +44,7 @@ def torch_reference(source: Path, prompts: tuple[str, ...]) -> Reference:
     sequences, prefixes, logits = [], [], []
     with torch.inference_mode():
         for prompt in prompts:
-            ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True
-            )
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
             out = model.generate(
                 torch.tensor([ids]), max_new_tokens=CONTINUATION_TOKENS, do_sample=False, min_new_tokens=4
             )

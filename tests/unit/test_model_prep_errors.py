@@ -18,9 +18,7 @@ from model_prep.sources import resolve_source
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_unknown_recipe_exits_2_with_the_known_names(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_unknown_recipe_exits_2_with_the_known_names(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["export", "gpt-17", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown recipe 'gpt-17'") and "smollm2-135m" in err
@@ -74,9 +72,7 @@ def test_corrupt_config(tmp_path: Path) -> None:
 
 def test_wrong_architecture(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
-    with pytest.raises(
-        UnsupportedArchitecture, match="exports Qwen3ForCausalLM, but the source is BertModel"
-    ):
+    with pytest.raises(UnsupportedArchitecture, match="exports Qwen3ForCausalLM, but the source is BertModel"):
         resolve_source(get_recipe("qwen3-0.6b"), str(tmp_path), tmp_path)
 
 
