@@ -15,8 +15,8 @@ from .errors import SourceMissing
 TINY_VERSION = "1"
 SEED = 0
 VOCAB_SIZE = {"llama": 384, "qwen3": 384, "smolvlm": 448}
-EMBED_STD = 0.5  # embeddings and lm_head: large enough that greedy decoding is not one token repeated
-LAYER_STD = 0.1  # everything else: layers that visibly change the residual stream, so context matters
+EMBED_STD = 0.3  # embeddings and lm_head: random logits with clear winners, so greedy tokens differ
+LAYER_STD = 0.3  # other matrices: as strong as the embeddings, or tied models just echo the last token
 
 # SmolVLM's special tokens (Idefics3 processor): the image wrapper, the image placeholder, the global tile marker,
 # the end of a turn, and one `<row_R_col_C>` per tile of a split image (SmolVLM ships rows and columns 1..6).

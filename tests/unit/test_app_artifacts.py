@@ -252,9 +252,7 @@ def test_wrong_revision_is_404(site: Site, revision: str) -> None:
     _assert_404_json(response.status_code, response.headers["content-type"], response.content)
 
 
-@pytest.mark.parametrize(
-    "path", ["notes.txt", "manifest.json", "", "onnx", "onnx/", "Config.json", "config.json/"]
-)
+@pytest.mark.parametrize("path", ["notes.txt", "manifest.json", "", "onnx", "onnx/", "Config.json", "config.json/"])
 def test_unlisted_paths_are_404(site: Site, path: str) -> None:
     assert (site.models / MODEL_ID / "notes.txt").is_file()
     response = site.client.get(site.base + path)

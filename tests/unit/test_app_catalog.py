@@ -102,18 +102,14 @@ def _broken_variants() -> dict[str, object]:
         "bad-sha": variant("bad-sha", files=short_sha),
         "lists-manifest": variant("lists-manifest", files=self_listed),
         "no-files": variant("no-files", files=[]),
-        "unknown-dtype-file": variant(
-            "unknown-dtype-file", dtypes={"fp32": {"files": ["nope.onnx"], "bytes": 1}}
-        ),
+        "unknown-dtype-file": variant("unknown-dtype-file", dtypes={"fp32": {"files": ["nope.onnx"], "bytes": 1}}),
         "unknown-device-dtype": variant("unknown-device-dtype", devices={"webgpu": "q8"}),
         "bool-bytes": variant("bool-bytes", memory_bytes={"fp32": True}),
         "not-object": ["a", "list"],
     }
 
 
-def test_catalog_skips_every_broken_folder_and_keeps_the_rest(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_catalog_skips_every_broken_folder_and_keeps_the_rest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_model(tmp_path, MODEL_ID)
     broken = _broken_variants()
     for folder, manifest in broken.items():

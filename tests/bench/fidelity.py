@@ -1,0 +1,133 @@
+"""Fidelity and native decode speed of the 4-bit recipes tried for SmolLM2-135M (not collected by pytest).
+
+    .venv/bin/python tests/bench/fidelity.py [--recipes rtn_sym,grid] [--fp32 models/smollm2-135m/onnx/model.onnx]
+
+Scores every recipe with model_prep.verify against torch fp32 (the reference is cached in --work) and times
+greedy decode on native onnxruntime CPU (2 threads, 32-token prompt, 64 new tokens). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from model_prep import quantize, verify  # noqa: E402
+from model_prep.onnx_runner import DecoderSession  # noqa: E402
+from model_prep.q4_grid import quantize_grid  # noqa: E402
+from model_prep.recipes import get_recipe  # noqa: E402
+
+
+def _ort(config_factory: Callable[[], object]) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
+    def run(model: onnx.ModelProto) -> onnx.ModelProto:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config_factory())
+        quantizer.process()
+        return quantizer.model.model
+
+    return run
+
+
+def _default(**kw) -> Callable[[], object]:
+    def make():
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig
+
+        return DefaultWeightOnlyQuantConfig(block_size=32, **kw)
+
+    return make
+
+
+def _hqq() -> object:
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
+
+    return HQQWeightOnlyQuantConfig(block_size=32, bits=4)
+
+
+def _grid(**kw) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
+    return lambda model: quantize_grid(model, 32, **kw)[0]
+
+
+# name → (description, fp32 graph → quantized graph)
+RECIPES: dict[str, tuple[str, Callable[[onnx.ModelProto], onnx.ModelProto]]] = {
+    "rtn_sym": ("(1) RTN symmetric b32, acc4 (old default)", _ort(_default(is_symmetric=True, accuracy_level=4))),
+    "rtn_asym": ("(2) RTN asymmetric uint8 zp b32, acc4", _ort(_default(is_symmetric=False, accuracy_level=4))),
+    "hqq": ("(3) HQQ b32, float zp", _ort(_hqq)),
+    "grid_add": ("(4) Q4_1-exact, blocksum MatMul+Add, lm_head 8-bit, acc4", _grid(fold="add")),
+    "grid_add_lm4": ("(4) as above, lm_head RTN 4-bit", _grid(fold="add", grid8=False)),
+    "grid": ("(4') Q4_1-exact, blocksum folded into K (2 stages), lm_head 8-bit, acc4", _grid(fold="concat")),
+    "grid_s1": ("(4') as above, 1 residual stage", _grid(fold="concat", stages=1)),
+    "grid_acc0": ("(4') as above, accuracy_level 0", _grid(fold="concat", accuracy_level=0)),
+    "rtn_lm8": ("(5) RTN symmetric b32 + lm_head 8-bit exact", _grid(fold="concat", grid4=False)),
+    "q8_asym": ("(5) 8-bit asymmetric b32 everywhere, acc4", _ort(_default(is_symmetric=False, accuracy_level=4, bits=8))),
+}
+
+
+def decode_speed(path: Path, prompt: list[int], new_tokens: int = 64, threads: int = 2) -> float:
+    session = DecoderSession(path, threads=threads)
+    session.forward(prompt)  # warm-up
+    session.reset()
+    logits = session.forward(prompt)[-1]
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        logits = session.forward([int(np.argmax(logits))])[-1]
+    return new_tokens / (time.perf_counter() - start)
+
+
+def reference(work: Path, source: Path) -> verify.Reference:
+    cache = work / "reference.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    ref = verify.torch_reference(source, get_recipe("smollm2-135m").verify_prompts)
+    cache.write_bytes(pickle.dumps(ref))
+    return ref
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fp32", type=Path, default=ROOT / "models/smollm2-135m/onnx/model.onnx")
+    parser.add_argument("--source", type=Path, default=ROOT / "models/.cache/sources/smollm2-135m")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edge-chat-fidelity"))
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated; add 'fp32', and ':f16'")
+    parser.add_argument("--keep", action="store_true", help="keep the quantized graphs in --work")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    ref = reference(args.work, args.source)
+    prompt = ref.sequences[-1][:32]
+    print(f"reference perplexity (torch fp32): {ref.perplexity:.2f}", flush=True)
+    print("| recipe | what | MB | top-1 | cosine | ppl | decode tok/s |\n|---|---|---|---|---|---|---|", flush=True)
+    for name in args.recipes.split(","):
+        base, _, f16 = name.partition(":")
+        if base == "fp32":
+            path, what = args.fp32, "fp32 export"
+        else:
+            what, fn = RECIPES[base]
+            path = args.work / f"{base}{'_f16' if f16 else ''}.onnx"
+            model = fn(onnx.load(args.fp32))
+            if f16:
+                model, what = quantize.to_fp16(model), what + ", then fp16 (q4f16)"
+            onnx.save(model, path)
+            del model
+        fid = verify.score_variant(path, name, ref)
+        speed = decode_speed(path, prompt)
+        size = path.stat().st_size / 1e6
+        print(
+            f"| {name} | {what} | {size:.0f} | {fid.top1_agreement:.1%} | {fid.mean_logit_cosine:.4f} "
+            f"| {fid.perplexity:.2f} | {speed:.1f} |",
+            flush=True,
+        )
+        if base != "fp32" and not args.keep:
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()
