@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from model_prep import layout
+from model_prep.onnx_runner import DecoderSession, greedy
 from model_prep.pipeline import run_recipe
 from model_prep.recipes import get_recipe
-from model_prep.onnx_runner import DecoderSession, greedy
 from model_prep.reference import greedy_chat
 
 pytestmark = pytest.mark.slow
