@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from app.artifacts import ArtifactUnavailable, locate_artifact, serve_artifact
+from app.bench_results import MAX_BODY_BYTES, InvalidResults, ResultStore, validate
 from app.catalog import Catalog
 from app.security import SecurityHeadersMiddleware
 from app.static import RevalidatedStaticFiles
@@ -57,8 +59,29 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal server error")
 
 
-def create_app(models_dir: Path, web_dir: Path) -> Starlette:
-    """The app serving `models_dir` (exported models) and `web_dir` (`src/` and `vendor/`)."""
+async def _read_json_body(request: Request) -> Any:
+    """The body as JSON, refusing anything but application/json and anything over MAX_BODY_BYTES."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(415, "send application/json")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HTTPException(400, f"body is not JSON: {err}") from None
+
+
+def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) -> Starlette:
+    """The app serving `models_dir` (exported models) and `web_dir` (`src/` and `vendor/`).
+
+    `results_db` stores what /bench pages post (default: `models_dir/.bench/results.sqlite3`).
+    """
     if not models_dir.is_dir():
         log.warning("models folder %s does not exist: the catalog stays empty until an export", models_dir)
     if not (web_dir / "src").is_dir():
@@ -94,8 +117,28 @@ def create_app(models_dir: Path, web_dir: Path) -> Starlette:
         path = locate_artifact(model.folder, entry)
         return serve_artifact(path, entry, request.headers, request.method)
 
+    store = ResultStore(results_db or models_dir / ".bench" / "results.sqlite3")
+
+    def bench_page(request: Request) -> Response:
+        context = {"catalog": catalog_listing(catalog)}
+        return templates.TemplateResponse(request, "bench.html", context, headers=NO_CACHE)
+
+    async def post_results(request: Request) -> Response:
+        document = await _read_json_body(request)
+        try:
+            client, user_agent, results = validate(document, {m.id for m in catalog.models()})
+        except InvalidResults as err:
+            raise HTTPException(400, str(err)) from None
+        return JSONResponse({"stored": store.add(client, user_agent, results)}, status_code=201)
+
+    def list_results(request: Request) -> Response:
+        return JSONResponse({"results": store.latest()}, headers=NO_CACHE)
+
     routes = [
         Route("/", index, methods=["GET"]),
+        Route("/bench", bench_page, methods=["GET"]),
+        Route("/api/bench/results", post_results, methods=["POST"]),
+        Route("/api/bench/results", list_results, methods=["GET"]),
         Route("/api/models", list_models, methods=["GET"]),
         Route("/api/models/{model_id}", get_model, methods=["GET"]),
         Route("/models/{model_id}/{revision}/{path:path}", get_artifact, methods=["GET"]),
