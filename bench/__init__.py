@@ -1,0 +1,1 @@
+"""On-device throughput: the app in Chromium, native onnxruntime on the same artifact, and wllama as a peer."""

@@ -1,0 +1,48 @@
+"""Native onnxruntime on the same artifact, dtype and thread count as the browser: the in-browser/native ratio."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model_prep.onnx_runner import DecoderSession
+from model_prep.quantize import SUFFIX
+from model_prep.reference import load_tokenizer
+
+from .prompts import NEW_TOKENS
+
+
+def measure(model_dir: Path, manifest: dict, dtype: str, prompts: dict[str, str], threads: int) -> list[dict]:
+    tokenizer = load_tokenizer(model_dir)
+    start = time.perf_counter()
+    session = DecoderSession(model_dir / "onnx" / f"model{SUFFIX[dtype]}.onnx", threads=threads)
+    load_s = time.perf_counter() - start
+    rows = []
+    for name, text in prompts.items():
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        session.reset()
+        t0 = time.perf_counter()
+        token = int(np.argmax(session.forward(list(ids))[-1]))
+        ttft = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for _ in range(NEW_TOKENS - 1):  # eos is not a stop here: every run decodes the same number of tokens
+            token = int(np.argmax(session.forward([token])[-1]))
+        decode = time.perf_counter() - t1
+        rows.append(
+            {
+                "runner": "native-onnxruntime",
+                "prompt": name,
+                "model": manifest["id"],
+                "revision": manifest["revision"],
+                "device": "cpu",
+                "dtype": dtype,
+                "threads": threads,
+                "load_s": load_s,
+                "ttft_s": ttft,
+                "prefill_tokens_per_s": len(ids) / ttft,
+                "decode_tokens_per_s": (NEW_TOKENS - 1) / decode,
+                "prompt_tokens": len(ids),
+                "new_tokens": NEW_TOKENS,
+            }
+        )
+    return rows

@@ -1,0 +1,396 @@
+"""fp32 ONNX for SmolVLM / Idefics3: three graphs in the layout Transformers.js loads for idefics3 and smolvlm.
+
+Transformers.js 4.3.1 (`MODEL_TYPES.ImageTextToText`, `image_text_to_text_forward`) opens
+`onnx/vision_encoder{suffix}.onnx`, `onnx/embed_tokens{suffix}.onnx` and `onnx/decoder_model_merged{suffix}.onnx`:
+
+- vision_encoder: `pixel_values` float32 [batch, num_images, 3, H, W] + `pixel_attention_mask` bool
+  [batch, num_images, H, W] → `image_features` float32 [real_images, image_seq_len, text_hidden]; the runtime views it
+  as [-1, text_hidden] and writes row k over the k-th `<image>` token (`config.image_token_id`).
+- embed_tokens: `input_ids` int64 [batch, seq] → `inputs_embeds` float32 [batch, seq, text_hidden].
+- decoder_model_merged: `inputs_embeds`, `attention_mask` int64 [batch, past+seq], `position_ids` int64
+  [batch, seq], `past_key_values.{i}.key|value` float32 [batch_size, kv_heads, past_sequence_length, head_dim] →
+  `logits` [batch, seq, vocab], `present.{i}.key|value`. The runtime builds the empty cache from the graph's input
+  metadata: the batch axis must be named `batch_size` (any other symbolic axis becomes 0) and kv_heads / head_dim
+  must be concrete numbers.
+
+Vision positions follow the upstream fix of transformers#41190 (merged in #41374): transformers 4.55–4.57 compute
+`i / n * (1 - 1e-6)`, which shifts every patch but the first one position to the left (0, 0, 1, …, n-2 instead of
+0, 1, …, n-1) — not what SmolVLM was trained with. The exported graph uses `i * (1 / n)` clamped below 1, and the
+torch reference runs under `fixed_vision_positions`, the upstream per-image loop, so the comparison still checks the
+tensor-op rewrite against HF's loop.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VerificationFailed
+
+OPSET = 18
+GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
+# fp32 ONNX vs torch: largest |difference| allowed, relative to the largest |value| of the torch output.
+MAX_REL_DIFF = 1e-4
+
+
+def export_smolvlm(source: Path, out_dir: Path) -> dict[str, Path]:
+    """Export `source` (an HF Idefics3/SmolVLM folder) into `out_dir`; returns {graph name: path}.
+
+    Every graph is run with onnxruntime against the torch model before returning; VerificationFailed otherwise.
+    """
+    import torch
+
+    model = load_model(source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / f"{name}.onnx" for name in GRAPHS}
+    with torch.no_grad(), traceable_masks():
+        _export_vision(model, paths["vision_encoder"])
+        _export_embed(model, paths["embed_tokens"])
+        _export_decoder(model, paths["decoder_model_merged"])
+    with torch.no_grad(), fixed_vision_positions(model):
+        check_graphs(model, paths)
+    return paths
+
+
+def load_model(source: Path):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa")
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------- wrappers
+
+
+def _wrappers():
+    """torch modules for the three graphs (built lazily so importing this module does not import torch)."""
+    import torch
+    from torch import nn
+    from transformers.cache_utils import DynamicCache
+    from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask
+
+    class VisionEncoder(nn.Module):
+        """HF's get_image_features without Python loops or data-dependent Python control flow."""
+
+        def __init__(self, model) -> None:
+            super().__init__()
+            inner = model.model
+            self.vision = inner.vision_model
+            self.connector = inner.connector
+            self.patch = self.vision.config.patch_size
+            self.scale = inner.connector.scale_factor
+            self.per_side = self.vision.embeddings.num_patches_per_side
+            step = 1 / self.per_side
+            self.register_buffer("boundaries", torch.arange(step, 1.0, step), persistent=False)
+
+        def forward(self, pixel_values, pixel_attention_mask):
+            channels, height, width = pixel_values.shape[2], pixel_values.shape[3], pixel_values.shape[4]
+            pixels = pixel_values.reshape(-1, channels, height, width)
+            masks = pixel_attention_mask.reshape(-1, height, width)
+            # Padding images are all zeros: keep the others (HF: `(pixels == 0).sum() != numel`).
+            real = torch.nonzero((pixels != 0).flatten(1).sum(-1) > 0).squeeze(1)
+            pixels = pixels.index_select(0, real)
+            masks = masks.index_select(0, real)
+            # A patch takes part if any of its pixels does (HF: unfold + sum > 0).
+            patch_mask = torch.nn.functional.max_pool2d(masks[:, None].float(), self.patch, self.patch)[:, 0] > 0
+            embeddings = self.vision.embeddings
+            patches = embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2)
+            positions = self._position_ids(patch_mask)
+            hidden = patches + embeddings.position_embedding(positions)
+            flat_mask = patch_mask.flatten(1)
+            attention = _prepare_4d_attention_mask(flat_mask, hidden.dtype)
+            hidden = self.vision.encoder(inputs_embeds=hidden, attention_mask=attention).last_hidden_state
+            hidden = self.vision.post_layernorm(hidden)
+            hidden = self._pixel_shuffle(hidden, patch_mask.shape[1], patch_mask.shape[2])
+            return self.connector.modality_projection(hidden)
+
+        def _position_ids(self, patch_mask):
+            """HF's per-image loop as tensor ops: each patch of the top-left valid rectangle (rows × cols)
+            gets the position bucket of its fractional coordinate; padding patches get 0."""
+            rows = patch_mask[:, :, 0].sum(-1).clamp(min=1).float()
+            cols = patch_mask[:, 0, :].sum(-1).clamp(min=1).float()
+            limit = 1.0 - 1e-6
+            frac_h = (torch.arange(patch_mask.shape[1]).float()[None, :] * (1.0 / rows)[:, None]).clamp(max=limit)
+            frac_w = (torch.arange(patch_mask.shape[2]).float()[None, :] * (1.0 / cols)[:, None]).clamp(max=limit)
+            # bucketize(x, boundaries, right=True) == number of boundaries <= x
+            bucket_h = (frac_h[..., None] >= self.boundaries).sum(-1)
+            bucket_w = (frac_w[..., None] >= self.boundaries).sum(-1)
+            ids = bucket_h[:, :, None] * self.per_side + bucket_w[:, None, :]
+            return torch.where(patch_mask, ids, torch.zeros_like(ids)).flatten(1)
+
+        def _pixel_shuffle(self, x, grid_h, grid_w):
+            """Idefics3Connector.pixel_shuffle with the grid taken from the input shape instead of sqrt(seq)."""
+            s, dim = self.scale, x.shape[-1]
+            x = x.reshape(x.shape[0], grid_h, grid_w // s, dim * s)
+            x = x.permute(0, 2, 1, 3)
+            x = x.reshape(x.shape[0], grid_w // s, grid_h // s, dim * s * s)
+            x = x.permute(0, 2, 1, 3)
+            return x.reshape(x.shape[0], -1, dim * s * s)
+
+    class EmbedTokens(nn.Module):
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.embed = model.get_input_embeddings()
+
+        def forward(self, input_ids):
+            return self.embed(input_ids)
+
+    class Decoder(nn.Module):
+        """The text model and lm_head on inputs_embeds, with the KV cache as flat tensors in and out."""
+
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.text_model = model.model.text_model
+            self.lm_head = model.lm_head
+            self.config = model.config.get_text_config(decoder=True)
+
+        def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+            cache = DynamicCache(config=self.config)
+            for i, layer in enumerate(cache.layers):
+                # Filled directly: DynamicLayer.update would concatenate onto an empty 1-D tensor first.
+                layer.keys, layer.values = past[2 * i], past[2 * i + 1]
+                layer.dtype, layer.device, layer.is_initialized = inputs_embeds.dtype, inputs_embeds.device, True
+            out = self.text_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+            return (self.lm_head(out.last_hidden_state), *present)
+
+    return VisionEncoder, EmbedTokens, Decoder
+
+
+@contextmanager
+def traceable_masks() -> Iterator[None]:
+    """transformers 4.57 builds causal masks with torch.vmap, which TorchScript cannot trace: register a
+    broadcasting version for "sdpa" while exporting (the idea optimum-onnx's model patcher uses)."""
+    import torch
+    from transformers import masking_utils as mu
+
+    def sdpa_mask(
+        batch_size,
+        cache_position,
+        kv_length,
+        kv_offset=0,
+        mask_function=mu.causal_mask_function,
+        attention_mask=None,
+        **kwargs,
+    ):
+        padding = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
+        if padding is not None:
+            mask_function = mu.and_masks(mask_function, mu.padding_mask_function(padding))
+        q_length = cache_position.shape[0]
+        batch = torch.arange(batch_size)[:, None, None, None]
+        head = torch.arange(1)[None, :, None, None]
+        kv = torch.arange(kv_length)[None, None, None, :] + kv_offset
+        mask = mask_function(batch, head, cache_position[None, None, :, None], kv)
+        return mask.expand(batch_size, -1, q_length, kv_length)
+
+    registry = mu.ALL_MASK_ATTENTION_FUNCTIONS
+    saved = registry._global_mapping.get("sdpa")
+    registry.register("sdpa", sdpa_mask)
+    try:
+        yield
+    finally:
+        registry.register("sdpa", saved)
+
+
+@contextmanager
+def fixed_vision_positions(model) -> Iterator[None]:
+    """Run HF's vision embeddings with the upstream fix of transformers#41190 (the per-image loop as released
+    after #41374), so torch computes the positions SmolVLM was trained with. No-op once transformers has it."""
+    import torch
+
+    embeddings_cls = type(model.model.vision_model.embeddings)
+    original = embeddings_cls.forward
+
+    def forward(self, pixel_values, patch_attention_mask):
+        batch_size, _, max_im_h, max_im_w = pixel_values.shape
+        embeddings = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+        max_h, max_w = max_im_h // self.patch_size, max_im_w // self.patch_size
+        boundaries = torch.arange(1 / self.num_patches_per_side, 1.0, 1 / self.num_patches_per_side)
+        position_ids = torch.full(size=(batch_size, max_h * max_w), fill_value=0)
+        for batch_idx, p_attn_mask in enumerate(patch_attention_mask):
+            nb_patches_h = p_attn_mask[:, 0].sum()
+            nb_patches_w = p_attn_mask[0].sum()
+            step_h, step_w = 1.0 / nb_patches_h, 1.0 / nb_patches_w
+            h_indices = torch.arange(nb_patches_h, dtype=torch.float32)
+            w_indices = torch.arange(nb_patches_w, dtype=torch.float32)
+            fractional_h = torch.clamp(h_indices * step_h, max=(1.0 - 1e-6)).to(pixel_values.dtype)
+            fractional_w = torch.clamp(w_indices * step_w, max=(1.0 - 1e-6)).to(pixel_values.dtype)
+            bucket_h = torch.bucketize(fractional_h, boundaries, right=True)
+            bucket_w = torch.bucketize(fractional_w, boundaries, right=True)
+            pos_ids = (bucket_h[:, None] * self.num_patches_per_side + bucket_w).flatten()
+            position_ids[batch_idx][p_attn_mask.view(-1)] = pos_ids
+        return embeddings + self.position_embedding(position_ids)
+
+    embeddings_cls.forward = forward
+    try:
+        yield
+    finally:
+        embeddings_cls.forward = original
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+def _export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
+    import torch
+
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def sample_pixels(model, batch: int = 1, images: int = 2) -> tuple:
+    """Random pixels of the vision tower's own tile size, every pixel valid."""
+    import torch
+
+    size = model.config.vision_config.image_size
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(batch, images, 3, size, size, generator=generator)
+    return pixels, torch.ones(batch, images, size, size, dtype=torch.bool)
+
+
+def _export_vision(model, path: Path) -> None:
+    vision_encoder = _wrappers()[0](model).eval()
+    axes = {
+        "pixel_values": {0: "batch_size", 1: "num_images", 3: "height", 4: "width"},
+        "pixel_attention_mask": {0: "batch_size", 1: "num_images", 2: "height", 3: "width"},
+        "image_features": {0: "num_real_images", 1: "image_seq_len"},
+    }
+    _export(vision_encoder, sample_pixels(model), path, ["pixel_values", "pixel_attention_mask"], ["image_features"], axes)
+
+
+def _export_embed(model, path: Path) -> None:
+    import torch
+
+    embed = _wrappers()[1](model).eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    axes = {"input_ids": {0: "batch_size", 1: "sequence_length"}, "inputs_embeds": {0: "batch_size", 1: "sequence_length"}}
+    _export(embed, (ids,), path, ["input_ids"], ["inputs_embeds"], axes)
+
+
+def kv_shape(model) -> tuple[int, int, int]:
+    """(layers, kv_heads, head_dim) of the text model."""
+    text = model.config.get_text_config(decoder=True)
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return text.num_hidden_layers, text.num_key_value_heads or heads, head_dim
+
+
+def past_names(layers: int, prefix: str = "past_key_values") -> list[str]:
+    return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+
+
+def _export_decoder(model, path: Path) -> None:
+    import torch
+
+    decoder = _wrappers()[2](model).eval()
+    layers, kv_heads, head_dim = kv_shape(model)
+    hidden = model.config.get_text_config(decoder=True).hidden_size
+    past_len, seq = 3, 2  # a non-empty past so the traced graph concatenates and offsets positions
+    generator = torch.Generator().manual_seed(0)
+    embeds = torch.randn(1, seq, hidden, generator=generator)
+    mask = torch.ones(1, past_len + seq, dtype=torch.int64)
+    positions = torch.arange(past_len, past_len + seq)[None]
+    past = [torch.randn(1, kv_heads, past_len, head_dim, generator=generator) for _ in range(2 * layers)]
+    inputs = ["inputs_embeds", "attention_mask", "position_ids", *past_names(layers)]
+    outputs = ["logits", *past_names(layers, "present")]
+    axes = {
+        "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+        **{name: {0: "batch_size", 2: "past_sequence_length"} for name in past_names(layers)},
+        **{name: {0: "batch_size", 2: "total_sequence_length"} for name in past_names(layers, "present")},
+    }
+    _export(decoder, (embeds, mask, positions, *past), path, inputs, outputs, axes)
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _compare(name: str, got: np.ndarray, want: np.ndarray) -> None:
+    if got.shape != want.shape:
+        raise VerificationFailed(f"{name}: ONNX shape {got.shape} != torch shape {want.shape}: the export is wrong")
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    diff = float(np.abs(got.astype(np.float64) - want).max(initial=0.0))
+    if not diff <= MAX_REL_DIFF * scale:
+        raise VerificationFailed(
+            f"{name}: the fp32 ONNX graph differs from torch by {diff:.3g} (largest value {scale:.3g}): "
+            "the export is wrong, nothing was written"
+        )
+
+
+def check_graphs(model, paths: dict[str, Path]) -> None:
+    """Each graph against the torch model: images (with a padding image and a partly masked one), token
+    embeddings, and the decoder both without and with a past."""
+    import torch
+
+    inner = model.model
+    # Vision: batch of 2 × 3 slots; sample 0 has a tile whose valid region is the top-left 3/4 × 1/2, sample 1
+    # a padding image (all zeros, mask off) in its last slot.
+    pixels, mask = sample_pixels(model, batch=2, images=3)
+    size = pixels.shape[-1]
+    patch = model.config.vision_config.patch_size
+    h, w = (size * 3 // 4) // patch * patch, (size // 2) // patch * patch
+    mask[0, 1] = False
+    mask[0, 1, :h, :w] = True
+    pixels[0, 1] *= mask[0, 1]
+    pixels[1, 2], mask[1, 2] = 0.0, False
+    want = inner.get_image_features(pixels, mask).numpy()
+    got = _session(paths["vision_encoder"]).run(None, {"pixel_values": pixels.numpy(), "pixel_attention_mask": mask.numpy()})
+    _compare("vision_encoder", got[0], want)
+
+    ids = torch.tensor([[5, 9, 2, 17, 3, 11], [1, 2, 3, 4, 5, 6]])
+    want = model.get_input_embeddings()(ids).numpy()
+    got = _session(paths["embed_tokens"]).run(None, {"input_ids": ids.numpy()})
+    _compare("embed_tokens", got[0], want)
+
+    layers, kv_heads, head_dim = kv_shape(model)
+    embeds = torch.from_numpy(got[0])
+    session = _session(paths["decoder_model_merged"])
+    empty = {n: np.zeros((2, kv_heads, 0, head_dim), np.float32) for n in past_names(layers)}
+    split = 4
+    feed = {
+        "inputs_embeds": embeds[:, :split].numpy(),
+        "attention_mask": np.ones((2, split), np.int64),
+        "position_ids": np.tile(np.arange(split), (2, 1)),
+        **empty,
+    }
+    first = session.run(None, feed)
+    past = dict(zip(past_names(layers), first[1:], strict=True))
+    feed = {
+        "inputs_embeds": embeds[:, split:].numpy(),
+        "attention_mask": np.ones((2, ids.shape[1]), np.int64),
+        "position_ids": np.tile(np.arange(split, ids.shape[1]), (2, 1)),
+        **past,
+    }
+    second = session.run(None, feed)
+    out = model(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), use_cache=True)
+    _compare("decoder_model_merged logits", np.concatenate([first[0], second[0]], axis=1), out.logits.numpy())
+    for i, layer in enumerate(out.past_key_values.layers):
+        _compare(f"decoder_model_merged present.{i}.key", second[1 + 2 * i], layer.keys.numpy())
+        _compare(f"decoder_model_merged present.{i}.value", second[2 + 2 * i], layer.values.numpy())
