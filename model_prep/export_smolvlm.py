@@ -272,7 +272,9 @@ def _export_vision(model, path: Path) -> None:
         "pixel_attention_mask": {0: "batch_size", 1: "num_images", 2: "height", 3: "width"},
         "image_features": {0: "num_real_images", 1: "image_seq_len"},
     }
-    _export(vision_encoder, sample_pixels(model), path, ["pixel_values", "pixel_attention_mask"], ["image_features"], axes)
+    _export(
+        vision_encoder, sample_pixels(model), path, ["pixel_values", "pixel_attention_mask"], ["image_features"], axes
+    )
 
 
 def _export_embed(model, path: Path) -> None:
@@ -280,7 +282,10 @@ def _export_embed(model, path: Path) -> None:
 
     embed = _wrappers()[1](model).eval()
     ids = torch.tensor([[1, 2, 3, 4]])
-    axes = {"input_ids": {0: "batch_size", 1: "sequence_length"}, "inputs_embeds": {0: "batch_size", 1: "sequence_length"}}
+    axes = {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+    }
     _export(embed, (ids,), path, ["input_ids"], ["inputs_embeds"], axes)
 
 
@@ -361,7 +366,9 @@ def check_graphs(model, paths: dict[str, Path]) -> None:
     pixels[0, 1] *= mask[0, 1]
     pixels[1, 2], mask[1, 2] = 0.0, False
     want = inner.get_image_features(pixels, mask).numpy()
-    got = _session(paths["vision_encoder"]).run(None, {"pixel_values": pixels.numpy(), "pixel_attention_mask": mask.numpy()})
+    got = _session(paths["vision_encoder"]).run(
+        None, {"pixel_values": pixels.numpy(), "pixel_attention_mask": mask.numpy()}
+    )
     _compare("vision_encoder", got[0], want)
 
     ids = torch.tensor([[5, 9, 2, 17, 3, 11], [1, 2, 3, 4, 5, 6]])

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import layout, quantize, verify
+from . import layout, quantize, verify, verify_vlm
 from .export_decoder import export_decoder
+from .export_smolvlm import export_smolvlm
 from .recipes import Recipe
 from .sources import resolve_source
 from .tied_weights import share_tied_embedding
@@ -32,31 +33,44 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
     timings: dict[str, float] = {}
     with stage("source", timings):
         source_dir = resolve_source(recipe, source, cache_dir)
-    if recipe.exporter != "decoder":
-        from .errors import UnsupportedArchitecture
-
-        raise UnsupportedArchitecture(recipe.architecture, "a text decoder", recipe.id)
+    if recipe.exporter not in ("decoder", "smolvlm"):
+        raise ValueError(f"recipe {recipe.id!r} names an unknown exporter {recipe.exporter!r}")
+    vlm = recipe.exporter == "smolvlm"
     tmp = layout.start_folder(models_dir, recipe)
     try:
         onnx_dir = tmp / "onnx"
+        # {sub-model: fp32 graph}: `model` for a text decoder; vision_encoder, embed_tokens and decoder_model_merged
+        # for SmolVLM. Every sub-model is quantized to every dtype of the recipe.
         with stage("export", timings):
-            fp32 = export_decoder(source_dir, onnx_dir)
+            fp32 = export_smolvlm(source_dir, onnx_dir) if vlm else {"model": export_decoder(source_dir, onnx_dir)}
         with stage("quantize", timings):
-            graphs = {d: quantize.write_variant(fp32, d, onnx_dir, recipe.q4_block_size) for d in recipe.variants}
+            graphs = {
+                d: {
+                    name: quantize.write_variant(path, d, onnx_dir, recipe.q4_block_size) for name, path in fp32.items()
+                }
+                for d in recipe.variants
+            }
         with stage("verify", timings):
-            reference = verify.torch_reference(source_dir, recipe.verify_prompts)
-            results = [verify.score_variant(path, d, reference) for d, path in graphs.items()]
+            if vlm:
+                reference = verify_vlm.torch_reference(source_dir, recipe.verify_prompts)
+                results = [verify_vlm.score_variant(paths, d, reference) for d, paths in graphs.items()]
+            else:
+                reference = verify.torch_reference(source_dir, recipe.verify_prompts)
+                results = [verify.score_variant(paths["model"], d, reference) for d, paths in graphs.items()]
             verify.check_fp32(next(r for r in results if r.dtype == "fp32"))
             report = verify.as_report(reference, results)
+            if vlm:
+                report["image"] = verify_vlm.image_report(reference)
             (tmp / "verification.json").write_text(json.dumps(report, indent=2))
             print_report(report)
         with stage("write", timings):
             if "fp32" not in recipe.variants:
-                fp32.unlink()
-            else:
-                share_tied_embedding(fp32)
+                for path in fp32.values():
+                    path.unlink()
+            elif not vlm:
+                share_tied_embedding(fp32["model"])
             layout.copy_configs(source_dir, tmp)
-            dtype_files = {d: [p.relative_to(tmp).as_posix()] for d, p in graphs.items()}
+            dtype_files = {d: [p.relative_to(tmp).as_posix() for p in paths.values()] for d, paths in graphs.items()}
             manifest = layout.build_manifest(tmp, recipe, dtype_files, source or recipe.source)
             final = layout.finish_folder(tmp, manifest, models_dir)
     except BaseException:

@@ -125,6 +125,30 @@ def quantize_residual(r: np.ndarray, stages: int, bs: int) -> list[tuple[np.ndar
     return out
 
 
+def regrid8(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 4-bit affine grid as 8-bit MatMulNBits with uint8 zp: scale d/k, levels k*q + c, k in 1..17 chosen per
+    block to put the offset closest to a multiple of d/k (offset error <= d/(2k) instead of d/2)."""
+    safe = np.where(grid.scale == 0, 1, grid.scale)
+    qmax = grid.q.max(-1).astype(np.float64)
+    best_err = np.full(grid.scale.shape, np.inf)
+    best_k = np.ones(grid.scale.shape)
+    for k in range(1, 18):
+        u = grid.offset.astype(np.float64) * k / safe  # offset in units of the 8-bit step
+        z = np.clip(-np.rint(u), 0, 255)
+        c = np.rint(u) + z  # level of q=0
+        feasible = (c >= 0) & (c + k * qmax <= 255)
+        err = np.where(feasible, np.abs(u + z - c) / k, np.inf)
+        better = err < best_err - 1e-12
+        best_err = np.where(better, err, best_err)
+        best_k = np.where(better, k, best_k)
+    u = grid.offset.astype(np.float64) * best_k / safe
+    z = np.clip(-np.rint(u), 0, 255)
+    c = np.rint(u) + z
+    q8 = np.clip(best_k[..., None] * grid.q + c[..., None], 0, 255).astype(np.uint8)
+    scale = (grid.scale / best_k).astype(np.float32)
+    return q8, scale, z.astype(np.uint8)
+
+
 @dataclass
 class Stats:
     grid4: int = 0
@@ -135,14 +159,15 @@ class Stats:
 
 
 class _Builder:
-    def __init__(self, accuracy_level: int, fold: str, stages: int, bs: int, grid4: bool, grid8: bool):
+    def __init__(self, accuracy_level: int, accuracy_level8: int, fold: str, stages: int, bs: int, grid4, grid8):
         self.grid4, self.grid8 = grid4, grid8
-        self.accuracy_level = accuracy_level
+        self.accuracy_level, self.accuracy_level8 = accuracy_level, accuracy_level8
         self.fold = fold
         self.stages = stages
         self.bs = bs
         self.inits: list[TensorProto] = []
-        self.blocksums: dict[tuple[str, int], str] = {}
+        self.blocksums: dict[tuple[str, int, int], str] = {}
+        self.indicators: set[str] = set()
         self.stats = Stats()
 
     def init(self, name: str, array: np.ndarray) -> str:
@@ -155,8 +180,9 @@ class _Builder:
         if zp is not None:
             inputs.append(self.init(f"{name}_zero_points", zp))
         attrs = {"K": k, "N": n, "bits": bits, "block_size": bs}
-        if self.accuracy_level:
-            attrs["accuracy_level"] = self.accuracy_level
+        level = self.accuracy_level8 if bits == 8 else self.accuracy_level
+        if level:
+            attrs["accuracy_level"] = level
         nodes.append(
             helper.make_node("MatMulNBits", inputs, [out], name=f"{name}_Q{bits}", domain="com.microsoft", **attrs)
         )
@@ -165,12 +191,15 @@ class _Builder:
         """x @ 0/1 matrix [k, copies*width]: column c*width + b sums input block b (b < k/bs), others are 0."""
         key = (x, copies, width)
         if key not in self.blocksums:
-            ind = np.zeros((k, copies * width), np.float32)
-            for c in range(copies):
-                ind[np.arange(k), c * width + np.arange(k) // self.bs] = 1
+            ind_name = f"blocksum_{k}x{copies}x{width}"  # one 0/1 matrix per shape, shared by all layers
+            if ind_name not in self.indicators:
+                ind = np.zeros((k, copies * width), np.float32)
+                for c in range(copies):
+                    ind[np.arange(k), c * width + np.arange(k) // self.bs] = 1
+                self.indicators.add(self.init(ind_name, ind))
             tag = f"{_safe(x)}_blocksum{copies}x{width}"
             out = f"{tag}_out"
-            nodes.append(helper.make_node("MatMul", [x, self.init(f"{tag}_ind", ind)], [out], name=tag))
+            nodes.append(helper.make_node("MatMul", [x, ind_name], [out], name=tag))
             if self.fold == "concat":
                 cat = f"{tag}_cat"
                 nodes.append(helper.make_node("Concat", [x, out], [cat], name=f"{tag}_concat", axis=-1))
@@ -206,6 +235,10 @@ class _Builder:
 
         self.stats.grid4 += 1
         self.stats.exact_blocks += int(grid.exact.sum())
+        if self.fold == "q8":
+            q8, scale8, zp8 = regrid8(grid)
+            self.matmul_nbits(nodes, x, out, name, k, n, 8, pack(q8, 8), scale8, zp8)
+            return nodes
         safe = np.where(grid.scale == 0, 1, grid.scale)
         z = np.clip(np.rint(-grid.offset / safe), 0, 15)
         resid = (grid.offset + grid.scale * z).astype(np.float32)  # [N, nb]
@@ -254,6 +287,7 @@ def quantize_grid(
     model: onnx.ModelProto,
     block_size: int = 32,
     accuracy_level: int = 4,
+    accuracy_level8: int | None = None,
     fold: str = "concat",
     stages: int = 2,
     grid4: bool = True,
@@ -262,7 +296,8 @@ def quantize_grid(
     """Replace every MatMul with a constant 2-D fp32 weight by MatMulNBits (grid-exact where possible)."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    builder = _Builder(accuracy_level, fold, stages, block_size, grid4, grid8)
+    level8 = accuracy_level if accuracy_level8 is None else accuracy_level8
+    builder = _Builder(accuracy_level, level8, fold, stages, block_size, grid4, grid8)
     new_nodes, used = [], set()
     for node in graph.node:
         w_init = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None

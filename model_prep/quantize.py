@@ -7,6 +7,10 @@ from pathlib import Path
 
 import onnx
 
+# The measured winner (tests/bench/fidelity.py): 4-bit layers at accuracy_level 0 (fp activations: int8 ones
+# cost 4 points of top-1 on SmolLM2), the 8-bit lm_head at 4 (int8 compute; native CPU is 5× slower without it).
+Q4_RECIPE = {"fold": "concat", "stages": 2, "accuracy_level": 0, "accuracy_level8": 4}
+
 SUFFIX = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
 
 
@@ -35,17 +39,16 @@ def write_variant(fp32_path: Path, dtype: str, out_dir: Path, block_size: int = 
 
 
 def quantize_q4(model: onnx.ModelProto, block_size: int) -> onnx.ModelProto:
-    """4-bit weights in MatMulNBits, blocks along the input dimension."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
+    """4-bit weights in MatMulNBits (uint8 zero points only: what ORT-web's WebGPU kernel accepts).
 
-    # accuracy_level 4 lets native CPU use int8 compute (3× faster decode here); WebGPU ignores it.
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
-    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
-    quantizer.process()
-    return quantizer.model.model
+    Weights already on a per-block 4-bit grid (a GGUF Q4_1 source) are re-encoded exactly, the block offsets
+    riding along as extra K rows fed by per-block input sums; a Q8_0 grid (SmolLM2's tied lm_head) stays 8-bit,
+    exactly; anything else gets the stock symmetric RTN. See model_prep/q4_grid.py and tests/bench/fidelity.py.
+    """
+    from .q4_grid import quantize_grid
+
+    model, _ = quantize_grid(model, block_size, **Q4_RECIPE)
+    return model
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -81,6 +81,16 @@ RECIPES: dict[str, Recipe] = {
             exporter="decoder",
             q4_block_size=16,
         ),
+        Recipe(
+            id="tiny-smolvlm",
+            name="Tiny SmolVLM (random weights)",
+            source="tiny:smolvlm",
+            architecture="Idefics3ForConditionalGeneration",
+            exporter="smolvlm",
+            task="image-text-to-text",
+            image=True,
+            q4_block_size=16,
+        ),
     )
 }
 

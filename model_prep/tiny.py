@@ -143,7 +143,7 @@ def _text_config(arch: str, vocab_size: int, ids: dict[str, int]) -> dict:
         eos_token_id=ids[EOS],
         pad_token_id=ids[EOS],
         tie_word_embeddings=True,
-        torch_dtype="float32",
+        dtype="float32",
     )
     if arch == "qwen3":  # Qwen3-0.6B's shape: head_dim explicit (heads × head_dim ≠ hidden), q/k norms, tied
         return common | dict(
@@ -190,7 +190,7 @@ def _build_smolvlm(folder: Path, vocab_size: int, ids: dict[str, int]) -> None:
         image_token_id=ids[IMAGE],
         pad_token_id=ids[EOS],
         tie_word_embeddings=False,
-        torch_dtype="float32",
+        dtype="float32",
     )
     torch.manual_seed(SEED)
     model = Idefics3ForConditionalGeneration(config).eval()

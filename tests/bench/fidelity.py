@@ -67,8 +67,22 @@ RECIPES: dict[str, tuple[str, Callable[[onnx.ModelProto], onnx.ModelProto]]] = {
     "grid": ("(4') Q4_1-exact, blocksum folded into K (2 stages), lm_head 8-bit, acc4", _grid(fold="concat")),
     "grid_s1": ("(4') as above, 1 residual stage", _grid(fold="concat", stages=1)),
     "grid_acc0": ("(4') as above, accuracy_level 0", _grid(fold="concat", accuracy_level=0)),
+    "grid_s1_acc0": ("(4') 1 residual stage, accuracy_level 0", _grid(stages=1, accuracy_level=0)),
+    "grid_acc0_lm4": (
+        "(4') 2 stages, accuracy_level 0, lm_head 8-bit at accuracy_level 4",
+        _grid(accuracy_level=0, accuracy_level8=4),
+    ),
+    "grid_s1_acc0_lm4": (
+        "(4') 1 stage, accuracy_level 0, lm_head 8-bit at accuracy_level 4",
+        _grid(stages=1, accuracy_level=0, accuracy_level8=4),
+    ),
+    "grid_add_acc0": ("(4) blocksum MatMul+Add, accuracy_level 0", _grid(fold="add", accuracy_level=0)),
+    "rtn_sym_acc0": ("(1) RTN symmetric b32, accuracy_level 0", _ort(_default(is_symmetric=True))),
+    "grid_q8": ("(5) grid-aware 8-bit: Q4_1 blocks as d/k steps, k<=17, no extra nodes", _grid(fold="q8", accuracy_level=0, accuracy_level8=0)),
+    "grid_q8_acc4": ("(5) grid-aware 8-bit, acc4", _grid(fold="q8")),
     "rtn_lm8": ("(5) RTN symmetric b32 + lm_head 8-bit exact", _grid(fold="concat", grid4=False)),
-    "q8_asym": ("(5) 8-bit asymmetric b32 everywhere, acc4", _ort(_default(is_symmetric=False, accuracy_level=4, bits=8))),
+    "q8_asym": ("(5) 8-bit asymmetric b32 everywhere, acc4", _ort(_default(accuracy_level=4, bits=8))),
+    "q8_asym_acc0": ("(5) 8-bit asymmetric b32 everywhere, accuracy_level 0", _ort(_default(bits=8))),
 }
 
 

@@ -86,13 +86,19 @@ const FALLBACK = {
   wasm: ["fp32", "q8", "q4", "fp16", "q4f16"],
 };
 
+// Which entries of the manifest's devices map a device class may use, in order: an f16-capable GPU
+// can run whatever the pipeline chose for plain WebGPU.
+const MAPPED = { "webgpu-f16": ["webgpu-f16", "webgpu"], webgpu: ["webgpu"], wasm: ["wasm"] };
+
 function pickDtype(deviceClass, manifest, hasF16) {
   const dtypes = manifest?.dtypes ?? {};
-  const usable = (d) => d in dtypes && (hasF16 || !F16_DTYPES.has(d));
-  const mapped = manifest?.devices?.[deviceClass];
-  if (mapped && usable(mapped)) return { dtype: mapped, mapped: true };
+  const usable = (d) => typeof d === "string" && d in dtypes && (hasF16 || !F16_DTYPES.has(d));
+  for (const key of MAPPED[deviceClass]) {
+    const mapped = manifest?.devices?.[key];
+    if (usable(mapped)) return { dtype: mapped, mappedBy: key };
+  }
   const fallback = FALLBACK[deviceClass].find(usable);
-  return fallback ? { dtype: fallback, mapped: false } : null;
+  return fallback ? { dtype: fallback, mappedBy: null } : null;
 }
 
 function describeAdapter(capabilities) {
@@ -162,9 +168,11 @@ export function chooseDevice(capabilities, manifest, forced = {}) {
       ? "; the GPU supports shader-f16"
       : "; the GPU lacks shader-f16, so fp16 variants are ruled out";
   }
-  const dtypeWhy = pick.mapped
-    ? `the model's manifest picks ${pick.dtype} for ${deviceClass}`
-    : `the manifest names no usable variant for ${deviceClass}, so the best available one, ${pick.dtype}, is used`;
+  let dtypeWhy;
+  if (pick.mappedBy === deviceClass) dtypeWhy = `the model's manifest picks ${pick.dtype} for ${deviceClass}`;
+  else if (pick.mappedBy)
+    dtypeWhy = `the manifest names no ${deviceClass} variant, so its ${pick.mappedBy} choice, ${pick.dtype}, is used`;
+  else dtypeWhy = `the manifest names no usable variant for ${deviceClass}, so the best available one, ${pick.dtype}, is used`;
   return { device, dtype: pick.dtype, reason: `${why}${gpuWhy}; ${dtypeWhy}.` };
 }
 

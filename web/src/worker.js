@@ -2,6 +2,8 @@
 // inference. Protocol (docs/architecture.md):
 //   UI → worker: {type:"check"} {type:"load", model, dtype, device} {type:"generate", messages, options}
 //                {type:"interrupt"} {type:"reset"}
+//   (load also takes optional `files`, the dtype's manifest files, and `threads`; model is {id, revision}
+//   or "id/revision"; generate options: {max_new_tokens})
 //   worker → UI: {type:"capabilities", ...} {type:"progress", file, loaded, total} {type:"ready", load_s}
 //                {type:"token", text} {type:"done", text, metrics} {type:"error", code, message}
 
@@ -18,7 +20,11 @@ import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./de
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = "/models/";
-const vendorUrl = (name) => new URL(`/static/vendor/${name}`, self.location.origin).href;
+// Transformers.js keeps the wasm in the Cache API under its URL; the version query keeps a vendored
+// upgrade from pairing new JS glue with an old cached binary.
+const ortVersion = env.backends.onnx.versions?.web ?? env.version;
+const vendorUrl = (name) =>
+  new URL(`/static/vendor/${name}?v=${encodeURIComponent(ortVersion)}`, self.location.origin).href;
 env.backends.onnx.wasm.wasmPaths = {
   mjs: vendorUrl("ort-wasm-simd-threaded.asyncify.mjs"),
   wasm: vendorUrl("ort-wasm-simd-threaded.asyncify.wasm"),
@@ -43,7 +49,6 @@ const state = {
   model: null,
   info: null, // {id, revision, device, dtype, load_s}
   cache: null, // {pkv, ids: bigint[]} — KV cache of the conversation so far and the token ids it covers
-  busy: false,
 };
 const stopper = new InterruptableStoppingCriteria();
 
@@ -168,16 +173,22 @@ async function generate({ messages, options = {} }) {
     },
   });
   stopper.reset();
-  const output = await model.generate({
-    ...inputs,
-    ...(reused ? { past_key_values: state.cache.pkv } : {}),
-    do_sample: false,
-    repetition_penalty: 1.0,
-    max_new_tokens: maxNew,
-    streamer,
-    stopping_criteria: stopper,
-    return_dict_in_generate: true,
-  });
+  let output;
+  try {
+    output = await model.generate({
+      ...inputs,
+      ...(reused ? { past_key_values: state.cache.pkv } : {}),
+      do_sample: false, // greedy: the e2e tests compare with Python onnxruntime token for token
+      repetition_penalty: 1.0,
+      max_new_tokens: maxNew,
+      streamer,
+      stopping_criteria: stopper,
+      return_dict_in_generate: true,
+    });
+  } catch (err) {
+    await disposeCache(); // a half-extended cache must not leak into the next turn
+    throw err;
+  }
   const interrupted = stopper.interrupted;
   const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
   const newIds = sequence.slice(contextTokens);

@@ -1,0 +1,146 @@
+"""Chat on WASM with the real default model: exact greedy agreement with Python onnxruntime, KV reuse on
+the second turn, stop mid-reply, no foreign requests, no CSP violations, and the README screenshot.
+
+The tests share one page and one conversation, in file order (one browser, one model load).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MAX_NEW_TOKENS = 24  # short: exact comparison needs no more, and CI has 2 cores
+FIRST = "What is the capital of France?"
+SECOND = "And of Germany?"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+# docs/architecture.md, "One metrics schema"
+METRIC_KEYS = {
+    "load_s",
+    "ttft_s",
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
+    "prompt_tokens",
+    "new_tokens",
+    "device",
+    "dtype",
+    "model",
+    "revision",
+}
+
+
+@pytest.fixture(scope="module")
+def chat(new_chat_page: Any, model_dir: Path, model_id: str) -> Any:
+    page = new_chat_page()
+    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS)
+    page.load(timeout_s=300)
+    return page
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def prompt_length(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+
+
+def reference(model_dir: Path, dtype: str, messages: list[dict[str, str]]) -> str:
+    from model_prep.reference import greedy_chat
+
+    return greedy_chat(model_dir, dtype, messages, MAX_NEW_TOKENS)
+
+
+def test_page_chose_wasm_for_the_manifest_dtype(chat: Any, manifest: dict[str, Any]) -> None:
+    body = chat.page.evaluate("() => ({...document.body.dataset})")
+    assert body["device"] == "wasm"
+    assert body["dtype"] == manifest["devices"]["wasm"]
+    reason = chat.page.get_attribute("#device-status", "data-reason")
+    assert "forced by ?device=wasm" in reason and manifest["devices"]["wasm"] in reason
+
+
+def test_first_reply_equals_onnxruntime_greedy(
+    chat: Any, model_dir: Path, model_id: str, manifest: dict[str, Any], tokenizer: Any
+) -> None:
+    reply = chat.ask(FIRST)
+    metrics = chat.metrics()
+    assert set(metrics) == METRIC_KEYS
+    assert (metrics["device"], metrics["model"], metrics["revision"]) == ("wasm", model_id, manifest["revision"])
+
+    messages = [{"role": "user", "content": FIRST}]
+    expected = reference(model_dir, metrics["dtype"], messages)
+    assert reply["raw"] == expected
+    assert reply["streamed"] == expected  # what the TextStreamer delivered piece by piece
+    if model_id == "smollm2-135m":
+        assert "Paris" in reply["raw"]
+    assert reply["raw"].strip() in " ".join(reply["text"].split())  # rendered (plain text renders as is)
+
+    assert metrics["prompt_tokens"] == prompt_length(tokenizer, messages)
+    assert 1 <= metrics["new_tokens"] <= MAX_NEW_TOKENS
+    assert metrics["ttft_s"] > 0 and metrics["load_s"] > 0
+    assert metrics["decode_tokens_per_s"] is None or metrics["decode_tokens_per_s"] > 0
+
+
+def test_second_turn_reuses_the_kv_cache(chat: Any, model_dir: Path, model_id: str, tokenizer: Any) -> None:
+    first = chat.last_reply()["raw"]
+    reply = chat.ask(SECOND)
+    assert reply["raw"].strip()
+    messages = [
+        {"role": "user", "content": FIRST},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": SECOND},
+    ]
+    full = prompt_length(tokenizer, messages)
+    metrics, context = chat.metrics(), chat.context()
+    assert context["context_tokens"] == full
+    assert context["reused_tokens"] > 0
+    # Only what the cache did not cover was prefilled.
+    assert metrics["prompt_tokens"] == full - context["reused_tokens"] < full
+    # Reusing the cache changes nothing: same tokens as a full prefill of the whole conversation.
+    assert reply["raw"] == reference(model_dir, metrics["dtype"], messages)
+    if model_id == "smollm2-135m":
+        assert "Berlin" in reply["raw"]
+
+
+def test_screenshot_for_the_readme(chat: Any) -> None:
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    chat.page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_stop_mid_reply(chat: Any) -> None:
+    limit = 400
+    chat.new_chat()
+    chat.set_max_new_tokens(limit)
+    chat.send("Write a long story about a brave knight who fights a dragon.")
+    chat.wait_for(
+        """() => {
+          const node = [...document.querySelectorAll('[data-role="assistant"]')].at(-1);
+          return node && node.dataset.raw.split(/\\s+/).length > 4;
+        }""",
+        120,
+    )
+    chat.page.click("#stop-button")
+    reply = chat.wait_reply(timeout_s=30)
+    metrics, context = chat.metrics(), chat.context()
+    assert context["interrupted"] is True
+    assert reply["interrupted"] == "true"
+    assert 1 <= metrics["new_tokens"] < limit // 4
+    assert reply["raw"].strip()
+    assert context["reused_tokens"] == 0  # a new chat starts from an empty cache
+    assert chat.page.is_disabled("#stop-button") and chat.page.is_enabled("#send-button")
+    chat.set_max_new_tokens(MAX_NEW_TOKENS)
+
+
+def test_everything_stayed_on_this_origin(chat: Any) -> None:
+    assert chat.requests, "no requests were recorded"
+    assert any("/models/" in url for url in chat.requests), "the model files were not fetched from the server"
+    assert chat.foreign_requests() == []
+    assert chat.csp_violations() == []
+    assert chat.page_errors == []
