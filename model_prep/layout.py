@@ -35,12 +35,24 @@ def copy_configs(source: Path, folder: Path) -> None:
     for name in CONFIG_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
-    template_file = source / "chat_template.jinja"
-    config_path = folder / "tokenizer_config.json"
-    if template_file.is_file() and config_path.is_file():
-        config = json.loads(config_path.read_text())
-        config.setdefault("chat_template", template_file.read_text())
-        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    inline_chat_template(source, folder / "tokenizer_config.json")
+
+
+def inline_chat_template(source: Path, config_path: Path) -> None:
+    """Transformers.js reads the template from tokenizer_config.json only; hub checkpoints may keep it beside it
+    (`chat_template.jinja`, or `chat_template.json` as SmolVLM's processor does)."""
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    if config.get("chat_template"):
+        return
+    if (source / "chat_template.jinja").is_file():
+        config["chat_template"] = (source / "chat_template.jinja").read_text()
+    elif (source / "chat_template.json").is_file():
+        config["chat_template"] = json.loads((source / "chat_template.json").read_text())["chat_template"]
+    else:
+        return
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
 def sha256_file(path: Path) -> str:

@@ -100,3 +100,16 @@ def test_an_export_killed_midway_leaves_the_previous_model_intact(tmp_path: Path
 
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
     assert not [p for p in models.iterdir() if p.name.startswith(".tmp-")], "the next export cleans it up"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("chat_template.jinja", "{{ x }}"), ("chat_template.json", json.dumps({"chat_template": "{{ x }}"}))],
+)
+def test_a_chat_template_kept_beside_the_tokenizer_is_inlined(tmp_path: Path, name: str, content: str) -> None:
+    from model_prep.layout import inline_chat_template
+
+    (tmp_path / name).write_text(content)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    inline_chat_template(tmp_path, tmp_path / "tokenizer_config.json")
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["chat_template"] == "{{ x }}"

@@ -65,14 +65,22 @@ const files = [
   [join(markedDir, "lib/marked.esm.js"), "marked.esm.js"],
   [join(dompurifyDir, "dist/purify.es.mjs"), "purify.es.mjs"],
 ];
+// Workbox for the service worker (web/src/sw.js): workbox-sw loads each module by importScripts from
+// /static/vendor/workbox/ (modulePathPrefix), never from Google's CDN.
+const WORKBOX_MODULES = ["workbox-core", "workbox-precaching", "workbox-routing", "workbox-strategies", "workbox-range-requests"];
+files.push([join(packageDir("workbox-sw"), "build/workbox-sw.js"), "workbox/workbox-sw.js"]);
+for (const name of WORKBOX_MODULES) {
+  files.push([join(packageDir(name), `build/${name}.prod.js`), `workbox/${name}.prod.js`]);
+}
 
 rmSync(vendorDir, { recursive: true, force: true });
-mkdirSync(vendorDir, { recursive: true });
+mkdirSync(join(vendorDir, "workbox"), { recursive: true });
 const versions = {
   "@huggingface/transformers": transformersPkg.version,
   "onnxruntime-web": ortPkg.version,
   marked: readJson(join(markedDir, "package.json")).version,
   dompurify: readJson(join(dompurifyDir, "package.json")).version,
+  workbox: readJson(join(packageDir("workbox-sw"), "package.json")).version,
 };
 let total = 0;
 for (const [src, name] of files) {

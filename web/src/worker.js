@@ -3,7 +3,8 @@
 //   UI → worker: {type:"check"} {type:"load", model, dtype, device} {type:"generate", messages, options}
 //                {type:"interrupt"} {type:"reset"}
 //   (load also takes optional `files`, the dtype's manifest files, and `threads`; model is {id, revision}
-//   or "id/revision"; generate options: {max_new_tokens})
+//   or "id/revision"; generate options: {max_new_tokens, min_new_tokens, reuse_cache}: min_new_tokens keeps
+//   EOS out until that many tokens (benchmarks decode a fixed count); reuse_cache: false prefills from scratch)
 //   worker → UI: {type:"capabilities", ...} {type:"progress", file, loaded, total} {type:"ready", load_s}
 //                {type:"token", text} {type:"done", text, metrics} {type:"error", code, message}
 
@@ -153,6 +154,7 @@ async function generate({ messages, options = {} }) {
   // KV reuse: the cache covers `cache.ids`; it is valid for this turn only if the re-templated
   // conversation starts with exactly those tokens (then only the rest is prefilled).
   let reused = 0;
+  if (options.reuse_cache === false) await disposeCache();
   if (state.cache) {
     const cached = state.cache.ids;
     if (cached.length < ids.length && sameTokens(cached, ids, cached.length)) reused = cached.length;
@@ -160,6 +162,7 @@ async function generate({ messages, options = {} }) {
   }
 
   const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
+  const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
   let first = 0;
   let last = 0;
   let count = 0;
@@ -181,6 +184,7 @@ async function generate({ messages, options = {} }) {
       do_sample: false, // greedy: the e2e tests compare with Python onnxruntime token for token
       repetition_penalty: 1.0,
       max_new_tokens: maxNew,
+      ...(minNew ? { min_new_tokens: minNew } : {}),
       streamer,
       stopping_criteria: stopper,
       return_dict_in_generate: true,
