@@ -84,3 +84,17 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """`python -m bench` (Chromium, native onnxruntime, wllama): build/bench/results.jsonl + report.html.
+
+    Defaults are sized for a 2-core machine: smollm2-135m on WASM, fp32 and q4 (q4 shows the cost of WASM's
+    MatMulNBits), 1 and 2 threads. Arguments after `--` go to `python -m bench` (see `python -m bench -h`).
+    """
+    install(session, "app", "prep", "test", "bench")
+    chromium = ensure_chromium(session)
+    build_web(session)
+    ensure_model(session)
+    session.run("python", "-m", "bench", *session.posargs, env={"EDGE_CHAT_CHROMIUM": chromium})

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from app.artifacts import ArtifactUnavailable, locate_artifact, serve_artifact
 from app.bench_results import MAX_BODY_BYTES, InvalidResults, ResultStore, validate
 from app.catalog import Catalog
+from app.pwa import SW_HEADERS, PrecacheManifest
 from app.security import SecurityHeadersMiddleware
 from app.static import RevalidatedStaticFiles
 
@@ -117,6 +118,14 @@ def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) 
         path = locate_artifact(model.folder, entry)
         return serve_artifact(path, entry, request.headers, request.method)
 
+    precache = PrecacheManifest(web_dir)
+
+    def service_worker(request: Request) -> Response:
+        script = precache.script()
+        if script is None:
+            raise HTTPException(404, "not found")
+        return Response(script, headers=SW_HEADERS)
+
     store = ResultStore(results_db or models_dir / ".bench" / "results.sqlite3")
 
     def bench_page(request: Request) -> Response:
@@ -136,6 +145,7 @@ def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) 
 
     routes = [
         Route("/", index, methods=["GET"]),
+        Route("/sw.js", service_worker, methods=["GET"]),
         Route("/bench", bench_page, methods=["GET"]),
         Route("/api/bench/results", post_results, methods=["POST"]),
         Route("/api/bench/results", list_results, methods=["GET"]),

@@ -22,6 +22,8 @@ MEDIA_TYPES: dict[str, str] = {
     ".map": "application/json",
     ".html": "text/html",
     ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".webmanifest": "application/manifest+json",
 }
 
 

@@ -12,7 +12,9 @@ from model_prep.reference import load_tokenizer
 from .prompts import NEW_TOKENS
 
 
-def measure(model_dir: Path, manifest: dict, dtype: str, prompts: dict[str, str], threads: int) -> list[dict]:
+def measure(
+    model_dir: Path, manifest: dict, dtype: str, prompts: dict[str, str], threads: int, new_tokens: int = NEW_TOKENS
+) -> list[dict]:
     tokenizer = load_tokenizer(model_dir)
     start = time.perf_counter()
     session = DecoderSession(model_dir / "onnx" / f"model{SUFFIX[dtype]}.onnx", threads=threads)
@@ -25,7 +27,7 @@ def measure(model_dir: Path, manifest: dict, dtype: str, prompts: dict[str, str]
         token = int(np.argmax(session.forward(list(ids))[-1]))
         ttft = time.perf_counter() - t0
         t1 = time.perf_counter()
-        for _ in range(NEW_TOKENS - 1):  # eos is not a stop here: every run decodes the same number of tokens
+        for _ in range(new_tokens - 1):  # eos is not a stop here: every run decodes the same number of tokens
             token = int(np.argmax(session.forward([token])[-1]))
         decode = time.perf_counter() - t1
         rows.append(
@@ -40,9 +42,9 @@ def measure(model_dir: Path, manifest: dict, dtype: str, prompts: dict[str, str]
                 "load_s": load_s,
                 "ttft_s": ttft,
                 "prefill_tokens_per_s": len(ids) / ttft,
-                "decode_tokens_per_s": (NEW_TOKENS - 1) / decode,
+                "decode_tokens_per_s": (new_tokens - 1) / decode,
                 "prompt_tokens": len(ids),
-                "new_tokens": NEW_TOKENS,
+                "new_tokens": new_tokens,
             }
         )
     return rows

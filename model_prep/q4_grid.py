@@ -1,121 +1,136 @@
-"""Grid-aware 4-bit MatMulNBits: re-encodes weights that already sit on a per-block affine 4-bit grid exactly.
+"""MatMulNBits for weights that already sit on a per-block quantization grid (GGUF sources), re-encoded exactly.
 
-A GGUF Q4_1 source dequantizes every block of 32 input-dim weights of an output column to `d*q + m`
-(q in 0..15, d and m fp16). MatMulNBits computes `scale*(q - zp)` with an integer zp (WebGPU accepts uint8 zero
-points only), so `m` is off the representable grid by up to d/2 and RTN loses most of the model. Here each block
-is re-encoded as `d*(q - z) + r` with z = round(-m/d) in the uint8 zero point and the residual
-`r = m + d*z` (|r| <= d/2) carried by a per-block correction:
+A GGUF Q4_1 tensor dequantizes every block of 32 input-dim weights of an output column to `d*q + m` (q in 0..15,
+d and m fp16). MatMulNBits computes `scale*(q - zp)`, and ORT-web's WebGPU kernel takes uint8 zero points only
+(float ones find no WebGPU kernel and the node falls back to WASM), so `m` lands off the 4-bit grid by up to d/2
+per block: stock RTN keeps 61 % top-1 on SmolLM2-135M. The modes here (tests/bench/fidelity.py measures them):
 
-    y = x @ (d*(q - z)) + blocksum(x) @ R          blocksum(x)[b] = sum of x over input block b
+- "regrid8" (the default): the block as 8-bit MatMulNBits with step d/k, levels k*q + c and a uint8 zero point,
+  k <= 17 picked per block to put m nearest a multiple of d/k. Same node count as stock, 2x the layer bytes.
+- "fold": 4-bit `d*(q - z)` with z = round(-m/d) in the uint8 zero point; the residual r = m + d*z (|r| <= d/2)
+  becomes extra K rows (4-bit, `stages` residual passes) fed by per-block sums of x appended to x.
+  y = [x, blocksum(x)] @ W'. Costs a MatMul + Concat per distinct input (8 nodes a Llama layer).
+- "add": y = MatMulNBits(x) + blocksum(x) @ R with R in float: exact, 18 extra nodes a Llama layer.
 
-Two ways to feed the correction (`fold`):
-- "concat" (default): blocksum(x) (one small MatMul against a 0/1 matrix per distinct input, shared by q/k/v
-  and gate/up) is appended to x, and R becomes extra K rows of the same MatMulNBits, 4-bit quantized in
-  `stages` residual passes. One MatMul + one Concat per distinct input; nothing between MatMulNBits and its
-  consumers, so EP fusions that match MatMulNBits outputs still apply.
-- "add": y += MatMul(blocksum(x), R) with R in float (exact), one MatMul + Add per weight.
-
-A symmetric 8-bit grid (GGUF Q8_0: `d*q`, q in -128..127; SmolLM2's tied embedding/lm_head) is kept as
-MatMulNBits bits=8 with the default zero point 128, which is exact. Tensors that are not grid-shaped (bf16 or
-fp32 sources) get plain symmetric RTN, the stock recipe, with no extra nodes.
+A symmetric 8-bit grid (GGUF Q8_0: d*q, q in -127..127, SmolLM2's tied embedding/lm_head) becomes MatMulNBits
+bits=8 with the default zero point 128: exact in every mode. MatMuls whose weight is no grid (bf16/fp32
+sources) are left alone for the caller's stock quantizer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-GRID_TOL = 1e-3  # |level - round(level)| allowed when testing whether a block is on a grid (fp32 dequant noise)
-MIN_GRID_FRACTION = 0.95  # a tensor with fewer exact blocks than this is not a re-encoded grid: plain RTN
+GRID_TOL = 1e-3  # |level - round(level)| allowed when testing a block for a grid (fp32 dequantization noise)
+MIN_GRID_FRACTION = 0.95  # a tensor with fewer on-grid blocks than this is not a re-encoded grid
+MODES = ("regrid8", "fold", "add")
 
 
 @dataclass
 class Grid:
-    """w[n, b, i] = scale[n, b] * q[n, b, i] + offset[n, b]; `exact[n, b]` where that equals the input."""
+    """w[n, b, i] = scale[n, b] * q[n, b, i] + offset[n, b]; `exact[n, b]` where that reproduces the input."""
 
     q: np.ndarray  # [N, nb, bs] uint8
-    scale: np.ndarray  # [N, nb] float32
+    scale: np.ndarray  # [N, nb] float32, > 0
     offset: np.ndarray  # [N, nb] float32
     exact: np.ndarray  # [N, nb] bool
 
 
 def fit_affine_grid(blocks: np.ndarray, levels: int = 16) -> Grid:
-    """Find, per block, the coarsest step with which every value is `min + step*k`, k in 0..levels-1.
+    """Per block, the coarsest step with which every value is `min + step*j`, j in 0..levels-1.
 
-    Blocks that fit no such grid get min/max asymmetric rounding (exact=False).
+    Blocks on no such grid get min/max asymmetric rounding (exact=False).
     """
     blocks = blocks.astype(np.float32)
+    bs = blocks.shape[-1]
     lo, hi = blocks.min(-1), blocks.max(-1)
     span = hi - lo
-    q = np.zeros(blocks.shape, np.uint8)
-    scale = (span / (levels - 1)).astype(np.float32)
-    exact = span == 0  # constant blocks: scale*0 + offset
-    scale[exact] = 0
-    todo = np.flatnonzero(~exact.reshape(-1))
-    flat_blocks = blocks.reshape(-1, blocks.shape[-1])
+    flat = blocks.reshape(-1, bs)
     flat_lo, flat_span = lo.reshape(-1), span.reshape(-1)
-    flat_q, flat_scale, flat_exact = q.reshape(-1, blocks.shape[-1]), scale.reshape(-1), exact.reshape(-1)
+    q = np.zeros(flat.shape, np.uint8)
+    scale = flat_span / (levels - 1)
+    exact = flat_span == 0
+    # constant blocks: q = 0, any positive scale (|value| keeps -offset/scale an integer for the zero point)
+    scale[exact] = np.where(flat_lo[exact] == 0, 1, np.abs(flat_lo[exact]))
+    todo = np.flatnonzero(~exact)
     for j in range(levels - 1, 0, -1):
         if todo.size == 0:
             break
         step = flat_span[todo] / j
-        r = (flat_blocks[todo] - flat_lo[todo, None]) / step[:, None]
+        r = (flat[todo] - flat_lo[todo, None]) / step[:, None]
         k = np.rint(r)
         ok = (np.abs(r - k) <= GRID_TOL).all(-1)
         hit = todo[ok]
-        flat_q[hit] = k[ok].astype(np.uint8)
-        flat_scale[hit] = step[ok]
-        flat_exact[hit] = True
+        q[hit] = k[ok]
+        scale[hit] = step[ok]
+        exact[hit] = True
         todo = todo[~ok]
-    if todo.size:  # off-grid blocks: min/max asymmetric
+    if todo.size:
         step = flat_span[todo] / (levels - 1)
-        flat_q[todo] = np.clip(np.rint((flat_blocks[todo] - flat_lo[todo, None]) / step[:, None]), 0, levels - 1)
-    return Grid(q, scale, lo.astype(np.float32), exact)
+        q[todo] = np.clip(np.rint((flat[todo] - flat_lo[todo, None]) / step[:, None]), 0, levels - 1)
+    shape = blocks.shape[:-1]
+    return Grid(q.reshape(blocks.shape), scale.astype(np.float32).reshape(shape), lo, exact.reshape(shape))
 
 
 def fit_symmetric_grid8(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Q8_0-shaped blocks: w = d*q, q in -127..127, d = absmax/127. Returns (q+128 as uint8, d, exact)."""
+    """Q8_0-shaped blocks: w = d*j, j in -127..127, d = absmax/127. Returns (j + 128 as uint8, d, exact)."""
     blocks = blocks.astype(np.float32)
     d = (np.abs(blocks).max(-1) / 127).astype(np.float32)
-    safe = np.where(d == 0, 1, d)
-    r = blocks / safe[..., None]
+    r = blocks / np.where(d == 0, 1, d)[..., None]
     k = np.clip(np.rint(r), -128, 127)
     exact = (np.abs(r - k) <= GRID_TOL).all(-1)
     return (k + 128).astype(np.uint8), d, exact
 
 
+def regrid8(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 4-bit affine grid as 8-bit levels with a uint8 zero point: w = (d/k)*(k*q + c - z).
+
+    Per block, k in 1..17 (15k <= 255) is the one that leaves the offset closest to a multiple of d/k: the
+    levels stay exact and the offset error is |m - (c - z)*d/k|, typically d/100 or less instead of d/2.
+    """
+    offset = grid.offset.astype(np.float64)
+    scale = grid.scale.astype(np.float64)
+    qmax = grid.q.max(-1).astype(np.float64)
+    best_err = np.full(scale.shape, np.inf)
+    best_k = np.ones(scale.shape)
+    for k in range(1, 18):
+        u = offset * k / scale  # the offset in units of the 8-bit step
+        z = np.clip(-np.rint(u), 0, 255)
+        c = np.rint(u) + z  # the level of q = 0
+        feasible = (c >= 0) & (c + k * qmax <= 255)
+        err = np.where(feasible, np.abs(u + z - c) / k, np.inf)
+        better = err < best_err - 1e-12
+        best_err = np.where(better, err, best_err)
+        best_k = np.where(better, k, best_k)
+    u = offset * best_k / scale
+    z = np.clip(-np.rint(u), 0, 255)
+    c = np.rint(u) + z
+    q8 = np.clip(best_k[..., None] * grid.q + c[..., None], 0, 255).astype(np.uint8)
+    return q8, (scale / best_k).astype(np.float32), z.astype(np.uint8)
+
+
 def pack(q: np.ndarray, bits: int) -> np.ndarray:
-    """[..., n] uint8 levels → [..., n*bits/8] bytes, element 2j in the low nibble of byte j for 4 bits."""
-    if bits == 8:
-        return q.astype(np.uint8)
+    """[..., n] uint8 levels → bytes; 4 bits: element 2j in the low nibble of byte j (MatMulNBits' layout)."""
     q = q.astype(np.uint8)
+    if bits == 8:
+        return q
+    if q.shape[-1] % 2:
+        q = np.concatenate([q, np.zeros((*q.shape[:-1], 1), np.uint8)], -1)
     return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
 
 
-def rtn_symmetric(w: np.ndarray, bs: int) -> tuple[np.ndarray, np.ndarray]:
-    """The stock recipe (ORT's own symmetric RTN kernel): packed [N, nb, bs/2] bytes and scales [N, nb]."""
-    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
-
-    k, n = w.shape
-    packed = np.zeros((n, k // bs, bs // 2), np.uint8)
-    scales = np.zeros((n, k // bs), np.float32)
-    zp = np.zeros((n, (k // bs + 1) // 2), np.uint8)
-    quantize_matmul_4bits(packed, np.ascontiguousarray(w, np.float32), scales, zp, bs, n, k, True)
-    return packed, scales
-
-
 def quantize_residual(r: np.ndarray, stages: int, bs: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """r: [N, P] (P a multiple of bs) → `stages` 4-bit asymmetric passes (q, scale, zp) with 0 exact."""
+    """r: [N, P] (P a multiple of bs) → `stages` 4-bit asymmetric passes (q, scale, zp), each on the rest."""
     out = []
     rest = r.astype(np.float32)
     n, p = r.shape
     for _ in range(stages):
         blocks = rest.reshape(n, p // bs, bs)
-        lo = np.minimum(blocks.min(-1), 0)
-        hi = np.maximum(blocks.max(-1), 0)
+        lo, hi = np.minimum(blocks.min(-1), 0), np.maximum(blocks.max(-1), 0)  # 0 exact: padding rows stay 0
         scale = ((hi - lo) / 15).astype(np.float32)
         safe = np.where(scale == 0, 1, scale)
         zp = np.clip(np.rint(-lo / safe), 0, 15)
@@ -125,46 +140,22 @@ def quantize_residual(r: np.ndarray, stages: int, bs: int) -> list[tuple[np.ndar
     return out
 
 
-def regrid8(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A 4-bit affine grid as 8-bit MatMulNBits with uint8 zp: scale d/k, levels k*q + c, k in 1..17 chosen per
-    block to put the offset closest to a multiple of d/k (offset error <= d/(2k) instead of d/2)."""
-    safe = np.where(grid.scale == 0, 1, grid.scale)
-    qmax = grid.q.max(-1).astype(np.float64)
-    best_err = np.full(grid.scale.shape, np.inf)
-    best_k = np.ones(grid.scale.shape)
-    for k in range(1, 18):
-        u = grid.offset.astype(np.float64) * k / safe  # offset in units of the 8-bit step
-        z = np.clip(-np.rint(u), 0, 255)
-        c = np.rint(u) + z  # level of q=0
-        feasible = (c >= 0) & (c + k * qmax <= 255)
-        err = np.where(feasible, np.abs(u + z - c) / k, np.inf)
-        better = err < best_err - 1e-12
-        best_err = np.where(better, err, best_err)
-        best_k = np.where(better, k, best_k)
-    u = grid.offset.astype(np.float64) * best_k / safe
-    z = np.clip(-np.rint(u), 0, 255)
-    c = np.rint(u) + z
-    q8 = np.clip(best_k[..., None] * grid.q + c[..., None], 0, 255).astype(np.uint8)
-    scale = (grid.scale / best_k).astype(np.float32)
-    return q8, scale, z.astype(np.uint8)
-
-
 @dataclass
 class Stats:
-    grid4: int = 0
-    grid8: int = 0
-    rtn: int = 0
+    q4_1: int = 0  # tensors re-encoded from a 4-bit affine grid
+    q8_0: int = 0  # tensors kept as exact 8-bit
+    skipped: int = 0  # MatMuls with a constant weight on no grid (left for the stock quantizer)
     exact_blocks: int = 0
     blocks: int = 0
+    helper_nodes: list[str] = field(default_factory=list)  # blocksum/offset MatMuls: not for any quantizer
 
 
 class _Builder:
-    def __init__(self, accuracy_level: int, accuracy_level8: int, fold: str, stages: int, bs: int, grid4, grid8):
-        self.grid4, self.grid8 = grid4, grid8
-        self.accuracy_level, self.accuracy_level8 = accuracy_level, accuracy_level8
-        self.fold = fold
-        self.stages = stages
-        self.bs = bs
+    def __init__(self, bs: int, mode: str, stages: int, accuracy_level: int, q4_1: bool, q8_0: bool):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.bs, self.mode, self.stages, self.accuracy_level = bs, mode, stages, accuracy_level
+        self.q4_1, self.q8_0 = q4_1, q8_0
         self.inits: list[TensorProto] = []
         self.blocksums: dict[tuple[str, int, int], str] = {}
         self.indicators: set[str] = set()
@@ -174,24 +165,22 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(array, name))
         return name
 
-    def matmul_nbits(self, nodes, a, out, name, k, n, bits, packed, scale, zp=None, bs=None):
-        bs = bs or self.bs
-        inputs = [a, self.init(f"{name}_Q{bits}", packed), self.init(f"{name}_scales", scale)]
+    def matmul_nbits(self, nodes, a, out, name, k, n, bits, q, scale, zp=None) -> None:
+        inputs = [a, self.init(f"{name}_Q{bits}", pack(q, bits)), self.init(f"{name}_scales", scale)]
         if zp is not None:
-            inputs.append(self.init(f"{name}_zero_points", zp))
-        attrs = {"K": k, "N": n, "bits": bits, "block_size": bs}
-        level = self.accuracy_level8 if bits == 8 else self.accuracy_level
-        if level:
-            attrs["accuracy_level"] = level
+            inputs.append(self.init(f"{name}_zero_points", pack(zp, bits)))
+        attrs = {"K": k, "N": n, "bits": bits, "block_size": self.bs}
+        if self.accuracy_level:
+            attrs["accuracy_level"] = self.accuracy_level
         nodes.append(
             helper.make_node("MatMulNBits", inputs, [out], name=f"{name}_Q{bits}", domain="com.microsoft", **attrs)
         )
 
     def blocksum(self, nodes, x: str, k: int, copies: int, width: int) -> str:
-        """x @ 0/1 matrix [k, copies*width]: column c*width + b sums input block b (b < k/bs), others are 0."""
+        """x @ a 0/1 [k, copies*width] matrix: column c*width + b sums input block b; "fold" appends it to x."""
         key = (x, copies, width)
         if key not in self.blocksums:
-            ind_name = f"blocksum_{k}x{copies}x{width}"  # one 0/1 matrix per shape, shared by all layers
+            ind_name = f"blocksum_{k}x{copies}x{width}"  # one per shape, shared by every layer
             if ind_name not in self.indicators:
                 ind = np.zeros((k, copies * width), np.float32)
                 for c in range(copies):
@@ -200,10 +189,10 @@ class _Builder:
             tag = f"{_safe(x)}_blocksum{copies}x{width}"
             out = f"{tag}_out"
             nodes.append(helper.make_node("MatMul", [x, ind_name], [out], name=tag))
-            if self.fold == "concat":
-                cat = f"{tag}_cat"
-                nodes.append(helper.make_node("Concat", [x, out], [cat], name=f"{tag}_concat", axis=-1))
-                out = cat
+            self.stats.helper_nodes.append(tag)
+            if self.mode == "fold":
+                nodes.append(helper.make_node("Concat", [x, out], [f"{tag}_cat"], name=f"{tag}_concat", axis=-1))
+                out = f"{tag}_cat"
             self.blocksums[key] = out
         return self.blocksums[key]
 
@@ -212,71 +201,54 @@ class _Builder:
         bs = self.bs
         if k % bs or n == 0:
             return None
-        nodes: list[onnx.NodeProto] = []
         name = node.name.strip("/").replace("/", "_") or _safe(node.input[1])
         x, out = node.input[0], node.output[0]
-        wt = np.ascontiguousarray(w.T)
-        blocks = wt.reshape(n, k // bs, bs)
-        self.stats.blocks += blocks.shape[0] * blocks.shape[1]
+        blocks = np.ascontiguousarray(w.T).reshape(n, k // bs, bs)
+        nodes: list[onnx.NodeProto] = []
 
-        q8, d8, exact8 = fit_symmetric_grid8(blocks)
-        if self.grid8 and exact8.mean() >= MIN_GRID_FRACTION:
-            self.stats.grid8 += 1
-            self.stats.exact_blocks += int(exact8.sum())
-            self.matmul_nbits(nodes, x, out, name, k, n, 8, pack(q8, 8), d8)
-            return nodes
-
-        grid = fit_affine_grid(blocks) if self.grid4 else None
+        if self.q8_0:
+            q8, d8, exact8 = fit_symmetric_grid8(blocks)
+            if exact8.mean() >= MIN_GRID_FRACTION:
+                self._count(exact8, "q8_0")
+                self.matmul_nbits(nodes, x, out, name, k, n, 8, q8, d8)  # default zero point 128
+                return nodes
+        grid = fit_affine_grid(blocks) if self.q4_1 else None
         if grid is None or grid.exact.mean() < MIN_GRID_FRACTION:
-            self.stats.rtn += 1
-            packed, scale = rtn_symmetric(w, bs)
-            self.matmul_nbits(nodes, x, out, name, k, n, 4, packed, scale)
-            return nodes
+            self.stats.skipped += 1
+            return None
+        self._count(grid.exact, "q4_1")
 
-        self.stats.grid4 += 1
-        self.stats.exact_blocks += int(grid.exact.sum())
-        if self.fold == "q8":
+        if self.mode == "regrid8":
             q8, scale8, zp8 = regrid8(grid)
-            self.matmul_nbits(nodes, x, out, name, k, n, 8, pack(q8, 8), scale8, zp8)
+            self.matmul_nbits(nodes, x, out, name, k, n, 8, q8, scale8, zp8)
             return nodes
-        safe = np.where(grid.scale == 0, 1, grid.scale)
-        z = np.clip(np.rint(-grid.offset / safe), 0, 15)
-        resid = (grid.offset + grid.scale * z).astype(np.float32)  # [N, nb]
-        zp = z.astype(np.uint8)
-        if zp.shape[1] % 2:
-            zp = np.concatenate([zp, np.zeros((n, 1), np.uint8)], 1)
-        zp_packed = pack(zp, 4)
+        z = np.clip(np.rint(-grid.offset / grid.scale), 0, 15)
+        resid = (grid.offset + grid.scale * z).astype(np.float32)  # [N, nb], |resid| <= scale/2 on grids
         nb = k // bs
-        if self.fold == "add":
+        if self.mode == "add":
             main = f"{out}_grid"
-            self.matmul_nbits(nodes, x, main, name, k, n, 4, pack(grid.q, 4), grid.scale, zp_packed)
-            s = self.blocksum(nodes, x, k, 1, nb)
-            corr = f"{out}_corr"
-            nodes.append(helper.make_node("MatMul", [s, self.init(f"{name}_resid", resid.T.copy())], [corr]))
+            self.matmul_nbits(nodes, x, main, name, k, n, 4, grid.q, grid.scale, z.astype(np.uint8))
+            sums = self.blocksum(nodes, x, k, 1, nb)
+            corr = f"{out}_offsets"
+            nodes.append(
+                helper.make_node("MatMul", [sums, self.init(f"{name}_offsets", resid.T.copy())], [corr], name=corr)
+            )
+            self.stats.helper_nodes.append(corr)
             nodes.append(helper.make_node("Add", [main, corr], [out], name=f"{name}_add"))
             return nodes
-        # concat: residual rows appended to K, quantized in `stages` passes of width pad(nb)
-        width = _pad(nb, bs)
-        xa = self.blocksum(nodes, x, k, self.stages, width)
+        width = -(-nb // bs) * bs  # fold: residual rows appended to K, `stages` passes of whole blocks
         padded = np.zeros((n, width), np.float32)
         padded[:, :nb] = resid
-        q_parts, s_parts, z_parts = [grid.q], [grid.scale], [z.astype(np.uint8)]
-        for q, scale, zr in quantize_residual(padded, self.stages, bs):
-            q_parts.append(q)
-            s_parts.append(scale)
-            z_parts.append(zr)
-        q_all = np.concatenate(q_parts, 1)
-        z_all = np.concatenate(z_parts, 1)
-        if z_all.shape[1] % 2:
-            z_all = np.concatenate([z_all, np.zeros((n, 1), np.uint8)], 1)
-        scale_all = np.concatenate(s_parts, 1)
-        kk = k + width * self.stages
-        self.matmul_nbits(nodes, xa, out, name, kk, n, 4, pack(q_all, 4), scale_all, pack(z_all, 4))
+        parts = [(grid.q, grid.scale, z.astype(np.uint8)), *quantize_residual(padded, self.stages, bs)]
+        q_all, s_all, z_all = (np.concatenate(p, 1) for p in zip(*parts, strict=True))
+        xa = self.blocksum(nodes, x, k, self.stages, width)
+        self.matmul_nbits(nodes, xa, out, name, k + width * self.stages, n, 4, q_all, s_all, z_all)
         return nodes
 
-
-def _pad(n: int, bs: int) -> int:
-    return -(-n // bs) * bs
+    def _count(self, exact: np.ndarray, kind: str) -> None:
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+        self.stats.exact_blocks += int(exact.sum())
+        self.stats.blocks += exact.size
 
 
 def _safe(name: str) -> str:
@@ -286,34 +258,47 @@ def _safe(name: str) -> str:
 def quantize_grid(
     model: onnx.ModelProto,
     block_size: int = 32,
-    accuracy_level: int = 4,
-    accuracy_level8: int | None = None,
-    fold: str = "concat",
+    mode: str = "regrid8",
     stages: int = 2,
-    grid4: bool = True,
-    grid8: bool = True,
+    accuracy_level: int = 0,
+    q4_1: bool = True,
+    q8_0: bool = True,
+    **legacy,
 ) -> tuple[onnx.ModelProto, Stats]:
-    """Replace every MatMul with a constant 2-D fp32 weight by MatMulNBits (grid-exact where possible)."""
+    """Replace MatMuls whose constant 2-D fp32 weight is grid-shaped by MatMulNBits (in place); others stay."""
+    if legacy:  # TEMP-SHIM: an earlier draft's signature, for a pipeline process that loaded it
+        legacy.pop("accuracy_level8", None)
+        fold = legacy.pop("fold", None)
+        mode = {"concat": "fold", "q8": "regrid8"}.get(fold, fold or mode)
+        model, stats = quantize_grid(model, block_size, mode, stages, accuracy_level, q4_1, q8_0)
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
+
+        config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=stats.helper_nodes)
+        quantizer.process()
+        return quantizer.model.model, stats
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    level8 = accuracy_level if accuracy_level8 is None else accuracy_level8
-    builder = _Builder(accuracy_level, level8, fold, stages, block_size, grid4, grid8)
-    new_nodes, used = [], set()
+    builder = _Builder(block_size, mode, stages, accuracy_level, q4_1, q8_0)
+    new_nodes, replaced = [], set()
     for node in graph.node:
-        w_init = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        if w_init is not None and len(w_init.dims) == 2 and w_init.data_type == TensorProto.FLOAT:
-            converted = builder.convert(node, numpy_helper.to_array(w_init))
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if w is not None and len(w.dims) == 2 and w.data_type == TensorProto.FLOAT:
+            converted = builder.convert(node, numpy_helper.to_array(w))
             if converted is not None:
                 new_nodes.extend(converted)
-                used.add(w_init.name)
+                replaced.add(w.name)
                 continue
         new_nodes.append(node)
     still_used = {i for n in new_nodes for i in n.input}
-    keep = [i for i in graph.initializer if i.name not in used or i.name in still_used]
+    keep = [i for i in graph.initializer if i.name not in replaced or i.name in still_used]
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.initializer[:]
     graph.initializer.extend(keep + builder.inits)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+    if builder.inits and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model, builder.stats

@@ -53,6 +53,8 @@ if (ortPkg.version !== wantedOrt) {
 }
 const markedDir = packageDir("marked");
 const dompurifyDir = packageDir("dompurify");
+// The benchmark's peer (bench-only page): llama.cpp in WASM, self-contained ESM + its one wasm binary.
+const wllamaDir = packageDir("@wllama/wllama");
 
 // [source, name in vendor/]
 const files = [
@@ -64,6 +66,8 @@ const files = [
   [join(ortDir, "dist/ort-wasm-simd-threaded.jsep.wasm"), "ort-wasm-simd-threaded.jsep.wasm"],
   [join(markedDir, "lib/marked.esm.js"), "marked.esm.js"],
   [join(dompurifyDir, "dist/purify.es.mjs"), "purify.es.mjs"],
+  [join(wllamaDir, "esm/index.js"), "wllama/index.js"],
+  [join(wllamaDir, "esm/wasm/wllama.wasm"), "wllama/wllama.wasm"],
 ];
 // Workbox for the service worker (web/src/sw.js): workbox-sw loads each module by importScripts from
 // /static/vendor/workbox/ (modulePathPrefix), never from Google's CDN.
@@ -72,6 +76,8 @@ files.push([join(packageDir("workbox-sw"), "build/workbox-sw.js"), "workbox/work
 for (const name of WORKBOX_MODULES) {
   files.push([join(packageDir(name), `build/${name}.prod.js`), `workbox/${name}.prod.js`]);
 }
+// Streaming sha256 for the model cache's integrity checks (web/src/cache.js).
+files.push([join(packageDir("hash-wasm"), "dist/index.esm.min.js"), "hash-wasm.esm.js"]);
 
 rmSync(vendorDir, { recursive: true, force: true });
 mkdirSync(join(vendorDir, "workbox"), { recursive: true });
@@ -80,10 +86,13 @@ const versions = {
   "onnxruntime-web": ortPkg.version,
   marked: readJson(join(markedDir, "package.json")).version,
   dompurify: readJson(join(dompurifyDir, "package.json")).version,
+  "@wllama/wllama": readJson(join(wllamaDir, "package.json")).version,
+  "hash-wasm": readJson(join(packageDir("hash-wasm"), "package.json")).version,
   workbox: readJson(join(packageDir("workbox-sw"), "package.json")).version,
 };
 let total = 0;
 for (const [src, name] of files) {
+  mkdirSync(dirname(join(vendorDir, name)), { recursive: true });
   copyFileSync(src, join(vendorDir, name));
   const { size } = statSync(src);
   total += size;

@@ -5,10 +5,14 @@
 // ?max_new_tokens=<n> ?threads=<n> ?autoload=1
 // State for tests: body[data-state] = idle|loading|ready|generating, body[data-device|data-dtype],
 // #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use of that turn),
-// assistant messages [data-role=assistant][data-raw][data-streamed][data-done].
+// assistant messages [data-role=assistant][data-raw][data-streamed][data-done],
+// body[data-sw] = unsupported|registering|registered|controlled|updated, body[data-cache] (JSON: what the
+// model cache did on the last load), body[data-memory-warning], #storage-list li[data-cache-name][data-bytes].
 
+import { cachedManifest, deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
 import { chooseDevice, describeError } from "./device.js";
 import { setMarkdown } from "./markdown.js";
+import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -29,6 +33,12 @@ const el = {
   newChat: $("new-chat-button"),
   metrics: $("metrics"),
   maxNewTokens: $("max-new-tokens"),
+  memoryWarning: $("memory-warning"),
+  update: $("update-banner"),
+  updateReload: $("update-reload"),
+  storageSummary: $("storage-summary"),
+  storageList: $("storage-list"),
+  storageRefresh: $("storage-refresh"),
 };
 
 const params = new URLSearchParams(location.search);
@@ -117,6 +127,8 @@ function fillModelPicker() {
     const option = document.createElement("option");
     option.value = m.id;
     option.textContent = m.name ? `${m.name} (${m.id})` : m.id;
+    if (m.capabilities?.image) option.textContent += " · 🖼 image"; // takes images
+    option.dataset.image = String(Boolean(m.capabilities?.image));
     el.modelSelect.append(option);
   }
   if (app.catalog.length === 0) {
@@ -237,6 +249,7 @@ function scheduleRender() {
 // ---------------------------------------------------------------- worker
 
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+const attachments = createAttachments({ worker, showError, clearError, params });
 
 worker.addEventListener("message", (event) => {
   const msg = event.data;
@@ -249,6 +262,9 @@ worker.addEventListener("message", (event) => {
       break;
     case "ready":
       onReady(msg);
+      break;
+    case "cache":
+      onCache(msg);
       break;
     case "token":
       onToken(msg);
@@ -289,6 +305,11 @@ function onReady(msg) {
   el.deviceStatus.textContent = `Ready: ${app.model.name ?? app.model.id} on ${deviceLabel(app.choice.device)} with ${app.choice.dtype}, loaded in ${fmtNum(msg.load_s, 1)} s. ${app.choice.reason}`;
   setState("ready");
   el.prompt.focus();
+}
+
+function onCache({ type: _type, ...report }) {
+  document.body.dataset.cache = JSON.stringify(report);
+  refreshStorage();
 }
 
 function onToken({ text }) {
@@ -374,31 +395,157 @@ async function loadModel() {
   el.deviceStatus.textContent = `Loading ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}. ${choice.reason}`;
   el.deviceStatus.dataset.reason = choice.reason;
   resetProgress();
-  // The full manifest says which files the chosen dtype needs (external data chunks, if any).
-  let files;
+  attachments.setModel(model);
+  warnAboutMemory(model, choice);
+  requestPersistentStorage();
+  // The full manifest says which files the chosen dtype needs (external data chunks, if any) and their
+  // sha256, which the worker checks every cached byte against. Offline: the copy stored with the cache.
+  let manifest = null;
   try {
     const response = await fetch(`/api/models/${encodeURIComponent(model.id)}`);
-    if (response.ok) files = (await response.json())?.dtypes?.[choice.dtype]?.files;
+    if (response.ok) manifest = await response.json();
   } catch (err) {
     console.warn("manifest", err);
   }
+  if (manifest?.revision !== model.revision) manifest = await cachedManifest(model.id, model.revision).catch(() => null);
+  const files = manifest?.dtypes?.[choice.dtype]?.files;
   worker.postMessage({
     type: "load",
     model: { id: model.id, revision: model.revision },
     dtype: choice.dtype,
     device: choice.device,
     files,
+    artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
+    manifest: manifest ?? undefined,
     threads: THREADS,
+    task: model.task,
+    capabilities: model.capabilities,
   });
 }
 
-function send() {
+/** The manifest entries a dtype loads: its ONNX files plus every file that belongs to no dtype. */
+function artifactsFor(manifest, dtype) {
+  const variantFiles = new Set(Object.values(manifest.dtypes ?? {}).flatMap((d) => d.files ?? []));
+  const wanted = new Set(manifest.dtypes?.[dtype]?.files ?? []);
+  return (manifest.files ?? []).filter(
+    (f) => wanted.has(f.path) || (!variantFiles.has(f.path) && f.path !== "verification.json"),
+  );
+}
+
+/** Warns (without blocking) when the dtype's working memory exceeds what the device reports. */
+function warnAboutMemory(model, choice) {
+  const need = model.memory_bytes?.[choice.dtype];
+  const deviceGB = navigator.deviceMemory; // rounded down, capped at 8 in Chromium; absent in Firefox/Safari
+  const maxBuffer = app.capabilities?.limits?.maxBufferSize;
+  let warning = "";
+  if (Number.isFinite(need) && Number.isFinite(deviceGB) && need > deviceGB * 2 ** 30) {
+    warning = `${model.name ?? model.id} needs about ${fmtBytes(need)} of memory with ${choice.dtype}; this device reports ${deviceGB} GB. Loading may fail or make the device sluggish.`;
+  } else if (choice.device === "webgpu" && Number.isFinite(maxBuffer) && Number.isFinite(need) && need > 4 * maxBuffer) {
+    warning = `This GPU allows buffers of at most ${fmtBytes(maxBuffer)}, and ${choice.dtype} needs about ${fmtBytes(need)}. Loading may fail.`;
+  }
+  el.memoryWarning.hidden = !warning;
+  el.memoryWarning.textContent = warning;
+  if (warning) document.body.dataset.memoryWarning = "true";
+  else delete document.body.dataset.memoryWarning;
+}
+
+function requestPersistentStorage() {
+  // Persistent storage keeps the browser from evicting a 650 MB model under storage pressure.
+  navigator.storage
+    ?.persist?.()
+    .then((granted) => {
+      document.body.dataset.persisted = String(granted);
+    })
+    .catch(() => {});
+}
+
+// ---------------------------------------------------------------- storage panel
+
+async function refreshStorage() {
+  if (typeof caches === "undefined") {
+    el.storageSummary.textContent = "This browser has no Cache Storage here (it needs https or localhost).";
+    return;
+  }
+  const [models, numbers, persisted] = await Promise.all([
+    listModelCaches(),
+    storageNumbers(),
+    navigator.storage?.persisted?.().catch(() => false) ?? false,
+  ]);
+  el.storageList.replaceChildren();
+  for (const m of models) {
+    const row = document.createElement("li");
+    row.dataset.cacheName = m.name;
+    row.dataset.bytes = String(m.bytes);
+    const label = document.createElement("span");
+    const known = app.catalog.find((c) => c.id === m.id);
+    const stale = known && known.revision !== m.revision ? " (not the served revision)" : "";
+    label.textContent = `${known?.name ?? m.id} · revision ${m.revision}${stale} · ${fmtBytes(m.bytes)} in ${m.files} files`;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "storage-delete";
+    button.textContent = "Delete";
+    button.setAttribute("aria-label", `Delete ${m.id} revision ${m.revision} from this device`);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      await deleteModelCache(m.name);
+      await refreshStorage();
+    });
+    row.append(label, button);
+    el.storageList.append(row);
+  }
+  if (models.length === 0) {
+    const row = document.createElement("li");
+    row.className = "muted";
+    row.textContent = "No model is stored on this device yet.";
+    el.storageList.append(row);
+  }
+  const used = numbers ? `${fmtBytes(numbers.usage)} used of about ${fmtBytes(numbers.quota)} available to this site` : "Usage unknown";
+  el.storageSummary.textContent = `${used}${persisted ? " · persistent storage granted" : ""}.`;
+  el.storageSummary.dataset.usage = String(numbers?.usage ?? "");
+  el.storageSummary.dataset.quota = String(numbers?.quota ?? "");
+  document.body.dataset.storageRefreshed = String(Date.now());
+}
+
+// ---------------------------------------------------------------- service worker
+
+function registerServiceWorker() {
+  if (!("serviceWorker" in navigator)) {
+    document.body.dataset.sw = "unsupported";
+    return;
+  }
+  const hadController = Boolean(navigator.serviceWorker.controller);
+  document.body.dataset.sw = hadController ? "controlled" : "registering";
+  navigator.serviceWorker.addEventListener("controllerchange", () => {
+    if (!hadController) {
+      document.body.dataset.sw = "controlled"; // the first install claimed this page
+      return;
+    }
+    // A new version took over (skipWaiting + clientsClaim) and this page runs the old code.
+    document.body.dataset.sw = "updated";
+    if (document.body.dataset.state === "idle") location.reload();
+    else el.update.hidden = false;
+  });
+  navigator.serviceWorker
+    .register("/sw.js", { scope: "/" })
+    .then(() => {
+      if (document.body.dataset.sw === "registering") document.body.dataset.sw = "registered";
+    })
+    .catch((err) => {
+      console.warn("service worker", err);
+      document.body.dataset.sw = "failed";
+    });
+}
+
+async function send() {
   const text = el.prompt.value.trim();
-  if (!text || document.body.dataset.state !== "ready") return;
+  if ((!text && !attachments.count) || document.body.dataset.state !== "ready") return;
   clearError();
+  // Attached images (attachments.js): null means refused with a message shown, and nothing is sent.
+  const turn = await attachments.takeTurn(text, app.model);
+  if (!turn || document.body.dataset.state !== "ready") return;
   el.prompt.value = "";
-  addMessage("user", text);
-  app.messages.push({ role: "user", content: text });
+  attachments.showIn(addMessage("user", text).node, turn);
+  app.messages.push({ role: "user", content: turn.content });
   const { node, body } = addMessage("assistant", "");
   node.dataset.raw = "";
   node.dataset.done = "false";
@@ -407,8 +554,9 @@ function send() {
   worker.postMessage({
     type: "generate",
     messages: app.messages.map(({ role, content }) => ({ role, content })),
-    options: { max_new_tokens: maxNewTokens() },
-  });
+    images: turn.images,
+    options: { max_new_tokens: maxNewTokens(), ...turn.options },
+  }, turn.transfer);
 }
 
 function stop() {
@@ -439,9 +587,13 @@ el.prompt.addEventListener("keydown", (event) => {
   }
 });
 el.stop.addEventListener("click", stop);
+el.updateReload.addEventListener("click", () => location.reload());
+el.storageRefresh.addEventListener("click", refreshStorage);
 el.newChat.addEventListener("click", newChat);
 
 fillModelPicker();
 setState("idle");
+registerServiceWorker();
+refreshStorage();
 worker.postMessage({ type: "check" });
 if (params.get("autoload") === "1") loadModel();

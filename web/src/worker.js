@@ -5,7 +5,9 @@
 //   (load also takes optional `files`, the dtype's manifest files, and `threads`; model is {id, revision}
 //   or "id/revision"; generate options: {max_new_tokens, min_new_tokens, reuse_cache}: min_new_tokens keeps
 //   EOS out until that many tokens (benchmarks decode a fixed count); reuse_cache: false prefills from scratch)
+//   (load's optional `artifacts` [{path, bytes, sha256}] and `manifest`: files to verify into the model cache)
 //   worker → UI: {type:"capabilities", ...} {type:"progress", file, loaded, total} {type:"ready", load_s}
+//                {type:"cache", downloaded, repaired, verified, bytes, seconds}
 //                {type:"token", text} {type:"done", text, metrics} {type:"error", code, message}
 
 import {
@@ -15,12 +17,20 @@ import {
   InterruptableStoppingCriteria,
   TextStreamer,
 } from "/static/vendor/transformers.min.js";
+import { CacheUnavailable, ensureModelCached, transformersCache } from "./cache.js";
 import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./device.js";
+import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = "/models/";
+// Model files come from Edge Chat's own per-revision cache (cache.js), which this worker fills and verifies
+// before Transformers.js starts; Transformers.js only reads it (its put is a no-op) and keeps no second
+// copy in "transformers-cache". Anything else it asks for (the ORT wasm) goes to fetch → the service worker.
+env.useBrowserCache = false;
+env.useCustomCache = true;
+env.customCache = { match: async () => undefined, put: async () => {} };
 // Transformers.js keeps the wasm in the Cache API under its URL; the version query keeps a vendored
 // upgrade from pairing new JS glue with an old cached binary.
 const ortVersion = env.backends.onnx.versions?.web ?? env.version;
@@ -96,7 +106,35 @@ function externalData(files) {
   return Object.keys(chunks).length ? chunks : undefined;
 }
 
-async function load({ model, dtype, device, files, threads }) {
+/** Verifies (or downloads) the artifacts this load needs, posting throttled progress rows. */
+async function prepareCache(id, revision, artifacts, manifest) {
+  const last = new Map();
+  const onProgress = ({ file, loaded, total, phase }) => {
+    const key = `${phase}: ${file}`;
+    const step = Math.max(8 * 1024 * 1024, total / 50);
+    if (loaded < total && loaded - (last.get(key) ?? -Infinity) < step) return;
+    last.set(key, loaded);
+    post({ type: "progress", file: key, loaded, total, phase });
+  };
+  const t0 = performance.now();
+  let report;
+  try {
+    report = await ensureModelCached({ id, revision, files: artifacts, manifest, onProgress });
+  } catch (err) {
+    if (!(err instanceof CacheUnavailable)) throw err;
+    // No offline copy (e.g. a private window): Transformers.js fetches the files itself this time.
+    console.warn("[worker]", err.message);
+    env.customCache = { match: async () => undefined, put: async () => {} };
+    const cache = { unavailable: err.message, seconds: Number(((performance.now() - t0) / 1000).toFixed(3)) };
+    post({ type: "cache", ...cache });
+    return cache;
+  }
+  const cache = { ...report, seconds: Number(((performance.now() - t0) / 1000).toFixed(3)) };
+  post({ type: "cache", ...cache });
+  return cache;
+}
+
+async function load({ model, dtype, device, files, threads, artifacts, manifest }) {
   const t0 = performance.now();
   const { id, revision } = parseModel(model);
   if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
@@ -106,6 +144,8 @@ async function load({ model, dtype, device, files, threads }) {
   if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
 
   const modelId = `${id}/${revision}`;
+  env.customCache = transformersCache(id, revision);
+  const cache = Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest) : null;
   const progress_callback = (p) => {
     if (p.status === "progress") {
       post({ type: "progress", file: p.file, loaded: p.loaded, total: p.total });
@@ -135,7 +175,7 @@ async function load({ model, dtype, device, files, threads }) {
   await llm.generate({ ...warm, max_new_tokens: 1, do_sample: false });
   const load_s = (performance.now() - t0) / 1000;
   state.info = { id, revision, device, dtype, load_s };
-  post({ type: "ready", load_s, model: id, revision, device, dtype });
+  post({ type: "ready", load_s, model: id, revision, device, dtype, cache });
 }
 
 function sameTokens(a, b, n) {
@@ -229,12 +269,33 @@ async function generate({ messages, options = {} }) {
   });
 }
 
+// Image-text-to-text models (SmolVLM) live in vlm.js; the text path below is untouched by them.
+const vlm = createVLM({ post, stopper, nextTask, externalData, env });
+
 const handlers = {
   check,
-  load,
-  generate,
+  async load(message) {
+    if (!isVisionModel(message)) {
+      await vlm.unload();
+      return load(message);
+    }
+    const { id, revision } = parseModel(message.model);
+    if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
+    await disposeCache();
+    await state.model?.dispose?.();
+    state.model = state.tokenizer = state.info = null;
+    return vlm.load(message, { id, revision });
+  },
+  async generate(message) {
+    if (vlm.active) return vlm.generate(message);
+    if (messagesHaveImages(message.messages)) {
+      throw new EdgeChatError(ErrorCode.UNKNOWN, "This model reads text only; load a model tagged “image” to ask about images.");
+    }
+    return generate(message);
+  },
   async reset() {
     await disposeCache();
+    await vlm.reset();
   },
   interrupt() {
     stopper.interrupt();

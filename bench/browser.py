@@ -1,0 +1,187 @@
+"""The app in Chromium: one fresh browser profile per model × device × dtype × threads, driven through /bench.
+
+The page (web/src/bench.js) does the measuring with the chat's own worker, so this file only launches
+Chromium, hands the page the prompt set, waits, and turns whatever went wrong into a categorised row:
+out-of-memory (renderer crash / OOM), wasm-abort, timeout, download, error. A failure never ends the run.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from .prompts import NEW_TOKENS
+
+# ForceEagerMeasureMemory: performance.measureUserAgentSpecificMemory() answers at once instead of at the
+# next garbage collection (up to ~20 s later), so the page can sample memory after each stage.
+BASE_ARGS = ["--disable-quic", "--enable-blink-features=ForceEagerMeasureMemory"]
+FINISHED = "() => ['done', 'failed'].includes(document.body.dataset.state)"
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str
+    device: str
+    dtype: str
+    threads: int
+
+
+class RssSampler:
+    """Peak resident memory of a Chromium process tree (browser + renderers + GPU process), sampled."""
+
+    def __init__(self, profile_dir: str, interval_s: float = 0.25) -> None:
+        self.profile_dir = profile_dir
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _root(self):
+        import psutil
+
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(self.profile_dir in part for part in proc.info["cmdline"] or []):
+                parent = proc.parent()
+                if parent is None or not any(self.profile_dir in p for p in (parent.cmdline() or [])):
+                    return proc
+        return None
+
+    def _run(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            return
+        root = None
+        while not self._stop.wait(self.interval_s):
+            try:
+                root = root if root is not None and root.is_running() else self._root()
+                if root is None:
+                    continue
+                total = 0
+                for proc in [root, *root.children(recursive=True)]:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                root = None
+
+
+def _failure(base: dict[str, Any], stage: str, category: str, message: str) -> dict[str, Any]:
+    return {**base, "prompt": stage, "error": f"{category}: {message}"[:390]}
+
+
+def _open_and_wait(
+    playwright: Playwright,
+    chromium: str,
+    url: str,
+    prompts: dict[str, str],
+    base: dict[str, Any],
+    timeout_s: float,
+    extra_args: list[str],
+) -> list[dict[str, Any]]:
+    """Opens `url` in a fresh profile, waits for body[data-state] done|failed, returns body[data-results]."""
+    crashed: list[str] = []
+    console_errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edge-chat-bench-") as profile, RssSampler(profile) as rss:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=chromium, args=[*BASE_ARGS, *extra_args], viewport={"width": 1000, "height": 800}
+        )
+        try:
+            page = context.new_page()
+            page.add_init_script(f"window.__benchConfig = {json.dumps({'prompts': prompts})};")
+            page.on("crash", lambda _page: crashed.append("renderer crashed"))
+            context.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            try:
+                page.goto(url)
+                page.wait_for_function(FINISHED, timeout=timeout_s * 1000, polling=500)
+                rows = json.loads(page.evaluate("() => document.body.dataset.results || '[]'"))
+            except PlaywrightTimeout:
+                return [_failure(base, "run", "timeout", f"no result within {timeout_s:.0f} s")]
+            except PlaywrightError as err:
+                if crashed or "crash" in str(err).lower():
+                    # A renderer that dies mid-run is, for a model benchmark, nearly always memory.
+                    return [_failure(base, "run", "out-of-memory", f"the renderer crashed ({str(err)[:120]})")]
+                return [_failure(base, "run", "error", str(err)[:300])]
+        finally:
+            try:
+                context.close()
+            except PlaywrightError:
+                pass
+    for row in rows:
+        row.update({k: v for k, v in base.items() if k not in row})
+        if rss.peak:
+            row["peak_rss_bytes"] = rss.peak
+    return rows
+
+
+def measure(
+    playwright: Playwright,
+    chromium: str,
+    base_url: str,
+    target: Target,
+    prompts: dict[str, str],
+    new_tokens: int = NEW_TOKENS,
+    timeout_s: float = 900,
+) -> list[dict[str, Any]]:
+    """Edge Chat on `target`: rows in the metrics schema (plus warm load, turn 2, memory), one per prompt."""
+    query = {
+        "model": target.model,
+        "device": target.device,
+        "dtype": target.dtype,
+        "threads": target.threads,
+        "new_tokens": new_tokens,
+        "prompts": ",".join(prompts),
+        "post": 0,
+        "autorun": 1,
+    }
+    base = {"runner": "edge-chat", **target.__dict__}
+    extra = ["--enable-unsafe-webgpu"] if target.device == "webgpu" else []
+    start = time.monotonic()
+    rows = _open_and_wait(playwright, chromium, f"{base_url}/bench?{urlencode(query)}", prompts, base, timeout_s, extra)
+    for row in rows:
+        row["runner"] = "edge-chat"
+        row["wall_s"] = round(time.monotonic() - start, 1)
+    return rows
+
+
+def measure_wllama(
+    playwright: Playwright,
+    chromium: str,
+    base_url: str,
+    gguf_path: str,
+    model: str,
+    threads: int,
+    prompts: dict[str, str],
+    new_tokens: int = NEW_TOKENS,
+    timeout_s: float = 900,
+) -> list[dict[str, Any]]:
+    """The peer, wllama, on the GGUF the model was exported from, in the same Chromium, same prompts."""
+    query = {
+        "gguf": gguf_path,
+        "model": model,
+        "threads": threads,
+        "new_tokens": new_tokens,
+        "prompts": ",".join(prompts),
+    }
+    base = {"runner": "wllama", "model": model, "device": "wasm", "dtype": "gguf", "threads": threads}
+    url = f"{base_url}/static/src/bench-wllama.html?{urlencode(query)}"
+    return _open_and_wait(playwright, chromium, url, prompts, base, timeout_s, [])

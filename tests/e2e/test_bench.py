@@ -1,0 +1,70 @@
+"""The benchmark in Chromium: bench/browser.py's measurement on the default model (short: one prompt, 8 new
+tokens) yields the metrics schema with positive, finite figures; the /bench page runs from its button,
+posts its result, and the stored result shows up in its table. No timing thresholds: CI has 2 cores.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from bench import browser
+from bench.prompts import SHORT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SCHEMA = {"load_s", "ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s", "prompt_tokens", "new_tokens"}
+EXTRA = {"warm_load_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s", "peak_memory_bytes"}
+NEW_TOKENS = 8
+
+
+def test_browser_run_reports_the_schema(
+    playwright_driver: Any, chromium_path: str, server: str, model_dir: Path, model_id: str, manifest: dict[str, Any]
+) -> None:
+    dtype = manifest["devices"]["wasm"]
+    target = browser.Target(model_id, "wasm", dtype, 1)
+    rows = browser.measure(playwright_driver, chromium_path, server, target, {"short": SHORT}, NEW_TOKENS, 600)
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert "error" not in row, row["error"]
+    assert (row["model"], row["revision"], row["device"], row["dtype"], row["prompt"]) == (
+        model_id,
+        manifest["revision"],
+        "wasm",
+        dtype,
+        "short",
+    )
+    assert row["new_tokens"] == NEW_TOKENS  # EOS held off: a benchmark decodes a fixed count
+    for key in sorted(SCHEMA | EXTRA):
+        value = row[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
+    assert row["turn2_reused_tokens"] > 0  # turn 2 really reused the KV cache
+
+
+def test_bench_page_posts_and_lists_its_result(new_chat_page: Any, server: str, model_dir: Path, model_id: str) -> None:
+    chat = new_chat_page()
+    page = chat.page
+    label = f"e2e <b>{model_id}</b>"  # user input: must come back as text, not markup
+    query = {"model": model_id, "device": "wasm", "new_tokens": 4, "prompts": "short", "warm": 0, "turn2": 0}
+    page.goto(f"{server}/bench?{urlencode(query)}")
+    page.fill("#client-label", label)
+    page.click("#run-button")
+    chat.wait_for("() => ['done', 'failed'].includes(document.body.dataset.state)", 600)
+    status = page.text_content("#bench-status")
+    assert page.evaluate("() => document.body.dataset.state") == "done", status
+    assert "Posted" in status
+    chat.wait_for(
+        "(label) => [...document.querySelectorAll('#results-table tbody tr')].some((r) => r.dataset.client === label)",
+        30,
+        label,
+    )
+    first = page.locator("#results-table tbody tr", has_text=label).first
+    assert first.locator("td").first.text_content() == label
+    assert first.locator("td b").count() == 0
+    assert page.locator("#results-chart svg").count() >= 1
+    assert not chat.csp_violations()
+    assert not chat.foreign_requests()

@@ -1,0 +1,192 @@
+"""The offline PWA: installability, the service worker's app-shell precache, the verified model cache
+(offline reload, a damaged entry repaired), the storage panel, and the phone layout.
+
+One browser context carries the main flow in file order (first visit → offline reload → damaged cache →
+delete), so the WASM model is compiled three times in all; the phone checks use their own small context.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ChatPage
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MAX_NEW_TOKENS = 24
+QUESTION = "What is the capital of France?"
+PHONE_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-phone.png"
+
+
+def sw_controls(page: Any) -> bool:
+    return page.evaluate("() => navigator.serviceWorker.controller !== null")
+
+
+def cache_report(chat: Any) -> dict[str, Any]:
+    return json.loads(chat.page.evaluate("() => document.body.dataset.cache || '{}'"))
+
+
+def wait_controlled(chat: Any) -> None:
+    chat.wait_for("() => navigator.serviceWorker.controller !== null", 60)
+
+
+@pytest.fixture(scope="module")
+def pwa(
+    playwright_driver: Any, chromium_path: str, server: str, model_dir: Path, model_id: str, tmp_path_factory: Any
+) -> Iterator[Any]:
+    # A persistent profile, as a user's browser has: off-the-record contexts keep Cache Storage in memory
+    # and refuse entries as large as the fp32 model (the page then loads without the offline cache).
+    context = playwright_driver.chromium.launch_persistent_context(
+        str(tmp_path_factory.mktemp("profile")),
+        executable_path=chromium_path,
+        args=["--disable-quic"],
+        viewport={"width": 1000, "height": 860},
+    )
+    chat = ChatPage(context.new_page(), server)
+    chat.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS)
+    wait_controlled(chat)  # first visit: the SW installs (precaching the shell) and claims the page
+    chat.load(timeout_s=300)
+    chat.first_reply = chat.ask(QUESTION)["raw"]
+    yield chat
+    context.close()
+
+
+def test_phone_layout_and_memory_warning(new_chat_page: Any, model_dir: Path, model_id: str) -> None:
+    chat = new_chat_page(viewport={"width": 390, "height": 844})
+    # A phone that reports 256 MB: the fp32 model's working memory is well above it.
+    chat.page.add_init_script("Object.defineProperty(Navigator.prototype, 'deviceMemory', {get: () => 0.25})")
+    chat.open(model=model_id, device="wasm")
+    sizes = chat.page.evaluate(
+        "() => ({scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth})"
+    )
+    assert sizes["scroll"] <= sizes["client"], sizes
+    chat.page.click("#storage-panel summary")
+    assert chat.page.is_visible("#prompt") and chat.page.is_visible("#load-button")
+    PHONE_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    chat.page.screenshot(path=str(PHONE_SCREENSHOT), full_page=True)
+    assert PHONE_SCREENSHOT.stat().st_size > 10_000
+
+    chat.page.click("#load-button")
+    chat.wait_for("() => document.body.dataset.memoryWarning === 'true'", 30)
+    warning = chat.page.text_content("#memory-warning")
+    assert "0.25 GB" in warning and "memory" in warning
+    assert chat.page.is_visible("#memory-warning")
+    chat.page.close()  # stops the load it started
+
+
+def test_installable(pwa: Any) -> None:
+    page = pwa.page
+    manifest_url = page.evaluate("() => document.querySelector('link[rel=manifest]').href")
+    response = page.context.request.get(manifest_url)
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("application/manifest+json")
+    manifest = response.json()
+    assert manifest["display"] == "standalone" and manifest["start_url"] == "/" and manifest["scope"] == "/"
+    assert manifest["name"] and manifest["short_name"] and manifest["theme_color"] and manifest["background_color"]
+    sizes = {(icon["sizes"], icon["purpose"]) for icon in manifest["icons"]}
+    assert {("192x192", "any"), ("512x512", "any"), ("192x192", "maskable"), ("512x512", "maskable")} <= sizes
+    for icon in manifest["icons"]:
+        got = page.context.request.get(pwa.base_url + icon["src"])
+        assert got.status == 200 and got.headers["content-type"] == "image/png", icon
+    sw = page.context.request.get(pwa.base_url + "/sw.js")
+    assert sw.headers["service-worker-allowed"] == "/" and sw.headers["cache-control"] == "no-cache"
+    assert "cross-origin-embedder-policy" in sw.headers
+    assert sw_controls(page)
+    page.reload()
+    wait_controlled(pwa)
+    assert page.evaluate("() => navigator.serviceWorker.controller.scriptURL").endswith("/sw.js")
+    assert page.evaluate("() => document.body.dataset.sw") == "controlled"
+
+
+def test_first_load_filled_the_model_cache(pwa: Any, model_id: str, manifest: dict[str, Any]) -> None:
+    assert "Paris" in pwa.first_reply or model_id != "smollm2-135m"
+    names = pwa.page.evaluate("() => caches.keys()")
+    assert f"edge-chat-model-{model_id}-{manifest['revision']}" in names
+    assert "transformers-cache" not in names  # nothing stored twice
+    assert any(name.startswith("workbox-precache") for name in names)
+
+
+def test_offline_reload_chats_from_the_cache(pwa: Any, manifest: dict[str, Any]) -> None:
+    page = pwa.page
+    page.context.set_offline(True)
+    try:
+        started = time.monotonic()
+        page.reload()
+        wait_controlled(pwa)
+        pwa.wait_for("() => document.getElementById('device-status').textContent.startsWith('This browser')", 30)
+        pwa.load(timeout_s=300)
+        pwa.send(QUESTION)
+        pwa.wait_for(
+            "() => ([...document.querySelectorAll('[data-role=\"assistant\"]')].at(-1)?.dataset.raw ?? '') !== ''", 120
+        )
+        first_token_s = time.monotonic() - started
+        reply = pwa.wait_reply()
+        report = cache_report(pwa)
+        assert report["downloaded"] == [] and report["repaired"] == []
+        assert "onnx/model.onnx" in report["verified"]
+        assert reply["raw"] == pwa.first_reply  # the same greedy reply, from cached bytes
+        print(
+            f"\nwarm offline start: page load → first token {first_token_s:.1f} s "
+            f"(cache verify {report['seconds']:.1f} s of {report['bytes'] / 1e6:.0f} MB, "
+            f"model load {pwa.metrics()['load_s']:.1f} s)"
+        )
+    finally:
+        page.context.set_offline(False)
+
+
+def test_a_damaged_cache_entry_is_detected_and_fetched_again(pwa: Any, model_id: str, manifest: dict[str, Any]) -> None:
+    page = pwa.page
+    base = f"/models/{model_id}/{manifest['revision']}/"
+    page.evaluate(
+        """async ([name, base]) => {
+          const cache = await caches.open(name);
+          await cache.put(base + "tokenizer.json", new Response("not the tokenizer"));
+          const config = await (await cache.match(base + "config.json")).arrayBuffer();
+          await cache.put(base + "config.json", new Response(config.slice(0, 10)));  // truncated
+        }""",
+        [f"edge-chat-model-{model_id}-{manifest['revision']}", base],
+    )
+    page.reload()
+    pwa.wait_for("() => document.getElementById('device-status').textContent.startsWith('This browser')", 30)
+    pwa.load(timeout_s=300)
+    report = cache_report(pwa)
+    assert sorted(report["repaired"]) == ["config.json", "tokenizer.json"]
+    assert sorted(report["downloaded"]) == ["config.json", "tokenizer.json"]
+    assert pwa.ask(QUESTION)["raw"] == pwa.first_reply
+
+
+def test_storage_panel_deletes_a_model(pwa: Any, model_id: str, manifest: dict[str, Any]) -> None:
+    page = pwa.page
+    name = f"edge-chat-model-{model_id}-{manifest['revision']}"
+    page.click("#storage-panel summary")
+    row = page.locator(f'#storage-list li[data-cache-name="{name}"]')
+    row.wait_for(timeout=10_000)
+    text = row.text_content()
+    assert manifest["revision"] in text and "MB" in text
+    size = int(row.get_attribute("data-bytes"))
+    dtype_bytes = manifest["dtypes"][manifest["devices"]["wasm"]]["bytes"]
+    assert dtype_bytes <= size <= dtype_bytes + 5_000_000
+    print(f"\nmodel cache {name}: {size / 1e6:.1f} MB")
+    before = float(page.get_attribute("#storage-summary", "data-usage"))
+    row.locator("button").click()
+    row.wait_for(state="detached", timeout=10_000)
+    assert name not in page.evaluate("() => caches.keys()")
+    # Chromium updates its usage figure lazily after a cache is deleted: refresh until it shows.
+    deadline = time.monotonic() + 60
+    after = before
+    while time.monotonic() < deadline:
+        page.click("#storage-refresh")
+        time.sleep(1)
+        after = float(page.get_attribute("#storage-summary", "data-usage") or before)
+        if after < before - 100e6:
+            break
+    assert after < before - 100e6, (before, after)
+    print(f"storage usage {before / 1e6:.0f} MB → {after / 1e6:.0f} MB")
+    assert pwa.page_errors == []
+    assert pwa.csp_violations() == []
+    assert pwa.foreign_requests() == []

@@ -1,0 +1,228 @@
+// Page side of image chat: attach images by file picker (camera on phones), paste and drag-and-drop;
+// thumbnails with a remove button; decode + downscale in the browser (createImageBitmap + OffscreenCanvas)
+// to the model's preprocessor size.longest_edge; the RGBA pixels go to the worker as transferred buffers.
+//
+// main.js calls: createAttachments(...), setModel(model) when a model loads, takeTurn(text, model) when
+// sending (null: refused with a message, nothing sent), showIn(node, turn) to put thumbnails in the
+// user's message. Tests: ?expose_inputs=1 makes the worker report the exact tensors it fed
+// (window.__edgeChatVLMInputs), #attachments[data-count], #attach-input.
+
+import { EdgeChatError } from "./device.js";
+
+const DEFAULT_LONGEST_EDGE = 2048; // when a model's preprocessor_config.json says nothing
+const THUMB = 96;
+
+let counter = 0;
+
+/** Longest edge the processor resizes to (Idefics3: size.longest_edge; else max_image_size / size). */
+export function longestEdge(preprocessor) {
+  const p = preprocessor ?? {};
+  const candidates = [p.size?.longest_edge, p.max_image_size?.longest_edge, p.size?.height, p.size?.width];
+  return candidates.find((x) => Number.isFinite(x) && x > 0) ?? DEFAULT_LONGEST_EDGE;
+}
+
+/** Target size for an image of width × height: the longest edge at most `limit`, aspect kept. Pure. */
+export function fitWithin(width, height, limit) {
+  const scale = Math.min(1, limit / Math.max(width, height));
+  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+}
+
+function canvas(width, height) {
+  if (typeof OffscreenCanvas !== "undefined") return new OffscreenCanvas(width, height);
+  const c = document.createElement("canvas");
+  c.width = width;
+  c.height = height;
+  return c;
+}
+
+/** RGBA pixels of `blob`, downscaled to the longest edge `limit`. Throws if the browser cannot decode it. */
+export async function decodeImage(blob, limit) {
+  const bitmap = await createImageBitmap(blob);
+  try {
+    const { width, height } = fitWithin(bitmap.width, bitmap.height, limit);
+    const c = canvas(width, height);
+    const ctx = c.getContext("2d", { willReadFrequently: true });
+    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(bitmap, 0, 0, width, height);
+    const { data } = ctx.getImageData(0, 0, width, height);
+    return { width, height, data, original: { width: bitmap.width, height: bitmap.height } };
+  } finally {
+    bitmap.close();
+  }
+}
+
+export function createAttachments({ worker, showError, clearError, params }) {
+  const $ = (id) => document.getElementById(id);
+  const el = { input: $("attach-input"), button: $("attach-button"), strip: $("attachments"), composer: $("composer") };
+  const pending = []; // {id, blob, name, url, node}
+  let limit = DEFAULT_LONGEST_EDGE;
+  let busy = false;
+  const expose = params.get("expose_inputs") === "1";
+
+  worker.addEventListener("message", (event) => {
+    if (event.data?.type === "vlm-inputs") window.__edgeChatVLMInputs = event.data;
+  });
+
+  function render() {
+    el.strip.dataset.count = String(pending.length);
+    el.strip.hidden = pending.length === 0;
+  }
+
+  function remove(item) {
+    const i = pending.indexOf(item);
+    if (i >= 0) pending.splice(i, 1);
+    item.node.remove();
+    URL.revokeObjectURL(item.url);
+    render();
+  }
+
+  function notAnImage(name) {
+    const message = `“${name || "That file"}” is not an image this browser can read, so nothing was attached or sent.`;
+    showError(new EdgeChatError("not-an-image", message));
+  }
+
+  async function add(files) {
+    for (const file of files) {
+      // Decoding is the test: type and extension can lie. Nothing is attached unless it decodes.
+      try {
+        const bitmap = await createImageBitmap(file);
+        bitmap.close();
+      } catch {
+        notAnImage(file.name);
+        continue;
+      }
+      const item = { id: `img-${Date.now().toString(36)}-${++counter}`, blob: file, name: file.name || "image" };
+      item.url = URL.createObjectURL(file);
+      const node = document.createElement("figure");
+      node.className = "attachment";
+      node.dataset.id = item.id;
+      const img = document.createElement("img");
+      img.src = item.url;
+      img.alt = item.name;
+      img.width = THUMB;
+      img.height = THUMB;
+      const x = document.createElement("button");
+      x.type = "button";
+      x.className = "attachment-remove";
+      x.textContent = "×";
+      x.title = `Remove ${item.name}`;
+      x.setAttribute("aria-label", `Remove ${item.name}`);
+      x.addEventListener("click", () => remove(item));
+      node.append(img, x);
+      item.node = node;
+      el.strip.append(node);
+      pending.push(item);
+      clearError();
+    }
+    render();
+  }
+
+  const imagesOf = (dataTransfer) => {
+    const files = [...(dataTransfer?.files ?? [])];
+    if (files.length) return files;
+    return [...(dataTransfer?.items ?? [])].filter((i) => i.kind === "file").map((i) => i.getAsFile()).filter(Boolean);
+  };
+
+  el.button.addEventListener("click", () => el.input.click());
+  el.input.addEventListener("change", () => {
+    const files = [...el.input.files];
+    el.input.value = "";
+    add(files);
+  });
+  document.addEventListener("paste", (event) => {
+    const files = imagesOf(event.clipboardData);
+    if (!files.length) return; // plain text pastes as usual
+    event.preventDefault();
+    add(files);
+  });
+  document.addEventListener("dragover", (event) => {
+    if ([...(event.dataTransfer?.types ?? [])].includes("Files")) {
+      event.preventDefault();
+      el.composer.classList.add("dragging");
+    }
+  });
+  document.addEventListener("dragleave", () => el.composer.classList.remove("dragging"));
+  document.addEventListener("drop", (event) => {
+    el.composer.classList.remove("dragging");
+    const files = imagesOf(event.dataTransfer);
+    if (!files.length) return;
+    event.preventDefault();
+    add(files);
+  });
+  render();
+
+  return {
+    get count() {
+      return pending.length;
+    },
+
+    /** Reads the model's preprocessor size (the page downscales to it before anything goes to the worker). */
+    async setModel(model) {
+      limit = DEFAULT_LONGEST_EDGE;
+      if (!model?.capabilities?.image) return;
+      const base = model.base_url ?? `/models/${model.id}/${model.revision}/`;
+      try {
+        const response = await fetch(`${base}preprocessor_config.json`);
+        if (response.ok) limit = longestEdge(await response.json());
+      } catch (err) {
+        console.warn("preprocessor_config.json", err);
+      }
+    },
+
+    /**
+     * The user turn to send: {content, images, transfer, options, thumbs}. Text-only turns keep string content.
+     * Returns null (after showing why) when images are attached but the model reads text only, or one fails.
+     */
+    async takeTurn(text, model) {
+      if (busy) return null;
+      const options = expose ? { expose_inputs: true } : {};
+      if (!pending.length) return { content: text, images: [], transfer: [], options, thumbs: [] };
+      if (!model?.capabilities?.image) {
+        const name = model?.name ?? model?.id ?? "This model";
+        const why = `${name} reads text only, so nothing was sent. Load a model tagged “🖼 image” to ask about images, or remove the image.`;
+        showError(new EdgeChatError("text-only-model", why));
+        return null;
+      }
+      busy = true;
+      try {
+        const items = pending.slice();
+        const images = [];
+        for (const item of items) {
+          let decoded;
+          try {
+            decoded = await decodeImage(item.blob, limit);
+          } catch {
+            notAnImage(item.name);
+            return null;
+          }
+          images.push({ id: item.id, width: decoded.width, height: decoded.height, data: decoded.data.buffer });
+        }
+        for (const item of items) {
+          const i = pending.indexOf(item);
+          if (i >= 0) pending.splice(i, 1);
+          item.node.remove();
+        }
+        render();
+        const content = [...images.map(({ id }) => ({ type: "image", id })), ...(text ? [{ type: "text", text }] : [])];
+        return { content, images, transfer: images.map((i) => i.data), options, thumbs: items.map((i) => i.url) };
+      } finally {
+        busy = false;
+      }
+    },
+
+    /** Thumbnails of the sent images inside the user's message (blob: URLs, never innerHTML). */
+    showIn(node, turn) {
+      if (!turn?.thumbs?.length) return;
+      const row = document.createElement("div");
+      row.className = "message-images";
+      for (const url of turn.thumbs) {
+        const img = document.createElement("img");
+        img.src = url;
+        img.alt = "attached image";
+        row.append(img);
+      }
+      node.querySelector(".body")?.before(row);
+    },
+  };
+}

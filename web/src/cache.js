@@ -1,0 +1,243 @@
+// The model cache: one Cache Storage cache per model revision ("edge-chat-model-<id>-<revision>"), filled
+// and verified by the model worker before Transformers.js reads from it, and listed / deleted by the page's
+// storage panel. Every file is checked against the manifest's byte count and sha256 (streamed through
+// hash-wasm, so a 650 MB file never sits in memory whole) on every load: a corrupted or truncated entry is
+// evicted and fetched again. Runs in the page and in the worker (no DOM).
+
+import { createSHA256 } from "/static/vendor/hash-wasm.esm.js";
+import { EdgeChatError, ErrorCode } from "./device.js";
+
+export const MODEL_CACHE_PREFIX = "edge-chat-model-";
+// Where Transformers.js 4.x keeps files by default; Edge Chat turns that off, and deletes what an older
+// version of the page left there so nothing is stored twice.
+const LEGACY_CACHES = ["transformers-cache"];
+// Stored beside the artifacts once every file of a load verified: the manifest, for offline loads and the panel.
+const MANIFEST_KEY = "manifest.json";
+
+export const modelCacheName = (id, revision) => `${MODEL_CACHE_PREFIX}${id}-${revision}`;
+
+/** {id, revision} from a cache name, or null for caches that are not model caches. */
+export function parseModelCacheName(name) {
+  const m = /^edge-chat-model-(.+)-([0-9a-f]{12})$/.exec(name);
+  return m ? { id: m[1], revision: m[2] } : null;
+}
+
+export const modelBaseUrl = (id, revision) =>
+  new URL(`/models/${encodeURIComponent(id)}/${revision}/`, self.location.origin).href;
+
+const artifactUrl = (id, revision, path) =>
+  new URL(path.split("/").map(encodeURIComponent).join("/"), modelBaseUrl(id, revision)).href;
+
+const fmtMB = (n) => `${(n / 1e6).toFixed(n >= 1e8 ? 0 : 1)} MB`;
+
+/** Streams a body through sha256; returns {sha256, bytes}. */
+async function hashStream(stream, onBytes) {
+  const hasher = await createSHA256();
+  hasher.init();
+  const reader = stream.getReader();
+  let bytes = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    hasher.update(value);
+    bytes += value.byteLength;
+    onBytes?.(bytes);
+  }
+  return { sha256: hasher.digest("hex"), bytes };
+}
+
+async function storageNumbers() {
+  try {
+    const { usage = 0, quota = 0 } = (await navigator.storage?.estimate?.()) ?? {};
+    return { usage, quota, available: Math.max(0, quota - usage) };
+  } catch {
+    return null;
+  }
+}
+
+async function quotaError(model, needed, err) {
+  const s = await storageNumbers();
+  const numbers = s
+    ? `needs ${fmtMB(needed)}, ${fmtMB(s.available)} available (${fmtMB(s.usage)} used of ${fmtMB(s.quota)})`
+    : `needs ${fmtMB(needed)}`;
+  return new EdgeChatError(
+    ErrorCode.QUOTA_EXCEEDED,
+    `Not enough browser storage for ${model}: it ${numbers}. Delete a cached model in the storage panel or free disk space, then load again.`,
+    String(err?.message ?? err ?? ""),
+  );
+}
+
+/** The browser would not store a file (not a quota problem): private windows keep Cache Storage in memory
+ * and refuse large entries. The caller may load without the cache. */
+export class CacheUnavailable extends Error {
+  constructor(detail) {
+    super(`The browser refused to store the model (${detail}); loading it without the offline cache.`);
+    this.name = "CacheUnavailable";
+  }
+}
+
+const isQuotaError = (err) => err?.name === "QuotaExceededError" || /quota/i.test(String(err?.message ?? ""));
+
+/**
+ * Makes sure every file in `files` ([{path, bytes, sha256}] from the manifest) is in the revision's cache
+ * and intact. Missing files are downloaded (not through the HTTP cache: the Cache API copy is the only one),
+ * hashed while they stream into the cache, and dropped again if they do not match. On success the other
+ * revisions of this model are deleted. A quota error deletes this revision's cache: no half-cached model.
+ *
+ * onProgress({file, loaded, total, phase: "verify"|"download"}). Returns {downloaded, repaired, verified, bytes}.
+ */
+export async function ensureModelCached({ id, revision, files, manifest, onProgress }) {
+  const name = modelCacheName(id, revision);
+  const cache = await caches.open(name);
+  const report = { downloaded: [], repaired: [], verified: [], bytes: 0 };
+  const missing = [];
+  for (const file of files) {
+    const url = artifactUrl(id, revision, file.path);
+    const cached = await cache.match(url);
+    if (cached) {
+      const got = await hashStream(cached.body, (loaded) =>
+        onProgress?.({ file: file.path, loaded, total: file.bytes, phase: "verify" }),
+      );
+      if (got.bytes === file.bytes && got.sha256 === file.sha256) {
+        report.verified.push(file.path);
+        report.bytes += file.bytes;
+        continue;
+      }
+      console.warn(`[cache] ${file.path}: cached copy is damaged (${got.bytes} bytes, sha256 ${got.sha256}); fetching it again`);
+      await cache.delete(url);
+      report.repaired.push(file.path);
+    }
+    missing.push(file);
+  }
+
+  const needed = missing.reduce((sum, f) => sum + f.bytes, 0);
+  if (needed > 0) {
+    const s = await storageNumbers();
+    if (s && s.quota > 0 && needed > s.available) {
+      const err = await quotaError(id, needed, "estimate");
+      if (report.verified.length === 0) await caches.delete(name);
+      throw err;
+    }
+  }
+  try {
+    for (const file of missing) {
+      await download(cache, id, revision, file, onProgress);
+      report.downloaded.push(file.path);
+      report.bytes += file.bytes;
+    }
+  } catch (err) {
+    if (isQuotaError(err)) {
+      await caches.delete(name);
+      throw await quotaError(id, needed, err);
+    }
+    if (err?.name === "UnknownError" || err?.name === "InvalidStateError") {
+      await caches.delete(name);
+      throw new CacheUnavailable(String(err.message ?? err));
+    }
+    throw err;
+  }
+  if (manifest) {
+    await cache.put(new URL(MANIFEST_KEY, modelBaseUrl(id, revision)).href, Response.json(manifest));
+  }
+  await deleteOtherRevisions(id, revision);
+  return report;
+}
+
+async function download(cache, id, revision, file, onProgress) {
+  const url = artifactUrl(id, revision, file.path);
+  for (let attempt = 1; ; attempt++) {
+    const response = await fetch(url, { cache: "no-store" });
+    if (!response.ok || !response.body) {
+      throw new EdgeChatError(
+        ErrorCode.MODEL_MISSING,
+        `The server did not deliver ${file.path} (HTTP ${response.status}).`,
+        `${url}: ${response.status}`,
+      );
+    }
+    const [toCache, toHash] = response.body.tee();
+    const stored = cache.put(url, new Response(toCache, { status: 200, headers: response.headers }));
+    const hashed = hashStream(toHash, (loaded) => onProgress?.({ file: file.path, loaded, total: file.bytes, phase: "download" }));
+    let got;
+    try {
+      [, got] = await Promise.all([stored, hashed]);
+    } catch (err) {
+      toHash.cancel().catch(() => {});
+      throw err;
+    }
+    if (got.bytes === file.bytes && got.sha256 === file.sha256) return;
+    await cache.delete(url);
+    if (attempt >= 2) {
+      throw new EdgeChatError(
+        ErrorCode.MODEL_MISSING,
+        `${file.path} arrived damaged twice (${got.bytes} of ${file.bytes} bytes, sha256 ${got.sha256.slice(0, 12)}…). Reload to try again.`,
+        url,
+      );
+    }
+  }
+}
+
+async function deleteOtherRevisions(id, revision) {
+  for (const name of await caches.keys()) {
+    const parsed = parseModelCacheName(name);
+    if (parsed && parsed.id === id && parsed.revision !== revision) await deleteModelCache(name);
+    else if (LEGACY_CACHES.includes(name)) await caches.delete(name);
+  }
+}
+
+/**
+ * A Web-Cache-like object for Transformers.js (env.customCache): reads this revision's verified files,
+ * never writes (put is a no-op), and knows nothing else, so the ORT wasm comes from the SW's precache.
+ */
+export function transformersCache(id, revision) {
+  const base = modelBaseUrl(id, revision);
+  return {
+    async match(key) {
+      const url = new URL(typeof key === "string" ? key : key.url, self.location.origin).href;
+      if (!url.startsWith(base)) return undefined;
+      const cache = await caches.open(modelCacheName(id, revision));
+      return (await cache.match(url)) ?? undefined;
+    },
+    async put() {},
+  };
+}
+
+/** The manifest stored with a verified revision (for loading offline), or null. */
+export async function cachedManifest(id, revision) {
+  const name = modelCacheName(id, revision);
+  if (!(await caches.has(name))) return null;
+  const response = await (await caches.open(name)).match(new URL(MANIFEST_KEY, modelBaseUrl(id, revision)).href);
+  return response ? response.json() : null;
+}
+
+/** [{name, id, revision, bytes, files}] for every model cache, from the entries' Content-Length. */
+export async function listModelCaches() {
+  const out = [];
+  for (const name of await caches.keys()) {
+    const parsed = parseModelCacheName(name);
+    if (!parsed) continue;
+    const cache = await caches.open(name);
+    let bytes = 0;
+    let files = 0;
+    for (const request of await cache.keys()) {
+      if (request.url.endsWith(`/${MANIFEST_KEY}`)) continue;
+      const response = await cache.match(request);
+      bytes += Number(response?.headers.get("content-length") ?? 0);
+      files += 1;
+    }
+    out.push({ name, ...parsed, bytes, files });
+  }
+  return out;
+}
+
+/**
+ * Deletes a model cache. Entries go first: Chromium frees a deleted cache's bytes only once no script
+ * (e.g. the worker that loaded the model) holds it open, but a deleted entry's bytes right away.
+ */
+export async function deleteModelCache(name) {
+  if (!parseModelCacheName(name)) throw new Error(`${name} is not a model cache`);
+  const cache = await caches.open(name);
+  for (const request of await cache.keys()) await cache.delete(request);
+  return caches.delete(name);
+}
+
+export { storageNumbers };

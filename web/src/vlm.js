@@ -1,0 +1,325 @@
+// Worker side of image chat: SmolVLM / Idefics3 (image-text-to-text) with Transformers.js. worker.js routes
+// load/generate/reset here when the model takes images (catalog task "image-text-to-text" or
+// capabilities.image); it shares the worker's interrupt (InterruptableStoppingCriteria), its macrotask yield
+// and its message protocol (token / done with the same metrics schema).
+//
+// Images arrive once, with the turn they belong to: generate's `images` is [{id, width, height, data}] (RGBA
+// bytes, transferred, already downscaled by the page to the preprocessor's size.longest_edge); message content
+// names them as {type:"image", id}. Each image is preprocessed once (Idefics3 tiling) and kept until reset.
+//
+// KV cache: as for text, the cache is reused when the re-templated conversation starts with the tokens it
+// covers. The part that is prefilled then carries only the images whose <image> tokens lie in it, so image
+// turns and text follow-ups both reuse it (Transformers.js' generic_text_to_text_forward encodes whatever
+// pixel_values come with a multi-token step and merges them over the <image> tokens of that step).
+//
+// Debug (tests): generate options.expose_inputs = true posts {type:"vlm-inputs", ...} before "done": the
+// exact pixel_values/pixel_attention_mask fed to the vision encoder this turn, the prompt ids, rows/cols and
+// the generated ids.
+
+import {
+  AutoModelForVision2Seq,
+  AutoProcessor,
+  cat,
+  RawImage,
+  TextStreamer,
+} from "/static/vendor/transformers.min.js";
+import { EdgeChatError, ErrorCode } from "./device.js";
+
+const FAKE = "<fake_token_around_image>";
+const IMAGE = "<image>";
+const GLOBAL = "<global-img>";
+
+/** The Idefics3 processor's prompt string for one image of rows × cols tiles (plus the global view). */
+export function imagePromptString(rows, cols, imageSeqLen) {
+  const tokens = IMAGE.repeat(imageSeqLen);
+  if (rows === 0 && cols === 0) return `${FAKE}${GLOBAL}${tokens}${FAKE}`;
+  let s = "";
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) s += `${FAKE}<row_${r + 1}_col_${c + 1}>${tokens}`;
+    s += "\n";
+  }
+  return `${s}\n${FAKE}${GLOBAL}${tokens}${FAKE}`;
+}
+
+/** Chat messages in the template's shape: content is always a list of {type:"text"|"image"} parts. */
+export function normaliseMessages(messages) {
+  const imageIds = [];
+  const out = messages.map(({ role, content }) => {
+    let parts;
+    if (typeof content === "string") parts = [{ type: "text", text: content }];
+    else parts = (content ?? []).map((p) => (p?.type === "image" ? { type: "image" } : { type: "text", text: String(p?.text ?? "") }));
+    for (const p of Array.isArray(content) ? content : []) if (p?.type === "image") imageIds.push(p.id);
+    // The reply was decoded after "Assistant:"; the template writes ": " itself.
+    if (role === "assistant") for (const p of parts) if (p.type === "text") p.text = p.text.trimStart();
+    return { role, content: parts };
+  });
+  return { messages: out, imageIds };
+}
+
+export const messagesHaveImages = (messages) =>
+  (messages ?? []).some((m) => Array.isArray(m?.content) && m.content.some((p) => p?.type === "image"));
+
+export const isVisionModel = (message) =>
+  message?.task === "image-text-to-text" || Boolean(message?.capabilities?.image);
+
+function sameTokens(a, b, n) {
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function toBase(tensor) {
+  return { dims: tensor.dims, type: tensor.type, data: tensor.data.slice() };
+}
+
+/**
+ * @param {{post: Function, stopper: any, nextTask: () => Promise<void>, externalData: Function, env: any}} deps
+ */
+export function createVLM({ post, stopper, nextTask, externalData, env }) {
+  const s = {
+    processor: null,
+    model: null,
+    info: null,
+    cache: null, // {pkv, ids}
+    images: new Map(), // id → {pixel_values, pixel_attention_mask, rows, cols, tiles}
+  };
+
+  async function disposeCache() {
+    const pkv = s.cache?.pkv;
+    s.cache = null;
+    if (pkv) {
+      try {
+        await pkv.dispose();
+      } catch (err) {
+        console.warn("[vlm] disposing the KV cache failed", err);
+      }
+    }
+  }
+
+  async function unload() {
+    await disposeCache();
+    s.images.clear();
+    await s.model?.dispose?.();
+    s.model = s.processor = s.info = null;
+  }
+
+  async function prepareImage({ width, height, data }) {
+    const bytes = data instanceof Uint8ClampedArray ? data : new Uint8ClampedArray(data);
+    if (!(width > 0 && height > 0) || bytes.length !== width * height * 4) {
+      throw new EdgeChatError(ErrorCode.UNKNOWN, "An attached image arrived damaged; attach it again.");
+    }
+    const image = new RawImage(bytes, width, height, 4).rgb();
+    const out = await s.processor.image_processor(image, { return_row_col_info: true });
+    return {
+      pixel_values: out.pixel_values,
+      pixel_attention_mask: out.pixel_attention_mask,
+      rows: out.rows[0][0],
+      cols: out.cols[0][0],
+      tiles: out.pixel_values.dims[1],
+      width,
+      height,
+    };
+  }
+
+  async function load({ model, dtype, device, files, threads }, parsed) {
+    const t0 = performance.now();
+    const { id, revision } = parsed;
+    await unload();
+    if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
+    const modelId = `${id}/${revision}`;
+    const progress_callback = (p) => {
+      if (p.status === "progress") post({ type: "progress", file: p.file, loaded: p.loaded, total: p.total });
+      else if (p.status === "initiate" || p.status === "done") post({ type: "progress", file: p.file, status: p.status });
+    };
+    // One dtype and device for all three graphs (the device table's choice; see the report in
+    // docs/architecture.md: the vision encoder follows it).
+    const [processor, vlm] = await Promise.all([
+      AutoProcessor.from_pretrained(modelId, { progress_callback }),
+      AutoModelForVision2Seq.from_pretrained(modelId, {
+        dtype,
+        device,
+        progress_callback,
+        use_external_data_format: externalData(files),
+      }),
+    ]);
+    const forward = vlm.forward.bind(vlm);
+    vlm.forward = async (inputs) => {
+      await nextTask(); // lets {type:"interrupt"} in between forward passes
+      return forward(inputs);
+    };
+    s.processor = processor;
+    s.model = vlm;
+    // Warm-up: one small image through all three graphs, so the first reply's TTFT measures the model.
+    const size = processor.image_processor.max_image_size?.longest_edge ?? 64;
+    const gray = { width: size, height: size, data: new Uint8ClampedArray(size * size * 4).fill(128) };
+    const warm = await prepareImage(gray);
+    const text = imagePromptString(warm.rows, warm.cols, processor.config.image_seq_len);
+    const inputs = processor.tokenizer(`User:${text}Hi`);
+    await vlm.generate({
+      ...inputs,
+      pixel_values: warm.pixel_values,
+      pixel_attention_mask: warm.pixel_attention_mask,
+      max_new_tokens: 1,
+      do_sample: false,
+    });
+    const load_s = (performance.now() - t0) / 1000;
+    s.info = { id, revision, device, dtype, load_s };
+    post({ type: "ready", load_s, model: id, revision, device, dtype, vision: true });
+  }
+
+  async function generate({ messages, images = [], options = {} }) {
+    if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "No model is loaded yet.");
+    const { processor, model, info } = s;
+    const { tokenizer } = processor;
+    const t0 = performance.now();
+    for (const image of images) if (!s.images.has(image.id)) s.images.set(image.id, await prepareImage(image));
+
+    const { messages: chat, imageIds } = normaliseMessages(messages);
+    const missing = imageIds.filter((id) => !s.images.has(id));
+    if (missing.length) throw new EdgeChatError(ErrorCode.UNKNOWN, "An image of this conversation is gone; start a new chat.");
+    for (const id of s.images.keys()) if (!imageIds.includes(id)) s.images.delete(id); // no longer in the chat
+    const templated = tokenizer.apply_chat_template(chat, { add_generation_prompt: true, tokenize: false });
+    const pieces = templated.split(IMAGE);
+    if (pieces.length - 1 !== imageIds.length) {
+      throw new EdgeChatError(ErrorCode.UNKNOWN, `Messages may not contain the text "${IMAGE}".`);
+    }
+    const imageSeqLen = processor.config.image_seq_len;
+    let prompt = pieces[0];
+    imageIds.forEach((id, i) => {
+      const { rows, cols } = s.images.get(id);
+      prompt += imagePromptString(rows, cols, imageSeqLen) + pieces[i + 1];
+    });
+    const inputs = tokenizer(prompt);
+    const ids = Array.from(inputs.input_ids.data);
+    const contextTokens = ids.length;
+
+    // Reuse the cache if it covers a prefix of this prompt that ends between whole images.
+    let reused = 0;
+    if (options.reuse_cache === false) await disposeCache();
+    if (s.cache) {
+      const cached = s.cache.ids;
+      if (cached.length < ids.length && sameTokens(cached, ids, cached.length)) reused = cached.length;
+      else await disposeCache();
+    }
+    const imageTokenId = model.config.image_token_id;
+    let coveredImageTokens = 0;
+    for (let i = 0; i < reused; i++) if (ids[i] === BigInt(imageTokenId)) coveredImageTokens++;
+    let firstNew = 0; // index into imageIds of the first image to encode this turn
+    let acc = 0;
+    while (firstNew < imageIds.length && acc < coveredImageTokens) {
+      acc += s.images.get(imageIds[firstNew]).tiles * imageSeqLen;
+      firstNew++;
+    }
+    if (acc !== coveredImageTokens) {
+      await disposeCache(); // the cache ends inside an image: prefill everything
+      reused = 0;
+      firstNew = 0;
+    }
+    const fresh = imageIds.slice(firstNew).map((id) => s.images.get(id));
+    const pixels = fresh.length
+      ? {
+          pixel_values: fresh.length === 1 ? fresh[0].pixel_values : cat(fresh.map((x) => x.pixel_values), 1),
+          pixel_attention_mask:
+            fresh.length === 1 ? fresh[0].pixel_attention_mask : cat(fresh.map((x) => x.pixel_attention_mask), 1),
+        }
+      : {};
+
+    const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
+    const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
+    let first = 0;
+    let last = 0;
+    let count = 0;
+    const streamer = new TextStreamer(tokenizer, {
+      skip_prompt: true,
+      skip_special_tokens: true,
+      callback_function: (text) => post({ type: "token", text }),
+      token_callback_function: () => {
+        last = performance.now();
+        if (count++ === 0) first = last;
+      },
+    });
+    stopper.reset();
+    let output;
+    try {
+      output = await model.generate({
+        ...inputs,
+        ...pixels,
+        ...(reused ? { past_key_values: s.cache.pkv } : {}),
+        do_sample: false,
+        repetition_penalty: 1.0,
+        max_new_tokens: maxNew,
+        ...(minNew ? { min_new_tokens: minNew } : {}),
+        streamer,
+        stopping_criteria: stopper,
+        return_dict_in_generate: true,
+      });
+    } catch (err) {
+      await disposeCache();
+      throw err;
+    }
+    const interrupted = stopper.interrupted;
+    const sequence = Array.from(output.sequences.data);
+    const newIds = sequence.slice(contextTokens);
+    const text = tokenizer.decode(newIds, { skip_special_tokens: true });
+
+    if (s.cache && s.cache.pkv !== output.past_key_values) await disposeCache();
+    const pkv = output.past_key_values;
+    const cachedLength = pkv?.get_seq_length?.() ?? 0;
+    s.cache = pkv && cachedLength > 0 ? { pkv, ids: sequence.slice(0, cachedLength) } : null;
+
+    const promptTokens = contextTokens - reused;
+    const ttft = (first - t0) / 1000;
+    const decodeSeconds = (last - first) / 1000;
+    const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
+    const metrics = {
+      load_s: round(info.load_s),
+      ttft_s: round(ttft),
+      prefill_tokens_per_s: round(promptTokens / ttft, 2),
+      decode_tokens_per_s: count > 1 && decodeSeconds > 0 ? round((count - 1) / decodeSeconds, 2) : null,
+      prompt_tokens: promptTokens,
+      new_tokens: count,
+      device: info.device,
+      dtype: info.dtype,
+      model: info.id,
+      revision: info.revision,
+    };
+    if (options.expose_inputs) {
+      const exposed = {
+        type: "vlm-inputs",
+        prompt_ids: ids.map(Number),
+        new_ids: newIds.map(Number),
+        images: imageIds.map((id) => {
+          const { rows, cols, width, height } = s.images.get(id);
+          return { id, rows, cols, width, height };
+        }),
+        encoded_images: fresh.length,
+        pixel_values: pixels.pixel_values ? toBase(pixels.pixel_values) : null,
+        pixel_attention_mask: pixels.pixel_attention_mask ? toBase(pixels.pixel_attention_mask) : null,
+      };
+      post(exposed);
+    }
+    post({
+      type: "done",
+      text,
+      metrics,
+      context: {
+        context_tokens: contextTokens,
+        reused_tokens: reused,
+        interrupted,
+        images: imageIds.length,
+        encoded_images: fresh.length,
+      },
+    });
+  }
+
+  return {
+    get active() {
+      return Boolean(s.model);
+    },
+    load,
+    unload,
+    generate,
+    async reset() {
+      await disposeCache(); // images stay: the page may resend earlier turns (unused ones go at the next turn)
+    },
+  };
+}
