@@ -54,36 +54,39 @@ def _hqq() -> object:
 
 
 def _grid(**kw) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
-    return lambda model: quantize_grid(model, 32, **kw)[0]
+    """q4_grid on grid-shaped weights; the stock RTN (acc4) on the rest, as model_prep.quantize does."""
+
+    def run(model: onnx.ModelProto) -> onnx.ModelProto:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        model, stats = quantize_grid(model, 32, **kw)
+        config = _default(is_symmetric=True, accuracy_level=4)()
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=stats.helper_nodes)
+        quantizer.process()
+        return quantizer.model.model
+
+    return run
 
 
-# name → (description, fp32 graph → quantized graph)
+# name → (description, fp32 graph → quantized graph). accN = MatMulNBits accuracy_level (4: int8 activations).
 RECIPES: dict[str, tuple[str, Callable[[onnx.ModelProto], onnx.ModelProto]]] = {
-    "rtn_sym": ("(1) RTN symmetric b32, acc4 (old default)", _ort(_default(is_symmetric=True, accuracy_level=4))),
-    "rtn_asym": ("(2) RTN asymmetric uint8 zp b32, acc4", _ort(_default(is_symmetric=False, accuracy_level=4))),
-    "hqq": ("(3) HQQ b32, float zp", _ort(_hqq)),
-    "grid_add": ("(4) Q4_1-exact, blocksum MatMul+Add, lm_head 8-bit, acc4", _grid(fold="add")),
-    "grid_add_lm4": ("(4) as above, lm_head RTN 4-bit", _grid(fold="add", grid8=False)),
-    "grid": ("(4') Q4_1-exact, blocksum folded into K (2 stages), lm_head 8-bit, acc4", _grid(fold="concat")),
-    "grid_s1": ("(4') as above, 1 residual stage", _grid(fold="concat", stages=1)),
-    "grid_acc0": ("(4') as above, accuracy_level 0", _grid(fold="concat", accuracy_level=0)),
-    "grid_s1_acc0": ("(4') 1 residual stage, accuracy_level 0", _grid(stages=1, accuracy_level=0)),
-    "grid_acc0_lm4": (
-        "(4') 2 stages, accuracy_level 0, lm_head 8-bit at accuracy_level 4",
-        _grid(accuracy_level=0, accuracy_level8=4),
-    ),
-    "grid_s1_acc0_lm4": (
-        "(4') 1 stage, accuracy_level 0, lm_head 8-bit at accuracy_level 4",
-        _grid(stages=1, accuracy_level=0, accuracy_level8=4),
-    ),
-    "grid_add_acc0": ("(4) blocksum MatMul+Add, accuracy_level 0", _grid(fold="add", accuracy_level=0)),
-    "rtn_sym_acc0": ("(1) RTN symmetric b32, accuracy_level 0", _ort(_default(is_symmetric=True))),
-    "grid_q8": ("(5) grid-aware 8-bit: Q4_1 blocks as d/k steps, k<=17, no extra nodes", _grid(fold="q8", accuracy_level=0, accuracy_level8=0)),
-    "grid_q8_acc4": ("(5) grid-aware 8-bit, acc4", _grid(fold="q8")),
-    "rtn_lm8": ("(5) RTN symmetric b32 + lm_head 8-bit exact", _grid(fold="concat", grid4=False)),
-    "q8_asym": ("(5) 8-bit asymmetric b32 everywhere, acc4", _ort(_default(accuracy_level=4, bits=8))),
-    "q8_asym_acc0": ("(5) 8-bit asymmetric b32 everywhere, accuracy_level 0", _ort(_default(bits=8))),
+    "rtn_sym": ("(1) stock RTN symmetric b32, acc4 (old default)", _ort(_default(is_symmetric=True, accuracy_level=4))),
+    "rtn_asym": ("(2) RTN asymmetric, uint8 zp, acc4", _ort(_default(accuracy_level=4))),
+    "hqq": ("(3) HQQ b32, float zp (no WebGPU kernel)", _ort(_hqq)),
+    "add": ("(4) Q4_1-exact 4-bit + blocksum MatMul/Add, lm_head Q8_0 8-bit, acc0", _grid(mode="add")),
+    "add_lm4": ("(4) as above, lm_head stock 4-bit RTN", _grid(mode="add", q8_0=False)),
+    "fold": ("(4') 4-bit + offsets as 2x32 extra K rows (blocksum Concat), acc0", _grid(mode="fold")),
+    "fold_s1": ("(4') as above, 1x32 extra K rows", _grid(mode="fold", stages=1)),
+    "fold_acc4": ("(4') as fold, acc4", _grid(mode="fold", accuracy_level=4)),
+    "rtn_lm8": ("(5) stock RTN + lm_head Q8_0 8-bit exact", _grid(q4_1=False)),
+    "q8_asym": ("(5) stock 8-bit asymmetric everywhere, acc0", _ort(_default(bits=8))),
+    "regrid8": ("(5) Q4_1 grid as 8-bit d/k steps + lm_head Q8_0, acc0 (WINNER)", _grid(mode="regrid8")),
+    "regrid8_acc4": ("(5) as above, acc4", _grid(mode="regrid8", accuracy_level=4)),
 }
+DEFAULT = (
+    "fp32,rtn_sym,rtn_sym:f16,rtn_asym,hqq,add,add_lm4,fold,fold:f16,fold_s1,fold_acc4,"
+    "rtn_lm8,q8_asym,regrid8,regrid8:f16,regrid8_acc4"
+)
 
 
 def decode_speed(path: Path, prompt: list[int], new_tokens: int = 64, threads: int = 2) -> float:
@@ -111,7 +114,7 @@ def main() -> None:
     parser.add_argument("--fp32", type=Path, default=ROOT / "models/smollm2-135m/onnx/model.onnx")
     parser.add_argument("--source", type=Path, default=ROOT / "models/.cache/sources/smollm2-135m")
     parser.add_argument("--work", type=Path, default=Path("/tmp/edge-chat-fidelity"))
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated; add 'fp32', and ':f16'")
+    parser.add_argument("--recipes", default=DEFAULT, help="comma-separated names; 'fp32'; NAME:f16 = q4f16")
     parser.add_argument("--keep", action="store_true", help="keep the quantized graphs in --work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -268,8 +268,8 @@ def test_picker_tags_models_that_take_images(chat: Any, text_model: str) -> None
                  .map((o) => [o.value, o.textContent, o.dataset.image])"""
     )
     tags = {value: (text, image) for value, text, image in options}
-    assert "🖼" in tags[VLM][0] and tags[VLM][1] == "true"
-    assert "🖼" not in tags[text_model][0] and tags[text_model][1] == "false"
+    assert "[image]" in tags[VLM][0] and tags[VLM][1] == "true"
+    assert "[image]" not in tags[text_model][0] and tags[text_model][1] == "false"
 
 
 def test_a_file_that_is_not_an_image_is_refused(chat: Any) -> None:

@@ -180,7 +180,7 @@ export function createAttachments({ worker, showError, clearError, params }) {
       if (!pending.length) return { content: text, images: [], transfer: [], options, thumbs: [] };
       if (!model?.capabilities?.image) {
         const name = model?.name ?? model?.id ?? "This model";
-        const why = `${name} reads text only, so nothing was sent. Load a model tagged “🖼 image” to ask about images, or remove the image.`;
+        const why = `${name} reads text only, so nothing was sent. Load a model tagged “[image]” to ask about images, or remove the image.`;
         showError(new EdgeChatError("text-only-model", why));
         return null;
       }

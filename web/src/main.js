@@ -127,7 +127,7 @@ function fillModelPicker() {
     const option = document.createElement("option");
     option.value = m.id;
     option.textContent = m.name ? `${m.name} (${m.id})` : m.id;
-    if (m.capabilities?.image) option.textContent += " · 🖼 image"; // takes images
+    if (m.capabilities?.image) option.textContent += " · [image]"; // takes images (no emoji: fonts vary)
     option.dataset.image = String(Boolean(m.capabilities?.image));
     el.modelSelect.append(option);
   }
