@@ -206,6 +206,9 @@ class _Builder:
         blocks = np.ascontiguousarray(w.T).reshape(n, k // bs, bs)
         nodes: list[onnx.NodeProto] = []
 
+        if not _looks_like_grid(blocks, self.q4_1, self.q8_0):
+            self.stats.skipped += 1
+            return None
         if self.q8_0:
             q8, d8, exact8 = fit_symmetric_grid8(blocks)
             if exact8.mean() >= MIN_GRID_FRACTION:
@@ -249,6 +252,16 @@ class _Builder:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
         self.stats.exact_blocks += int(exact.sum())
         self.stats.blocks += exact.size
+
+
+def _looks_like_grid(blocks: np.ndarray, q4_1: bool, q8_0: bool, sample: int = 256) -> bool:
+    """A cheap look at a few blocks first: bf16/fp32 tensors (no grid at all) skip the full fits."""
+    flat = blocks.reshape(-1, blocks.shape[-1])
+    rows = flat[np.linspace(0, len(flat) - 1, min(sample, len(flat))).astype(np.int64)][None]
+    return bool(
+        (q8_0 and fit_symmetric_grid8(rows)[2].mean() >= MIN_GRID_FRACTION / 2)
+        or (q4_1 and fit_affine_grid(rows).exact.mean() >= MIN_GRID_FRACTION / 2)
+    )
 
 
 def _safe(name: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,9 @@ def raw_request(
         }
         await app(scope, receive, send)
 
-    anyio.run(run)
+    # In a thread of its own: Playwright's sync API (the e2e tests) can leave an event loop running in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(anyio.run, run).result()
     start = sent[0]
     bodies = [m for m in sent[1:] if m["type"] == "http.response.body"]
     return RawResponse(
