@@ -35,6 +35,8 @@ def gridded_source(folder: Path) -> Path:
 
     from model_prep.tiny import build_tiny
 
+    if (folder / "tokenizer.json").is_file():  # resumable: a GPU lease is short
+        return folder
     tiny = build_tiny("llama", folder.parent / "tiny-llama")
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M, bos_token_id=1, eos_token_id=2, pad_token_id=2)).eval()
@@ -86,22 +88,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/webgpu-recipes"))
     parser.add_argument("--modes", nargs="*", default=["rtn", "regrid8", "fold", "add"])
+    parser.add_argument("--dtypes", nargs="*", default=["q4f16", "q4"])
     args = parser.parse_args()
     t = time.perf_counter()
     source = gridded_source(args.out / "source")
-    fp32_path = export_decoder(source, args.out / "fp32")
-    print(f"# source + export {time.perf_counter() - t:.0f} s", flush=True)
+    print(f"# source {time.perf_counter() - t:.0f} s", flush=True)
+    fp32_path = args.out / "fp32" / "model.onnx"
+    if not fp32_path.is_file():
+        export_decoder(source, fp32_path.parent)
+    print(f"# export {time.perf_counter() - t:.0f} s", flush=True)
     for mode in args.modes:
         folder = args.out / mode
         (folder / "onnx").mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
             (folder / name).write_bytes((source / name).read_bytes())
-        q4 = quantized(onnx.load(fp32_path), mode)
-        onnx.save(q4, folder / "onnx" / "model_q4.onnx")
-        onnx.save(to_fp16(q4), folder / "onnx" / "model_q4f16.onnx")
+        if not (folder / "onnx" / "model_q4f16.onnx").is_file():
+            q4 = quantized(onnx.load(fp32_path), mode)
+            onnx.save(q4, folder / "onnx" / "model_q4.onnx")
+            onnx.save(to_fp16(q4), folder / "onnx" / "model_q4f16.onnx")
+        print(f"# {mode} quantized {time.perf_counter() - t:.0f} s", flush=True)
         sizes = {d: (folder / "onnx" / f"model_{d}.onnx").stat().st_size for d in ("q4", "q4f16")}
         (folder / "manifest.json").write_text(json.dumps({"id": "smollm2-135m-shape", "revision": mode}))
-        for row in run(folder, ["q4f16", "q4"]):
+        for row in run(folder, args.dtypes):
             row.pop("tokens", None)
             print(json.dumps({"recipe": mode, "bytes": sizes.get(row["dtype"]), **row}), flush=True)
 
