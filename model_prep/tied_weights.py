@@ -13,6 +13,9 @@ def share_tied_embedding(path: Path) -> bool:
     ORT folds the Transpose at session start, so memory is unchanged but the download shrinks by vocab × hidden × 4
     bytes (113 MB on SmolLM2-135M). Only for unquantized graphs: the 4-bit quantizer needs lm_head as a constant.
     """
+    if _has_external_data(path):
+        # Over 2 GB (Qwen3-0.6B fp32): loading it whole costs ~8× its size in RSS, and no browser downloads it.
+        return False
     model = onnx.load(path)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -34,3 +37,8 @@ def share_tied_embedding(path: Path) -> bool:
             onnx.save(model, path)
             return True
     return False
+
+
+def _has_external_data(path: Path) -> bool:
+    graph = onnx.load(path, load_external_data=False).graph
+    return any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer)
