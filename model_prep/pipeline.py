@@ -50,6 +50,10 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
                 }
                 for d in recipe.variants
             }
+            # After the 4-bit variants (their quantizer needs lm_head as a constant), before verify: the graph
+            # that ships is the graph that is scored.
+            if "fp32" in recipe.variants and not vlm:
+                share_tied_embedding(fp32["model"])
         with stage("verify", timings):
             if vlm:
                 reference = verify_vlm.torch_reference(source_dir, recipe.verify_prompts)
@@ -67,8 +71,6 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
             if "fp32" not in recipe.variants:
                 for path in fp32.values():
                     path.unlink()
-            elif not vlm:
-                share_tied_embedding(fp32["model"])
             layout.copy_configs(source_dir, tmp)
             dtype_files = {d: [p.relative_to(tmp).as_posix() for p in paths.values()] for d, paths in graphs.items()}
             manifest = layout.build_manifest(tmp, recipe, dtype_files, source or recipe.source)

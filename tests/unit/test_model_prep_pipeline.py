@@ -95,3 +95,15 @@ def test_a_second_export_gets_the_same_revision_and_replaces_the_folder(exported
 def test_kv_cache_memory_estimate_uses_the_config() -> None:
     config = {"num_hidden_layers": 30, "num_key_value_heads": 3, "num_attention_heads": 9, "hidden_size": 576}
     assert layout.kv_cache_bytes(config) == 2 * 30 * 3 * 64 * layout.KV_CONTEXT_FOR_MEMORY * 4
+
+
+def test_fp32_stores_the_tied_embedding_once_and_still_matches_torch(exported: Path) -> None:
+    import onnx
+
+    graph = onnx.load(exported / "onnx" / "model.onnx").graph
+    inits = {i.name: tuple(i.dims) for i in graph.initializer}
+    vocab, hidden = 384, 64
+    assert list(inits.values()).count((vocab, hidden)) == 1 and (hidden, vocab) not in inits.values()
+    assert any(n.op_type == "Transpose" and inits.get(n.input[0]) == (vocab, hidden) for n in graph.node)
+    report = json.loads((exported / "verification.json").read_text())
+    assert report["variants"]["fp32"]["top1_agreement"] == 1.0  # scored after the rewrite
