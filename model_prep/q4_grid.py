@@ -276,23 +276,8 @@ def quantize_grid(
     accuracy_level: int = 0,
     q4_1: bool = True,
     q8_0: bool = True,
-    **legacy,
 ) -> tuple[onnx.ModelProto, Stats]:
     """Replace MatMuls whose constant 2-D fp32 weight is grid-shaped by MatMulNBits (in place); others stay."""
-    if legacy:  # TEMP-SHIM: an earlier draft's signature, for a pipeline process that loaded it
-        legacy.pop("accuracy_level8", None)
-        fold = legacy.pop("fold", None)
-        mode = {"concat": "fold", "q8": "regrid8"}.get(fold, fold or mode)
-        model, stats = quantize_grid(model, block_size, mode, stages, accuracy_level, q4_1, q8_0)
-        from onnxruntime.quantization.matmul_nbits_quantizer import (
-            DefaultWeightOnlyQuantConfig,
-            MatMulNBitsQuantizer,
-        )
-
-        config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
-        quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=stats.helper_nodes)
-        quantizer.process()
-        return quantizer.model.model, stats
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     builder = _Builder(block_size, mode, stages, accuracy_level, q4_1, q8_0)
