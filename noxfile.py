@@ -48,7 +48,9 @@ def ensure_chromium(session: nox.Session) -> str:
         return path
     if os.geteuid() == 0 and shutil.which("apt-get"):
         session.run("apt-get", "update", "-q", external=True)
-        session.run("apt-get", "install", "-y", "-q", "chromium", external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+        session.run(
+            "apt-get", "install", "-y", "-q", "chromium", external=True, env={"DEBIAN_FRONTEND": "noninteractive"}
+        )
         return path
     session.error(f"no Chromium at {path}: install Debian's `chromium` or set EDGE_CHAT_CHROMIUM=/path/to/chrome")
 
