@@ -72,7 +72,7 @@ def score_variant(graph: Path, dtype: str, ref: Reference) -> Fidelity:
         have = np.concatenate(got)
         agree += int((have.argmax(-1) == want.argmax(-1)).sum())
         total += len(want)
-        cosines.extend(_cosine_rows(have, want))
+        cosines.extend(cosine_rows(have, want))
         text_logits = have
     return Fidelity(
         dtype=dtype,
@@ -99,7 +99,7 @@ def perplexity(logits: np.ndarray, targets: list[int]) -> float:
     return float(math.exp(nll))
 
 
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> list[float]:
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> list[float]:
     num = (a * b).sum(-1)
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12
     return (num / den).tolist()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .quantize import SUFFIX
-from .verify import CHUNK, CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, perplexity
+from .verify import CHUNK, CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, cosine_rows, perplexity
 
 GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 IMAGE_QUESTION = "Describe this image in one sentence."
@@ -238,9 +238,7 @@ def score_variant(paths: dict[str, Path], dtype: str, ref: VLMReference) -> Fide
         have = np.concatenate(got)
         agree += int((have.argmax(-1) == want.argmax(-1)).sum())
         total += len(want)
-        num = (have * want).sum(-1)
-        den = np.linalg.norm(have, axis=-1) * np.linalg.norm(want, axis=-1) + 1e-12
-        cosines.extend((num / den).tolist())
+        cosines.extend(cosine_rows(have, want))
         text_logits = have
     return Fidelity(
         dtype=dtype,

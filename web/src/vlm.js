@@ -24,6 +24,7 @@ import {
   TextStreamer,
 } from "/static/vendor/transformers.min.js";
 import { EdgeChatError, ErrorCode } from "./device.js";
+import { cacheAfter, sameTokens, turnMetrics } from "./turn.js";
 
 const FAKE = "<fake_token_around_image>";
 const IMAGE = "<image>";
@@ -61,11 +62,6 @@ export const messagesHaveImages = (messages) =>
 
 export const isVisionModel = (message) =>
   message?.task === "image-text-to-text" || Boolean(message?.capabilities?.image);
-
-function sameTokens(a, b, n) {
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 function toBase(tensor) {
   return { dims: tensor.dims, type: tensor.type, data: tensor.data.slice() };
@@ -262,26 +258,8 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     const text = tokenizer.decode(newIds, { skip_special_tokens: true });
 
     if (s.cache && s.cache.pkv !== output.past_key_values) await disposeCache();
-    const pkv = output.past_key_values;
-    const cachedLength = pkv?.get_seq_length?.() ?? 0;
-    s.cache = pkv && cachedLength > 0 ? { pkv, ids: sequence.slice(0, cachedLength) } : null;
-
-    const promptTokens = contextTokens - reused;
-    const ttft = (first - t0) / 1000;
-    const decodeSeconds = (last - first) / 1000;
-    const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
-    const metrics = {
-      load_s: round(info.load_s),
-      ttft_s: round(ttft),
-      prefill_tokens_per_s: round(promptTokens / ttft, 2),
-      decode_tokens_per_s: count > 1 && decodeSeconds > 0 ? round((count - 1) / decodeSeconds, 2) : null,
-      prompt_tokens: promptTokens,
-      new_tokens: count,
-      device: info.device,
-      dtype: info.dtype,
-      model: info.id,
-      revision: info.revision,
-    };
+    s.cache = cacheAfter(output, sequence);
+    const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
     if (options.expose_inputs) {
       const exposed = {
         type: "vlm-inputs",

@@ -19,6 +19,7 @@ import {
 } from "/static/vendor/transformers.min.js";
 import { CacheUnavailable, ensureModelCached, transformersCache } from "./cache.js";
 import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./device.js";
+import { cacheAfter, sameTokens, turnMetrics } from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
@@ -178,11 +179,6 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest 
   post({ type: "ready", load_s, model: id, revision, device, dtype, cache });
 }
 
-function sameTokens(a, b, n) {
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 async function generate({ messages, options = {} }) {
   if (!state.model) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "No model is loaded yet.");
   const { tokenizer, model, info } = state;
@@ -240,26 +236,8 @@ async function generate({ messages, options = {} }) {
 
   // Keep the cache for the next turn (the old one, if reused, was extended in place or replaced).
   if (state.cache && state.cache.pkv !== output.past_key_values) await disposeCache();
-  const pkv = output.past_key_values;
-  const cachedLength = pkv?.get_seq_length?.() ?? 0;
-  state.cache = pkv && cachedLength > 0 ? { pkv, ids: sequence.slice(0, cachedLength) } : null;
-
-  const promptTokens = contextTokens - reused;
-  const ttft = (first - t0) / 1000;
-  const decodeSeconds = (last - first) / 1000;
-  const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
-  const metrics = {
-    load_s: round(info.load_s),
-    ttft_s: round(ttft),
-    prefill_tokens_per_s: round(promptTokens / ttft, 2),
-    decode_tokens_per_s: count > 1 && decodeSeconds > 0 ? round((count - 1) / decodeSeconds, 2) : null,
-    prompt_tokens: promptTokens,
-    new_tokens: count,
-    device: info.device,
-    dtype: info.dtype,
-    model: info.id,
-    revision: info.revision,
-  };
+  state.cache = cacheAfter(output, sequence);
+  const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
   post({
     type: "done",
     text,
