@@ -540,9 +540,14 @@ async function send() {
   const text = el.prompt.value.trim();
   if ((!text && !attachments.count) || document.body.dataset.state !== "ready") return;
   clearError();
+  // Busy from the click on: preparing images is async, and a second Enter or click must not send twice.
+  setState("generating");
   // Attached images (attachments.js): null means refused with a message shown, and nothing is sent.
   const turn = await attachments.takeTurn(text, app.model);
-  if (!turn || document.body.dataset.state !== "ready") return;
+  if (!turn) {
+    setState("ready");
+    return;
+  }
   el.prompt.value = "";
   attachments.showIn(addMessage("user", text).node, turn);
   app.messages.push({ role: "user", content: turn.content });
@@ -550,7 +555,6 @@ async function send() {
   node.dataset.raw = "";
   node.dataset.done = "false";
   app.current = { node, body, raw: "" };
-  setState("generating");
   worker.postMessage({
     type: "generate",
     messages: app.messages.map(({ role, content }) => ({ role, content })),
