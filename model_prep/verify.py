@@ -1,6 +1,7 @@
 """Every variant against the torch model on fixed chat prompts and a fixed natural text."""
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,12 +61,20 @@ def torch_reference(source: Path, prompts: tuple[str, ...]) -> Reference:
 
 
 def score_variant(graph: Path, dtype: str, ref: Reference) -> Fidelity:
-    session = DecoderSession(graph)
+    return score_teacher_forced(DecoderSession(graph), dtype, ref)
+
+
+def score_teacher_forced(session, dtype: str, ref, prefill: Callable[[int, list[int]], np.ndarray] | None = None):
+    """Feed each reference sequence through `session` (reset()/forward(ids)) and score its logits against torch's.
+
+    `prefill(i, ids)` runs sequence i's context; the VLM passes image features there. Default: session.forward.
+    """
+    prefill = prefill or (lambda _, ids: session.forward(ids))
     agree, total, cosines = 0, 0, []
     text_logits = None
-    for seq, prefix, want in zip(ref.sequences, ref.prefix_lengths, ref.logits, strict=True):
+    for i, (seq, prefix, want) in enumerate(zip(ref.sequences, ref.prefix_lengths, ref.logits, strict=True)):
         session.reset()
-        got = [session.forward(seq[:prefix])[-1:]]
+        got = [prefill(i, seq[:prefix])[-1:]]
         rest = seq[prefix:-1]
         for start in range(0, len(rest), CHUNK):
             got.append(session.forward(rest[start : start + CHUNK]))

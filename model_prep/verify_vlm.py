@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .quantize import SUFFIX
-from .verify import CHUNK, CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, cosine_rows, perplexity
+from .verify import CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, perplexity, score_teacher_forced
 
 GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 IMAGE_QUESTION = "Describe this image in one sentence."
@@ -227,25 +227,8 @@ def torch_reference(source: Path, prompts: tuple[str, ...]) -> VLMReference:
 def score_variant(paths: dict[str, Path], dtype: str, ref: VLMReference) -> Fidelity:
     session = VLMSession(paths, ref.image_token_id)
     features = session.image_features(ref.pixel_values, ref.pixel_attention_mask)
-    agree, total, cosines = 0, 0, []
-    text_logits = None
-    for i, (seq, prefix, want) in enumerate(zip(ref.sequences, ref.prefix_lengths, ref.logits, strict=True)):
-        session.reset()
-        got = [session.forward(seq[:prefix], features if i < ref.with_image else None)[-1:]]
-        rest = seq[prefix:-1]
-        for start in range(0, len(rest), CHUNK):
-            got.append(session.forward(rest[start : start + CHUNK]))
-        have = np.concatenate(got)
-        agree += int((have.argmax(-1) == want.argmax(-1)).sum())
-        total += len(want)
-        cosines.extend(cosine_rows(have, want))
-        text_logits = have
-    return Fidelity(
-        dtype=dtype,
-        top1_agreement=agree / total,
-        mean_logit_cosine=float(np.mean(cosines)),
-        perplexity=perplexity(text_logits, ref.sequences[-1][1:]),
-        positions=total,
+    return score_teacher_forced(
+        session, dtype, ref, prefill=lambda i, ids: session.forward(ids, features if i < ref.with_image else None)
     )
 
 
