@@ -1,5 +1,40 @@
-// What every chat turn ends with, for text (worker.js) and image (vlm.js) models alike: the KV cache kept for
-// the next turn, and the one metrics schema (docs/architecture.md).
+// One chat turn, for text (worker.js) and image (vlm.js) models alike: greedy generation with streaming and stop,
+// then the KV cache kept for the next turn and the one metrics schema (docs/architecture.md).
+
+import { TextStreamer } from "/static/vendor/transformers.min.js";
+
+/**
+ * Greedy `model.generate` (the e2e tests compare with Python onnxruntime token for token), streaming each piece of
+ * text to `post` and stopping within a token on `stopper.interrupt()`. Returns the output (return_dict_in_generate)
+ * and the performance.now() marks of the first and last streamed token.
+ */
+export async function greedyTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, post }) {
+  const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
+  const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
+  const marks = { first: 0, last: 0, count: 0 };
+  const streamer = new TextStreamer(tokenizer, {
+    skip_prompt: true,
+    skip_special_tokens: true,
+    callback_function: (text) => post({ type: "token", text }),
+    token_callback_function: () => {
+      marks.last = performance.now();
+      if (marks.count++ === 0) marks.first = marks.last;
+    },
+  });
+  stopper.reset();
+  const output = await model.generate({
+    ...inputs,
+    ...(pastKeyValues ? { past_key_values: pastKeyValues } : {}),
+    do_sample: false,
+    repetition_penalty: 1.0,
+    max_new_tokens: maxNew,
+    ...(minNew ? { min_new_tokens: minNew } : {}),
+    streamer,
+    stopping_criteria: stopper,
+    return_dict_in_generate: true,
+  });
+  return { output, ...marks, interrupted: stopper.interrupted };
+}
 
 /** True when the first `n` token ids of `a` and `b` agree: the cached prefix still matches the conversation. */
 export function sameTokens(a, b, n) {

@@ -21,10 +21,9 @@ import {
   AutoProcessor,
   cat,
   RawImage,
-  TextStreamer,
 } from "/static/vendor/transformers.min.js";
 import { EdgeChatError, ErrorCode } from "./device.js";
-import { cacheAfter, sameTokens, turnMetrics } from "./turn.js";
+import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
 
 const FAKE = "<fake_token_around_image>";
 const IMAGE = "<image>";
@@ -219,40 +218,16 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
         }
       : {};
 
-    const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
-    const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
-    let first = 0;
-    let last = 0;
-    let count = 0;
-    const streamer = new TextStreamer(tokenizer, {
-      skip_prompt: true,
-      skip_special_tokens: true,
-      callback_function: (text) => post({ type: "token", text }),
-      token_callback_function: () => {
-        last = performance.now();
-        if (count++ === 0) first = last;
-      },
-    });
-    stopper.reset();
-    let output;
+    let turn;
     try {
-      output = await model.generate({
-        ...inputs,
-        ...pixels,
-        ...(reused ? { past_key_values: s.cache.pkv } : {}),
-        do_sample: false,
-        repetition_penalty: 1.0,
-        max_new_tokens: maxNew,
-        ...(minNew ? { min_new_tokens: minNew } : {}),
-        streamer,
-        stopping_criteria: stopper,
-        return_dict_in_generate: true,
-      });
+      const pastKeyValues = reused ? s.cache.pkv : null;
+      const turnInputs = { ...inputs, ...pixels };
+      turn = await greedyTurn({ model, tokenizer, inputs: turnInputs, pastKeyValues, options, stopper, post });
     } catch (err) {
       await disposeCache();
       throw err;
     }
-    const interrupted = stopper.interrupted;
+    const { output, first, last, count, interrupted } = turn;
     const sequence = Array.from(output.sequences.data);
     const newIds = sequence.slice(contextTokens);
     const text = tokenizer.decode(newIds, { skip_special_tokens: true });

@@ -15,11 +15,10 @@ import {
   AutoTokenizer,
   env,
   InterruptableStoppingCriteria,
-  TextStreamer,
 } from "/static/vendor/transformers.min.js";
 import { CacheUnavailable, ensureModelCached, transformersCache } from "./cache.js";
 import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./device.js";
-import { cacheAfter, sameTokens, turnMetrics } from "./turn.js";
+import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
@@ -197,39 +196,15 @@ async function generate({ messages, options = {} }) {
     else await disposeCache();
   }
 
-  const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
-  const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
-  let first = 0;
-  let last = 0;
-  let count = 0;
-  const streamer = new TextStreamer(tokenizer, {
-    skip_prompt: true,
-    skip_special_tokens: true,
-    callback_function: (text) => post({ type: "token", text }),
-    token_callback_function: () => {
-      last = performance.now();
-      if (count++ === 0) first = last;
-    },
-  });
-  stopper.reset();
-  let output;
+  let turn;
   try {
-    output = await model.generate({
-      ...inputs,
-      ...(reused ? { past_key_values: state.cache.pkv } : {}),
-      do_sample: false, // greedy: the e2e tests compare with Python onnxruntime token for token
-      repetition_penalty: 1.0,
-      max_new_tokens: maxNew,
-      ...(minNew ? { min_new_tokens: minNew } : {}),
-      streamer,
-      stopping_criteria: stopper,
-      return_dict_in_generate: true,
-    });
+    const pastKeyValues = reused ? state.cache.pkv : null;
+    turn = await greedyTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, post });
   } catch (err) {
     await disposeCache(); // a half-extended cache must not leak into the next turn
     throw err;
   }
-  const interrupted = stopper.interrupted;
+  const { output, first, last, count, interrupted } = turn;
   const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
   const newIds = sequence.slice(contextTokens);
   const text = tokenizer.decode(newIds, { skip_special_tokens: true });
