@@ -1,5 +1,6 @@
 """A decoder graph with KV cache, driven one call at a time from Python onnxruntime."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,16 @@ class DecoderSession:
         return outputs[0][0].astype(np.float32)
 
 
-def greedy(session: DecoderSession, prompt_ids: list[int], max_new_tokens: int, eos_ids: set[int]) -> list[int]:
+def greedy(
+    session,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    eos_ids: set[int],
+    prefill: Callable[[list[int]], np.ndarray] | None = None,
+) -> list[int]:
+    """Greedy tokens after `prompt_ids`; `prefill` runs the prompt (a VLM passes image features there)."""
     session.reset()
-    logits = session.forward(prompt_ids)[-1]
+    logits = (prefill or session.forward)(prompt_ids)[-1]
     out: list[int] = []
     for _ in range(max_new_tokens):
         token = int(np.argmax(logits))

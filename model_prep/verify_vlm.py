@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_runner import greedy as onnx_greedy
 from .quantize import SUFFIX
 from .verify import CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, perplexity, score_teacher_forced
 
@@ -149,16 +150,7 @@ class VLMSession:
 def greedy(
     session: VLMSession, prompt_ids: list[int], features: np.ndarray | None, max_new_tokens: int, eos_ids: set[int]
 ) -> list[int]:
-    session.reset()
-    logits = session.forward(prompt_ids, features)[-1]
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        token = int(np.argmax(logits))
-        if token in eos_ids:
-            break
-        out.append(token)
-        logits = session.forward([token])[-1]
-    return out
+    return onnx_greedy(session, prompt_ids, max_new_tokens, eos_ids, prefill=lambda ids: session.forward(ids, features))
 
 
 # ---------------------------------------------------------------------------------------------------- scoring

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -79,15 +80,15 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m app` on a free port; yields its base URL."""
+@contextmanager
+def serve_app(models_dir: Path, log_dir: Path) -> Iterator[str]:
+    """`python -m app` over `models_dir` on a free port; yields its base URL once /api/models answers."""
     if not (WEB_DIR / "vendor" / "transformers.min.js").is_file():
         pytest.skip(
             "web/vendor is empty: cd web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --ignore-scripts && npm run vendor"
         )
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = log_dir / "server.log"
     cmd = [sys.executable, "-m", "app", "--models", str(models_dir), "--web", str(WEB_DIR), "--port", str(port)]
     cmd += ["--log-level", "warning"]
     with log_path.open("wb") as log:
@@ -115,6 +116,12 @@ def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve_app(models_dir, tmp_path_factory.mktemp("server")) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")

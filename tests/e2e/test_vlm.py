@@ -16,13 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import serve_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -101,35 +96,8 @@ def text_model(vlm_models: Path) -> str:
 @pytest.fixture(scope="module")
 def server(vlm_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m app` over the VLM models folder (overrides conftest's session server for this module)."""
-    web = REPO / "web"
-    if not (web / "vendor" / "transformers.min.js").is_file():
-        pytest.skip("web/vendor is empty: cd web && npm ci --ignore-scripts && npm run vendor")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log_path = tmp_path_factory.mktemp("vlm-server") / "server.log"
-    cmd = [sys.executable, "-m", "app", "--models", str(vlm_models), "--web", str(web), "--port", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([*cmd, "--log-level", "warning"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/api/models", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer within 30 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    with serve_app(vlm_models, tmp_path_factory.mktemp("vlm-server")) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
