@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VerificationFailed
+from .torch_export import decoder_io, export, flat_cache, kv_shape, past_names, present_tensors, traceable_masks
 
-OPSET = 18
 GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 # fp32 ONNX vs torch: largest |difference| allowed, relative to the largest |value| of the torch output.
 MAX_REL_DIFF = 1e-4
@@ -68,7 +68,6 @@ def _wrappers():
     """torch modules for the three graphs (built lazily so importing this module does not import torch)."""
     import torch
     from torch import nn
-    from transformers.cache_utils import DynamicCache
     from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask
 
     class VisionEncoder(nn.Module):
@@ -147,57 +146,16 @@ def _wrappers():
             self.config = model.config.get_text_config(decoder=True)
 
         def forward(self, inputs_embeds, attention_mask, position_ids, *past):
-            cache = DynamicCache(config=self.config)
-            for i, layer in enumerate(cache.layers):
-                # Filled directly: DynamicLayer.update would concatenate onto an empty 1-D tensor first.
-                layer.keys, layer.values = past[2 * i], past[2 * i + 1]
-                layer.dtype, layer.device, layer.is_initialized = inputs_embeds.dtype, inputs_embeds.device, True
             out = self.text_model(
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
+                past_key_values=flat_cache(self.config, past, inputs_embeds),
                 use_cache=True,
             )
-            present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
-            return (self.lm_head(out.last_hidden_state), *present)
+            return (self.lm_head(out.last_hidden_state), *present_tensors(out.past_key_values))
 
     return VisionEncoder, EmbedTokens, Decoder
-
-
-@contextmanager
-def traceable_masks() -> Iterator[None]:
-    """transformers 4.57 builds causal masks with torch.vmap, which TorchScript cannot trace: register a
-    broadcasting version for "sdpa" while exporting (the idea optimum-onnx's model patcher uses)."""
-    import torch
-    from transformers import masking_utils as mu
-
-    def sdpa_mask(
-        batch_size,
-        cache_position,
-        kv_length,
-        kv_offset=0,
-        mask_function=mu.causal_mask_function,
-        attention_mask=None,
-        **kwargs,
-    ):
-        padding = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
-        if padding is not None:
-            mask_function = mu.and_masks(mask_function, mu.padding_mask_function(padding))
-        q_length = cache_position.shape[0]
-        batch = torch.arange(batch_size)[:, None, None, None]
-        head = torch.arange(1)[None, :, None, None]
-        kv = torch.arange(kv_length)[None, None, None, :] + kv_offset
-        mask = mask_function(batch, head, cache_position[None, None, :, None], kv)
-        return mask.expand(batch_size, -1, q_length, kv_length)
-
-    registry = mu.ALL_MASK_ATTENTION_FUNCTIONS
-    saved = registry._global_mapping.get("sdpa")
-    registry.register("sdpa", sdpa_mask)
-    try:
-        yield
-    finally:
-        registry.register("sdpa", saved)
 
 
 @contextmanager
@@ -239,22 +197,6 @@ def fixed_vision_positions(model) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------- export
 
 
-def _export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
-    import torch
-
-    torch.onnx.export(
-        module,
-        args,
-        str(path),
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=axes,
-        opset_version=OPSET,
-        do_constant_folding=True,
-        dynamo=False,
-    )
-
-
 def sample_pixels(model, batch: int = 1, images: int = 2) -> tuple:
     """Random pixels of the vision tower's own tile size, every pixel valid."""
     import torch
@@ -272,7 +214,7 @@ def _export_vision(model, path: Path) -> None:
         "pixel_attention_mask": {0: "batch_size", 1: "num_images", 2: "height", 3: "width"},
         "image_features": {0: "num_real_images", 1: "image_seq_len"},
     }
-    _export(
+    export(
         vision_encoder, sample_pixels(model), path, ["pixel_values", "pixel_attention_mask"], ["image_features"], axes
     )
 
@@ -286,26 +228,14 @@ def _export_embed(model, path: Path) -> None:
         "input_ids": {0: "batch_size", 1: "sequence_length"},
         "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
     }
-    _export(embed, (ids,), path, ["input_ids"], ["inputs_embeds"], axes)
-
-
-def kv_shape(model) -> tuple[int, int, int]:
-    """(layers, kv_heads, head_dim) of the text model."""
-    text = model.config.get_text_config(decoder=True)
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return text.num_hidden_layers, text.num_key_value_heads or heads, head_dim
-
-
-def past_names(layers: int, prefix: str = "past_key_values") -> list[str]:
-    return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+    export(embed, (ids,), path, ["input_ids"], ["inputs_embeds"], axes)
 
 
 def _export_decoder(model, path: Path) -> None:
     import torch
 
     decoder = _wrappers()[2](model).eval()
-    layers, kv_heads, head_dim = kv_shape(model)
+    layers, kv_heads, head_dim = kv_shape(model.config.get_text_config(decoder=True))
     hidden = model.config.get_text_config(decoder=True).hidden_size
     past_len, seq = 3, 2  # a non-empty past so the traced graph concatenates and offsets positions
     generator = torch.Generator().manual_seed(0)
@@ -313,17 +243,8 @@ def _export_decoder(model, path: Path) -> None:
     mask = torch.ones(1, past_len + seq, dtype=torch.int64)
     positions = torch.arange(past_len, past_len + seq)[None]
     past = [torch.randn(1, kv_heads, past_len, head_dim, generator=generator) for _ in range(2 * layers)]
-    inputs = ["inputs_embeds", "attention_mask", "position_ids", *past_names(layers)]
-    outputs = ["logits", *past_names(layers, "present")]
-    axes = {
-        "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-        "position_ids": {0: "batch_size", 1: "sequence_length"},
-        "logits": {0: "batch_size", 1: "sequence_length"},
-        **{name: {0: "batch_size", 2: "past_sequence_length"} for name in past_names(layers)},
-        **{name: {0: "batch_size", 2: "total_sequence_length"} for name in past_names(layers, "present")},
-    }
-    _export(decoder, (embeds, mask, positions, *past), path, inputs, outputs, axes)
+    inputs, outputs, axes = decoder_io(layers, "inputs_embeds")
+    export(decoder, (embeds, mask, positions, *past), path, inputs, outputs, axes)
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -376,7 +297,7 @@ def check_graphs(model, paths: dict[str, Path]) -> None:
     got = _session(paths["embed_tokens"]).run(None, {"input_ids": ids.numpy()})
     _compare("embed_tokens", got[0], want)
 
-    layers, kv_heads, head_dim = kv_shape(model)
+    layers, kv_heads, head_dim = kv_shape(model.config.get_text_config(decoder=True))
     embeds = torch.from_numpy(got[0])
     session = _session(paths["decoder_model_merged"])
     empty = {n: np.zeros((2, kv_heads, 0, head_dim), np.float32) for n in past_names(layers)}

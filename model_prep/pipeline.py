@@ -11,9 +11,9 @@ from pathlib import Path
 from . import layout, quantize, verify, verify_vlm
 from .export_decoder import export_decoder
 from .export_smolvlm import export_smolvlm
+from .isolated import run_isolated
 from .recipes import Recipe
 from .sources import resolve_source
-from .tied_weights import share_tied_embedding
 
 STAGES = ("source", "export", "quantize", "verify", "write")
 
@@ -41,25 +41,19 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
         onnx_dir = tmp / "onnx"
         # {sub-model: fp32 graph}: `model` for a text decoder; vision_encoder, embed_tokens and decoder_model_merged
         # for SmolVLM. Every sub-model is quantized to every dtype of the recipe.
+        # Each heavy stage runs in a child process: what torch, protobuf and glibc keep after a stage would
+        # otherwise stack under the next one (Qwen3-0.6B: 9.3 GB peak in-process).
         with stage("export", timings):
-            fp32 = export_smolvlm(source_dir, onnx_dir) if vlm else {"model": export_decoder(source_dir, onnx_dir)}
+            fp32 = run_isolated(export_smolvlm if vlm else export_text, source_dir, onnx_dir)
         with stage("quantize", timings):
-            graphs = {
-                d: {
-                    name: quantize.write_variant(path, d, onnx_dir, recipe.q4_block_size) for name, path in fp32.items()
-                }
-                for d in recipe.variants
-            }
-            # After the 4-bit variants (their quantizer needs lm_head as a constant), before verify: the graph
-            # that ships is the graph that is scored.
-            if "fp32" in recipe.variants and not vlm:
-                share_tied_embedding(fp32["model"])
+            graphs = run_isolated(write_variants, fp32, recipe.variants, onnx_dir, recipe.q4_block_size)
         with stage("verify", timings):
+            # torch in a child process, then one onnxruntime session at a time: never both in memory.
             if vlm:
-                reference = verify_vlm.torch_reference(source_dir, recipe.verify_prompts)
+                reference = run_isolated(verify_vlm.torch_reference, source_dir, recipe.verify_prompts)
                 results = [verify_vlm.score_variant(paths, d, reference) for d, paths in graphs.items()]
             else:
-                reference = verify.torch_reference(source_dir, recipe.verify_prompts)
+                reference = run_isolated(verify.torch_reference, source_dir, recipe.verify_prompts)
                 results = [verify.score_variant(paths["model"], d, reference) for d, paths in graphs.items()]
             verify.check_fp32(next(r for r in results if r.dtype == "fp32"))
             report = verify.as_report(reference, results)
@@ -68,11 +62,18 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
             (tmp / "verification.json").write_text(json.dumps(report, indent=2))
             print_report(report)
         with stage("write", timings):
-            if "fp32" not in recipe.variants:
+            # fp32 is always built and checked against torch; it ships only where a device loads it.
+            shipped = recipe.shipped_variants()
+            if "fp32" not in shipped:
                 for path in fp32.values():
-                    path.unlink()
+                    for file in (path, path.with_suffix(".onnx_data")):
+                        file.unlink(missing_ok=True)
             layout.copy_configs(source_dir, tmp)
-            dtype_files = {d: [p.relative_to(tmp).as_posix() for p in paths.values()] for d, paths in graphs.items()}
+            dtype_files = {
+                d: [p.relative_to(tmp).as_posix() for p in paths.values()]
+                for d, paths in graphs.items()
+                if d in shipped
+            }
             manifest = layout.build_manifest(tmp, recipe, dtype_files, source or recipe.source)
             final = layout.finish_folder(tmp, manifest, models_dir)
     except BaseException:
@@ -81,6 +82,19 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
     total = sum(timings.values())
     print(f"{recipe.id}: revision {manifest['revision']} in {final} ({total:.1f} s)", file=sys.stderr)
     return final
+
+
+def export_text(source_dir: Path, onnx_dir: Path) -> dict[str, Path]:
+    return {"model": export_decoder(source_dir, onnx_dir)}
+
+
+def write_variants(
+    fp32: dict[str, Path], dtypes: tuple[str, ...], onnx_dir: Path, block_size: int
+) -> dict[str, dict[str, Path]]:
+    """{dtype: {sub-model: graph}}: every sub-model quantized to every dtype."""
+    return {
+        d: {name: quantize.write_variant(path, d, onnx_dir, block_size) for name, path in fp32.items()} for d in dtypes
+    }
 
 
 def print_report(report: dict, out=sys.stderr) -> None:

@@ -15,6 +15,10 @@ per block: stock RTN keeps 61 % top-1 on SmolLM2-135M. The modes here (tests/ben
 A symmetric 8-bit grid (GGUF Q8_0: d*q, q in -127..127, SmolLM2's tied embedding/lm_head) becomes MatMulNBits
 bits=8 with the default zero point 128: exact in every mode. MatMuls whose weight is no grid (bf16/fp32
 sources) are left alone for the caller's stock quantizer.
+
+`encode_grid` is the per-tensor form the variants use (regrid8 / Q8_0: a plain MatMulNBits code that an embedding
+table can share with GatherBlockQuantized); `quantize_grid` rewrites a whole in-memory graph and also offers the
+"fold" and "add" modes that tests/bench/fidelity.py compares.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from .blockwise import BlockCode
+from .quant_nodes import Emitted, add_block_code, matmul_nbits
+from .weights import row_chunks
 
 GRID_TOL = 1e-3  # |level - round(level)| allowed when testing a block for a grid (fp32 dequantization noise)
 MIN_GRID_FRACTION = 0.95  # a tensor with fewer on-grid blocks than this is not a re-encoded grid
@@ -123,6 +131,38 @@ def pack(q: np.ndarray, bits: int) -> np.ndarray:
     return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
 
 
+def encode_grid(w_nk: np.ndarray, block_size: int, q4_1: bool = True, q8_0: bool = True) -> BlockCode | None:
+    """A grid-shaped weight ([N, K]: rows of K inputs) as an 8-bit MatMulNBits code, or None when it is no grid.
+
+    Q8_0 (d*j) → exact, default zero point 128; Q4_1 (d*q + m) → "regrid8" levels with uint8 zero points. Row
+    chunks keep the fits' temporaries small (a 151936-row table would need several GB at once).
+    """
+    n, k = w_nk.shape
+    if k % block_size or n == 0 or not _looks_like_grid(w_nk, block_size, q4_1, q8_0):
+        return None
+    nb = k // block_size
+    for kind in ("q8_0", "q4_1"):
+        if not {"q8_0": q8_0, "q4_1": q4_1}[kind]:
+            continue
+        levels, scales, zps, exact = [], [], [], 0
+        for rows in row_chunks(n, k):
+            blocks = np.asarray(w_nk[rows], dtype=np.float32).reshape(-1, nb, block_size)
+            if kind == "q8_0":
+                q8, scale8, ok = fit_symmetric_grid8(blocks)
+            else:
+                grid = fit_affine_grid(blocks)
+                q8, scale8, zp8 = regrid8(grid)
+                ok = grid.exact
+                zps.append(zp8)
+            levels.append(q8)
+            scales.append(scale8)
+            exact += int(ok.sum())
+        if exact >= MIN_GRID_FRACTION * n * nb:
+            zero_points = np.concatenate(zps) if zps else None
+            return BlockCode(8, block_size, k, np.concatenate(levels), np.concatenate(scales), zero_points, kind, exact)
+    return None
+
+
 def quantize_residual(r: np.ndarray, stages: int, bs: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """r: [N, P] (P a multiple of bs) → `stages` 4-bit asymmetric passes (q, scale, zp), each on the rest."""
     out = []
@@ -203,28 +243,25 @@ class _Builder:
             return None
         name = node.name.strip("/").replace("/", "_") or _safe(node.input[1])
         x, out = node.input[0], node.output[0]
-        blocks = np.ascontiguousarray(w.T).reshape(n, k // bs, bs)
         nodes: list[onnx.NodeProto] = []
 
-        if not _looks_like_grid(blocks, self.q4_1, self.q8_0):
+        code = encode_grid(w.T, bs, q4_1=self.q4_1 and self.mode == "regrid8", q8_0=self.q8_0)
+        if code is not None:  # Q8_0 in every mode, Q4_1 in regrid8: one plain 8-bit MatMulNBits
+            self._count(code.exact_blocks, code.blocks, code.kind)
+            code.accuracy_level = self.accuracy_level
+            emit = Emitted()
+            matmul_nbits(emit, x, out, f"{name}_Q{code.bits}", code, add_block_code(emit, name, code))
+            self.inits += emit.initializers
+            return emit.nodes
+        if self.mode == "regrid8" or not self.q4_1 or not _looks_like_grid(w.T, bs, True, False):
             self.stats.skipped += 1
             return None
-        if self.q8_0:
-            q8, d8, exact8 = fit_symmetric_grid8(blocks)
-            if exact8.mean() >= MIN_GRID_FRACTION:
-                self._count(exact8, "q8_0")
-                self.matmul_nbits(nodes, x, out, name, k, n, 8, q8, d8)  # default zero point 128
-                return nodes
-        grid = fit_affine_grid(blocks) if self.q4_1 else None
-        if grid is None or grid.exact.mean() < MIN_GRID_FRACTION:
+        grid = fit_affine_grid(np.ascontiguousarray(w.T).reshape(n, k // bs, bs))
+        if grid.exact.mean() < MIN_GRID_FRACTION:
             self.stats.skipped += 1
             return None
-        self._count(grid.exact, "q4_1")
+        self._count(int(grid.exact.sum()), grid.exact.size, "q4_1")
 
-        if self.mode == "regrid8":
-            q8, scale8, zp8 = regrid8(grid)
-            self.matmul_nbits(nodes, x, out, name, k, n, 8, q8, scale8, zp8)
-            return nodes
         z = np.clip(np.rint(-grid.offset / grid.scale), 0, 15)
         resid = (grid.offset + grid.scale * z).astype(np.float32)  # [N, nb], |resid| <= scale/2 on grids
         nb = k // bs
@@ -248,16 +285,17 @@ class _Builder:
         self.matmul_nbits(nodes, xa, out, name, k + width * self.stages, n, 4, q_all, s_all, z_all)
         return nodes
 
-    def _count(self, exact: np.ndarray, kind: str) -> None:
+    def _count(self, exact_blocks: int, blocks: int, kind: str) -> None:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-        self.stats.exact_blocks += int(exact.sum())
-        self.stats.blocks += exact.size
+        self.stats.exact_blocks += exact_blocks
+        self.stats.blocks += blocks
 
 
-def _looks_like_grid(blocks: np.ndarray, q4_1: bool, q8_0: bool, sample: int = 256) -> bool:
+def _looks_like_grid(w_nk: np.ndarray, bs: int, q4_1: bool, q8_0: bool, sample: int = 256) -> bool:
     """A cheap look at a few blocks first: bf16/fp32 tensors (no grid at all) skip the full fits."""
-    flat = blocks.reshape(-1, blocks.shape[-1])
-    rows = flat[np.linspace(0, len(flat) - 1, min(sample, len(flat))).astype(np.int64)][None]
+    n, k = w_nk.shape
+    picks = np.linspace(0, n * (k // bs) - 1, min(sample, n * (k // bs))).astype(np.int64)
+    rows = np.stack([np.asarray(w_nk[p // (k // bs), (p % (k // bs)) * bs :][:bs], np.float32) for p in picks])[None]
     return bool(
         (q8_0 and fit_symmetric_grid8(rows)[2].mean() >= MIN_GRID_FRACTION / 2)
         or (q4_1 and fit_affine_grid(rows).exact.mean() >= MIN_GRID_FRACTION / 2)

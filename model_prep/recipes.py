@@ -7,6 +7,9 @@ from .errors import UnknownRecipe
 # Device class → dtype the browser loads there (see web/src/device.js). WASM gets an unpacked variant because
 # 4-bit MatMulNBits has no fast kernel in ORT's WASM backend (3–35× slower than fp32, shared/FACTS.md).
 WEB_DEVICES = {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "fp32"}
+# Models whose fp32 graph is too big for a browser tab (Qwen3-0.6B: 2.4 GB; wasm32 addresses 4 GB in all) load 8-bit
+# weights on WASM instead: q8 decodes as fast as fp32 there, 4-bit does not.
+LARGE_MODEL_DEVICES = {**WEB_DEVICES, "wasm": "q8"}
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class Recipe:
     exporter: str  # "decoder" or "smolvlm"
     task: str = "text-generation"
     image: bool = False
-    variants: tuple[str, ...] = ("fp32", "q4", "q4f16")
+    variants: tuple[str, ...] = ("fp32", "q4", "q4f16")  # built and verified; fp32 is the check against torch
     devices: dict[str, str] = field(default_factory=lambda: dict(WEB_DEVICES))
     q4_block_size: int = 32
     # Fixed chat turns that verification and the reference generator use.
@@ -27,6 +30,10 @@ class Recipe:
         "Write a haiku about the sea.",
         "Explain in two sentences why the sky is blue.",
     )
+
+    def shipped_variants(self) -> tuple[str, ...]:
+        """The variants written to the model folder: those a browser device loads."""
+        return tuple(d for d in self.variants if d in self.devices.values())
 
 
 RECIPES: dict[str, Recipe] = {
@@ -45,6 +52,8 @@ RECIPES: dict[str, Recipe] = {
             source="hub:Qwen/Qwen3-0.6B",
             architecture="Qwen3ForCausalLM",
             exporter="decoder",
+            variants=("fp32", "q4", "q4f16", "q8"),
+            devices=dict(LARGE_MODEL_DEVICES),
         ),
         Recipe(
             id="smolvlm-256m",
@@ -79,6 +88,8 @@ RECIPES: dict[str, Recipe] = {
             source="tiny:qwen3",
             architecture="Qwen3ForCausalLM",
             exporter="decoder",
+            variants=("fp32", "q4", "q4f16", "q8"),
+            devices=dict(LARGE_MODEL_DEVICES),
             q4_block_size=16,
         ),
         Recipe(

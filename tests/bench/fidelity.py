@@ -113,7 +113,7 @@ DEFAULT = (
 
 
 def untie(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The pipeline quantizes before model_prep.tied_weights stores lm_head as Transpose(embedding): undo that."""
+    """The exporter stores a tied lm_head as Transpose(embedding); the stock quantizers want a constant: undo that."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}

@@ -174,7 +174,7 @@ class ChatPage:
     def load(self, timeout_s: float = 300) -> None:
         self.page.click("#load-button")
         self.wait_for("() => document.body.dataset.state !== 'loading'", timeout_s)
-        assert self.state == "ready", f"loading failed: {self.error_text()}"
+        assert self.state == "ready", f"loading failed: {self.error_text()}\n{self.console_problems()}"
 
     def send(self, text: str) -> None:
         self.page.fill("#prompt", text)
@@ -182,7 +182,7 @@ class ChatPage:
 
     def wait_reply(self, timeout_s: float = 120) -> dict[str, Any]:
         self.wait_for("() => document.body.dataset.state !== 'generating'", timeout_s)
-        assert self.state == "ready", f"generation failed: {self.error_text()}"
+        assert self.state == "ready", f"generation failed: {self.error_text()}\n{self.console_problems()}"
         reply = self.last_reply()
         assert reply["done"] == "true"
         return reply
@@ -211,6 +211,16 @@ class ChatPage:
     def new_chat(self) -> None:
         self.page.click("#new-chat-button")
 
+    def text_inputs(self) -> dict[str, Any]:
+        """The last text turn's {prompt_ids, new_ids} (the page must be opened with expose_inputs=1)."""
+        x = self.page.evaluate("() => window.__edgeChatTextInputs ?? null")
+        assert x is not None, "the worker reported no token ids (is ?expose_inputs=1 set?)"
+        return x
+
+    def console_problems(self) -> str:
+        """Console errors and warnings so far (page and worker), one per line: for failure messages."""
+        return "\n".join(f"[{m.type}] {m.text}" for m in self.console if m.type in ("error", "warning"))
+
     def csp_violations(self) -> list[str]:
         recorded = self.page.evaluate("() => window.__cspViolations ?? []")
         logged = [m.text for m in self.console if "Content Security Policy" in m.text]
@@ -228,6 +238,11 @@ class ChatPage:
             if (parts.scheme, parts.netloc) != (origin.scheme, origin.netloc):
                 foreign.append(url)
         return foreign
+
+
+def strip_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
+    """Generated ids without the final EOS (Transformers.js keeps it; model_prep.onnx_runner.greedy does not)."""
+    return ids[:-1] if ids and ids[-1] in eos_ids else ids
 
 
 @pytest.fixture(scope="module")

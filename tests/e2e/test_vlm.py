@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import serve_app
+from conftest import serve_app, strip_eos
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -198,10 +198,6 @@ def python_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]], rows: int,
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     seq_len = json.loads((vlm_dir / "processor_config.json").read_text())["image_seq_len"]
     return tokenizer(expand_image_tokens(text, rows, cols, seq_len)).input_ids
-
-
-def strip_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
-    return ids[:-1] if ids and ids[-1] in eos_ids else ids
 
 
 def check_image_turn(chat: Any, reply: dict, tokenizer: Any, vlm_dir: Path, reference: Any) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 // model itself; it talks to worker.js with the message protocol of docs/architecture.md.
 //
 // Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype>
-// ?max_new_tokens=<n> ?threads=<n> ?autoload=1
+// ?max_new_tokens=<n> ?threads=<n> ?autoload=1 ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs,
+// or window.__edgeChatVLMInputs for image models)
 // State for tests: body[data-state] = idle|loading|ready|generating, body[data-device|data-dtype],
 // #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use of that turn),
 // assistant messages [data-role=assistant][data-raw][data-streamed][data-done],
@@ -268,6 +269,9 @@ worker.addEventListener("message", (event) => {
       break;
     case "token":
       onToken(msg);
+      break;
+    case "text-inputs": // ?expose_inputs=1: the turn's exact token ids, for tests
+      window.__edgeChatTextInputs = msg;
       break;
     case "done":
       onDone(msg);

@@ -4,7 +4,8 @@
 //                {type:"interrupt"} {type:"reset"}
 //   (load also takes optional `files`, the dtype's manifest files, and `threads`; model is {id, revision}
 //   or "id/revision"; generate options: {max_new_tokens, min_new_tokens, reuse_cache}: min_new_tokens keeps
-//   EOS out until that many tokens (benchmarks decode a fixed count); reuse_cache: false prefills from scratch)
+//   EOS out until that many tokens (benchmarks decode a fixed count); reuse_cache: false prefills from scratch;
+//   expose_inputs: true posts {type:"text-inputs", prompt_ids, new_ids} before "done", for tests)
 //   (load's optional `artifacts` [{path, bytes, sha256}] and `manifest`: files to verify into the model cache)
 //   worker → UI: {type:"capabilities", ...} {type:"progress", file, loaded, total} {type:"ready", load_s}
 //                {type:"cache", downloaded, repaired, verified, bytes, seconds}
@@ -213,6 +214,8 @@ async function generate({ messages, options = {} }) {
   if (state.cache && state.cache.pkv !== output.past_key_values) await disposeCache();
   state.cache = cacheAfter(output, sequence);
   const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
+  // Tests: the exact ids, compared with Python onnxruntime token for token (images: vlm.js's "vlm-inputs").
+  if (options.expose_inputs) post({ type: "text-inputs", prompt_ids: ids.map(Number), new_ids: newIds.map(Number) });
   post({
     type: "done",
     text,

@@ -1,0 +1,112 @@
+"""What both torch.onnx exporters share: traceable masks, the KV cache as flat named tensors, the export call.
+
+The decoder I/O follows what Transformers.js feeds a `*ForCausalLM` graph: `input_ids` (or `inputs_embeds`),
+`attention_mask` [batch, past+seq], `position_ids` [batch, seq], `past_key_values.{i}.key|value`
+[batch_size, kv_heads, past_sequence_length, head_dim] → `logits`, `present.{i}.key|value`. The runtime builds the
+empty cache from the graph's input metadata: the batch axis must be named `batch_size` (any other symbolic axis
+becomes 0) and kv_heads / head_dim must be concrete numbers.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+OPSET = 18
+
+
+@contextmanager
+def traceable_masks() -> Iterator[None]:
+    """transformers 4.57 builds causal masks with torch.vmap, which TorchScript cannot trace: register a
+    broadcasting version for "sdpa" while exporting (the idea optimum-onnx's model patcher uses)."""
+    import torch
+    from transformers import masking_utils as mu
+
+    def sdpa_mask(
+        batch_size,
+        cache_position,
+        kv_length,
+        kv_offset=0,
+        mask_function=mu.causal_mask_function,
+        attention_mask=None,
+        **kwargs,
+    ):
+        padding = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
+        if padding is not None:
+            mask_function = mu.and_masks(mask_function, mu.padding_mask_function(padding))
+        q_length = cache_position.shape[0]
+        batch = torch.arange(batch_size)[:, None, None, None]
+        head = torch.arange(1)[None, :, None, None]
+        kv = torch.arange(kv_length)[None, None, None, :] + kv_offset
+        mask = mask_function(batch, head, cache_position[None, None, :, None], kv)
+        return mask.expand(batch_size, -1, q_length, kv_length)
+
+    registry = mu.ALL_MASK_ATTENTION_FUNCTIONS
+    saved = registry._global_mapping.get("sdpa")
+    registry.register("sdpa", sdpa_mask)
+    try:
+        yield
+    finally:
+        registry.register("sdpa", saved)
+
+
+def kv_shape(text_config) -> tuple[int, int, int]:
+    """(layers, kv_heads, head_dim) of a text model config."""
+    heads = text_config.num_attention_heads
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
+    return text_config.num_hidden_layers, text_config.num_key_value_heads or heads, head_dim
+
+
+def past_names(layers: int, prefix: str = "past_key_values") -> list[str]:
+    return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+
+
+def flat_cache(text_config, past: Sequence, like):
+    """A DynamicCache holding `past` (key, value, key, value, …) as given, for tracing."""
+    from transformers.cache_utils import DynamicCache
+
+    cache = DynamicCache(config=text_config)
+    for i, layer in enumerate(cache.layers):
+        # Filled directly: DynamicLayer.update would concatenate onto an empty 1-D tensor first.
+        layer.keys, layer.values = past[2 * i], past[2 * i + 1]
+        layer.dtype, layer.device, layer.is_initialized = like.dtype, like.device, True
+    return cache
+
+
+def present_tensors(cache) -> list:
+    return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+
+
+def decoder_io(layers: int, first_input: str) -> tuple[list[str], list[str], dict]:
+    """Input names, output names and dynamic axes of a merged decoder graph."""
+    inputs = [first_input, "attention_mask", "position_ids", *past_names(layers)]
+    outputs = ["logits", *past_names(layers, "present")]
+    axes = {
+        first_input: {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+        **{name: {0: "batch_size", 2: "past_sequence_length"} for name in past_names(layers)},
+        **{name: {0: "batch_size", 2: "total_sequence_length"} for name in past_names(layers, "present")},
+    }
+    return inputs, outputs, axes
+
+
+def export(
+    module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict, with_weights: bool = True
+) -> None:
+    """TorchScript export at OPSET. Without weights, parameters stay graph inputs named as in the module and no
+    constant folding runs (folding would rename transposed weights to `onnx::MatMul_*`)."""
+    import torch
+
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        do_constant_folding=with_weights,
+        export_params=with_weights,
+        dynamo=False,
+    )

@@ -1,0 +1,225 @@
+"""tiny-qwen3 (random-weight Qwen3ForCausalLM, tied embeddings, locally trained tokenizer) built by the real
+pipeline, loaded in Chromium with Transformers.js: its greedy token ids equal Python onnxruntime's
+(model_prep.onnx_runner.greedy on the same variant file and the same chat-templated prompt ids).
+
+- WASM: every variant the recipe writes or maps to a browser device (today fp32, q4, q4f16). The one the manifest
+  maps to `wasm` is the page's own choice (?device=wasm); the others are forced with ?dtype=. So a new variant
+  (q8) or a new graph shape for an old one that ORT-web cannot load, or that computes differently, fails here
+  with the browser's console in the message. The `wasm` variant also runs second turns: the KV cache is reused
+  exactly when the re-templated conversation starts with the cached ids (a random-weight reply does not survive
+  decode → template → encode, so a one-token first turn makes sure it is reused once), and the tokens always
+  equal a full prefill's.
+- WebGPU: Chromium's SwiftShader adapter (no shader-f16) makes the page pick the manifest's `webgpu` dtype (q4);
+  a few tokens only, SwiftShader is slow.
+
+The page runs with ?expose_inputs=1: the worker reports each text turn's prompt and generated ids
+(window.__edgeChatTextInputs). The prompt ids are rebuilt independently in Python and must match.
+
+A module-level `server` overrides conftest's: it serves a temporary models folder holding tiny-qwen3, exported
+once per session (~6 s). EDGE_CHAT_QWEN3_MODELS=<folder> reuses a folder that already holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import serve_app, strip_eos
+
+from model_prep.recipes import get_recipe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MODEL = "tiny-qwen3"
+RECIPE = get_recipe(MODEL)
+# The variants that ship and can run on WASM. q4/q4f16 are WebGPU variants: their 4-bit tied embedding is a
+# GatherBlockQuantized, which ORT-web's WASM build has no kernel for (session creation fails), so the device table
+# never sends them there; WebGPU runs them (test_webgpu_*).
+WEBGPU_ONLY = {"q4", "q4f16"}
+WASM_DTYPES = sorted(set(RECIPE.shipped_variants()) - WEBGPU_ONLY)
+FIRST = "What is the capital of France?"
+SECOND = "And of Germany?"
+MAX_NEW_TOKENS = 16
+WEBGPU_NEW_TOKENS = 8  # SwiftShader: fp32 "GPU" on the CPU
+CHROMIUM_ARGS = ["--enable-unsafe-webgpu"]  # WASM pages force ?device=wasm, so one browser serves both
+
+
+@pytest.fixture(scope="session")
+def qwen3_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("EDGE_CHAT_QWEN3_MODELS")
+    if given:
+        return Path(given).resolve()
+    from model_prep.pipeline import run_recipe
+
+    models = tmp_path_factory.mktemp("qwen3-models")
+    run_recipe(RECIPE, models)
+    return models
+
+
+@pytest.fixture(scope="module")
+def server(qwen3_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m app` over the tiny-qwen3 folder (overrides conftest's session server for this module)."""
+    with serve_app(qwen3_models, tmp_path_factory.mktemp("qwen3-server")) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(qwen3_models: Path) -> Path:
+    return qwen3_models / MODEL
+
+
+@pytest.fixture(scope="module")
+def qwen3_manifest(qwen3_dir: Path) -> dict[str, Any]:
+    manifest = json.loads((qwen3_dir / "manifest.json").read_text())
+    assert manifest["devices"] == RECIPE.devices
+    assert set(WASM_DTYPES) <= set(manifest["dtypes"])
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def tokenizer(qwen3_dir: Path) -> Any:
+    from model_prep.reference import load_tokenizer
+
+    return load_tokenizer(qwen3_dir)
+
+
+@pytest.fixture(scope="module")
+def eos(qwen3_dir: Path) -> set[int]:
+    from model_prep.reference import eos_ids
+
+    return eos_ids(qwen3_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(qwen3_dir: Path, qwen3_manifest: dict[str, Any], eos: set[int]) -> Callable[..., list[int]]:
+    """Python onnxruntime greedy ids for (dtype, prompt ids): the variant's graph file, read from the manifest."""
+    from model_prep.onnx_runner import DecoderSession, greedy
+
+    sessions: dict[str, Any] = {}
+
+    def run(dtype: str, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        if dtype not in sessions:
+            [graph] = [f for f in qwen3_manifest["dtypes"][dtype]["files"] if f.endswith(".onnx")]
+            sessions[dtype] = DecoderSession(qwen3_dir / graph)
+        return greedy(sessions[dtype], prompt_ids, max_new_tokens, eos)
+
+    return run
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+
+
+def ask(chat: Any, text: str, timeout_s: float = 120) -> dict[str, Any]:
+    chat.page.evaluate("() => { window.__edgeChatTextInputs = null; }")  # no stale ids from the last turn
+    return chat.ask(text, timeout_s=timeout_s)
+
+
+def check_turn(
+    chat: Any, reply: dict, dtype: str, messages: list, max_new: int, tokenizer: Any, reference: Any, eos: set
+) -> dict[str, Any]:
+    """The page's prompt ids are Python's and its greedy ids are Python onnxruntime's; returns the exposed ids."""
+    x = chat.text_inputs()
+    want_prompt = prompt_ids(tokenizer, messages)
+    assert x["prompt_ids"] == want_prompt, "Transformers.js templated/tokenized the conversation differently"
+    want = reference(dtype, want_prompt, max_new)
+    got = strip_eos(x["new_ids"], eos)
+    assert got == want, f"{dtype} on {chat.metrics().get('device')}: browser {got} != onnxruntime {want}\n" + (
+        chat.console_problems()
+    )
+    assert reply["raw"] == tokenizer.decode(want, skip_special_tokens=True)
+    metrics = chat.metrics()
+    assert (metrics["dtype"], metrics["model"]) == (dtype, MODEL)
+    assert metrics["new_tokens"] == len(x["new_ids"]) <= max_new
+    return x
+
+
+def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: Any, reference: Any, eos: set) -> int:
+    """Asks SECOND after the turn `x`/`reply`; returns the reused token count, which is what it must be.
+
+    The worker keeps the cache of prompt + reply minus its last token (never fed back) and reuses it iff the
+    re-templated conversation starts with exactly those ids; either way the tokens equal a full prefill's.
+    """
+    messages = [
+        {"role": "user", "content": FIRST},
+        {"role": "assistant", "content": reply["raw"]},
+        {"role": "user", "content": SECOND},
+    ]
+    second = ask(chat, SECOND)
+    y = check_turn(chat, second, dtype, messages, MAX_NEW_TOKENS, tokenizer, reference, eos)
+    cached, full = (x["prompt_ids"] + x["new_ids"])[:-1], y["prompt_ids"]
+    reusable = len(cached) if len(cached) < len(full) and full[: len(cached)] == cached else 0
+    context = chat.context()
+    assert (context["context_tokens"], context["reused_tokens"]) == (len(full), reusable)
+    assert chat.metrics()["prompt_tokens"] == len(full) - reusable
+    print(f"{dtype} turn 2: reused {reusable} of {len(full)} tokens")
+    return reusable
+
+
+@pytest.mark.parametrize("dtype", WASM_DTYPES)
+def test_wasm_greedy_tokens_equal_onnxruntime(
+    dtype: str,
+    new_chat_page: Any,
+    qwen3_manifest: dict[str, Any],
+    tokenizer: Any,
+    reference: Any,
+    eos: set[int],
+) -> None:
+    mapped = qwen3_manifest["devices"]["wasm"]
+    chat = new_chat_page()
+    query: dict[str, Any] = {"model": MODEL, "device": "wasm", "max_new_tokens": MAX_NEW_TOKENS, "expose_inputs": 1}
+    if dtype != mapped:
+        query["dtype"] = dtype
+    chat.open(**query)
+    chat.load(timeout_s=120)
+    body = chat.page.evaluate("() => ({...document.body.dataset})")
+    assert (body["device"], body["dtype"]) == ("wasm", dtype)
+
+    first = [{"role": "user", "content": FIRST}]
+    reply = ask(chat, FIRST)
+    x = check_turn(chat, reply, dtype, first, MAX_NEW_TOKENS, tokenizer, reference, eos)
+    assert chat.metrics()["revision"] == qwen3_manifest["revision"]
+    assert chat.context()["reused_tokens"] == 0
+    print(f"wasm {dtype}: {len(x['new_ids'])} tokens equal; metrics {json.dumps(chat.metrics())}")
+
+    if dtype == mapped:
+        # Random weights: this reply does not survive decode → template → encode, so the cache is not reused.
+        check_second_turn(chat, x, reply, dtype, tokenizer, reference, eos)
+        # A one-token first turn caches exactly the prompt, which the next turn starts with: the cache is reused.
+        chat.new_chat()
+        chat.set_max_new_tokens(1)
+        reply = ask(chat, FIRST)
+        x = check_turn(chat, reply, dtype, first, 1, tokenizer, reference, eos)
+        chat.set_max_new_tokens(MAX_NEW_TOKENS)
+        assert check_second_turn(chat, x, reply, dtype, tokenizer, reference, eos) > 0
+
+    assert chat.page_errors == []
+    assert chat.csp_violations() == []
+    assert chat.foreign_requests() == []
+
+
+def test_webgpu_greedy_tokens_equal_onnxruntime(
+    new_chat_page: Any, qwen3_manifest: dict[str, Any], tokenizer: Any, reference: Any, eos: set[int]
+) -> None:
+    chat = new_chat_page()
+    chat.open(model=MODEL, max_new_tokens=WEBGPU_NEW_TOKENS, expose_inputs=1)
+    if chat.page.evaluate("() => document.body.dataset.webgpu") != "true":
+        pytest.skip(f"this Chromium offers no WebGPU adapter: {chat.page.text_content('#device-status')}")
+    chat.load(timeout_s=300)
+    body = chat.page.evaluate("() => ({...document.body.dataset})")
+    dtype = qwen3_manifest["devices"]["webgpu"]  # SwiftShader lacks shader-f16
+    reason = chat.page.get_attribute("#device-status", "data-reason")
+    assert (body["device"], body["dtype"]) == ("webgpu", dtype), reason
+
+    messages = [{"role": "user", "content": FIRST}]
+    reply = ask(chat, FIRST, timeout_s=300)
+    x = check_turn(chat, reply, dtype, messages, WEBGPU_NEW_TOKENS, tokenizer, reference, eos)
+    assert chat.metrics()["device"] == "webgpu"
+    print(f"webgpu {dtype}: {len(x['new_ids'])} tokens equal; metrics {json.dumps(chat.metrics())}")
+    assert chat.page_errors == []
+    assert chat.csp_violations() == []
+    assert chat.foreign_requests() == []
