@@ -161,9 +161,10 @@ def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: An
 
 
 # q8 on WASM diverges from native onnxruntime after the first token (clean CI, 2026-11-22: browser
-# [339, 134, 141, …] vs [339, 262, 72, …]); the dynamic activation quantization (DynamicQuantizeLinear →
-# MatMulInteger) is the suspect. Recorded as a strict xfail until understood: it fails loudly once it matches.
-KNOWN_DIVERGENT = {"q8": "ORT-web WASM q8 (MatMulInteger) greedy tokens differ from native onnxruntime"}
+# [339, 134, 141, …] vs [339, 262, 72, …]). Not a wrong kernel: every node matches native on equal inputs; ~1e-6
+# float noise moves one DynamicQuantizeLinear input across a rounding boundary and a near-tie logit flips. Exact
+# greedy equality is the wrong check for dynamic int8 activations; a tolerance check should replace this xfail.
+KNOWN_DIVERGENT = {"q8": "dynamic int8 activation rounding flips a near-tie token vs native onnxruntime"}
 
 
 @pytest.mark.parametrize(
