@@ -3,8 +3,8 @@
 
 One weight at a time: the fp32 graph is read without its external data (model_prep/weights.py), each MatMul weight
 or embedding table is read, quantized and dropped before the next, and the variant (small enough to be one inline
-file) is built in memory and saved. Peak memory is about one fp32 tensor plus the variant twice (proto + its
-serialization), where onnx.load + onnxruntime's whole-model quantizers took 12 GB on Qwen3-0.6B.
+file) is built in memory and written one initializer at a time (model_prep/onnx_file.py). Peak RSS on Qwen3-0.6B:
+0.9 GB (q8; its embedding table's stage), where onnx.load + onnxruntime's whole-model quantizers took 12 GB.
 
 - q4 / q4f16 (WebGPU): MatMulNBits with uint8 zero points only (ORT-web's WebGPU kernel rejects float ones).
   GGUF grids are re-encoded near-exactly by model_prep/q4_grid.py, other weights get stock symmetric RTN from
@@ -31,6 +31,7 @@ import onnx
 from onnx import NodeProto, helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+from . import onnx_file
 from . import quant_nodes as qn
 from .blockwise import BlockCode, rtn
 from .int8 import int8_columns, int8_rows
@@ -69,7 +70,11 @@ def write_variant(fp32_path: Path, dtype: str, out_dir: Path, block_size: int = 
         model, summary = to_fp16(onnx.load(fp32_path)), Summary()
     else:
         raise ValueError(f"unknown dtype {dtype!r}")
-    onnx.save(model, out)
+    try:
+        onnx_file.save(model, out)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
     del model
     print(f"  {out.name}: {out.stat().st_size / 1e6:.1f} MB; {summary}", file=sys.stderr)
     return out

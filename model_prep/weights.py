@@ -18,6 +18,9 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 
 class SourceGraph:
+    """The graph without external data. An inline graph's weights stay in the proto: loading one briefly holds its
+    file twice (bytes, then the parsed proto), 1.1 GB peak RSS for SmolLM2-135M's 539 MB; inline means < 2 GB."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.model = onnx.load(self.path, load_external_data=False)

@@ -445,3 +445,28 @@ def test_external_weights_are_read_one_at_a_time(tmp_path: Path, monkeypatch: py
 
 def _no_whole_model_load(*args, **kwargs) -> None:
     raise AssertionError("the whole external data was loaded")
+
+
+def test_fp32_variant_elsewhere_is_the_graph_and_its_external_data(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "out").mkdir()
+    build_lm(tmp_path / "src" / "model.onnx", external=True)
+    path = quantize.write_variant(tmp_path / "src" / "model.onnx", "fp32", tmp_path / "out")
+    assert path == tmp_path / "out" / "model.onnx"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "src").iterdir())
+    want, got = run_lm(tmp_path / "src" / "model.onnx"), run_lm(path)
+    assert all(np.array_equal(got[k], want[k]) for k in LM_OUTPUTS)
+
+
+def test_streamed_save_writes_the_same_message(tmp_path: Path) -> None:
+    """model_prep.onnx_file writes initializers one by one (no whole-model serialization): same proto back."""
+    from model_prep import onnx_file
+
+    build_lm(tmp_path / "model.onnx")
+    model = onnx.load(tmp_path / "model.onnx")
+    model.metadata_props.add(key="k", value="v")
+    size = onnx_file.save(model, tmp_path / "streamed.onnx")
+    assert size == (tmp_path / "streamed.onnx").stat().st_size
+    assert onnx.load(tmp_path / "streamed.onnx") == model
+    want, got = run_lm(tmp_path / "model.onnx"), run_lm(tmp_path / "streamed.onnx")
+    assert all(np.array_equal(got[k], want[k]) for k in LM_OUTPUTS)
