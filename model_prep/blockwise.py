@@ -1,4 +1,5 @@
-"""Block-quantized weights in MatMulNBits' layout, shared by MatMulNBits and GatherBlockQuantized.
+"""Block-quantized weights in MatMulNBits' layout, shared by MatMulNBits and the embedding rows
+(model_prep/quant_nodes.gather_block_rows).
 
 A weight is seen as N rows of K inputs ([N, K]: a MatMul's B transposed, or an embedding table [vocab, hidden] as
 is). Row n, block b holds `block_size` consecutive inputs: w[n, b*bs + i] = scales[n, b] * (q[n, b, i] - zp[n, b]).

@@ -14,7 +14,6 @@ A tied embedding stays one tensor: the Gather reads it and lm_head multiplies by
 files, which is what Transformers.js loads by default.
 """
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .errors import SourceCorrupt, SourceMissing
+from .checkpoint import SafetensorsReader
+from .errors import SourceCorrupt
 from .torch_export import decoder_io, export, flat_cache, kv_shape, present_tensors, traceable_masks
 
 INLINE_LIMIT = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
@@ -117,36 +117,6 @@ def _parameter_owners(model):
         if own:
             seen.update(id(p) for p in own)
             yield name, module
-
-
-class SafetensorsReader:
-    """Tensors of an HF checkpoint (single file or sharded), read one at a time as fp32 numpy arrays."""
-
-    def __init__(self, source: Path) -> None:
-        index = source / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            self.files = {name: source / file for name, file in weight_map.items()}
-        elif (source / "model.safetensors").is_file():
-            from safetensors import safe_open
-
-            with safe_open(source / "model.safetensors", "pt") as f:
-                self.files = dict.fromkeys(f.keys(), source / "model.safetensors")
-        else:
-            raise SourceMissing(f"{source} has no model.safetensors (nor a sharded index)")
-
-    def read(self, candidates: list[str]) -> np.ndarray:
-        import torch
-        from safetensors import safe_open
-
-        name = next((n for n in candidates if n in self.files), None)
-        if name is None:
-            raise SourceCorrupt(f"the checkpoint lacks {candidates[0]}: the weights do not match config.json")
-        try:
-            with safe_open(self.files[name], "pt") as f:
-                return f.get_tensor(name).to(torch.float32).numpy()
-        except Exception as err:  # safetensors raises its own error types for truncated files
-            raise SourceCorrupt(f"cannot read {name} from {self.files[name].name}: {err}") from err
 
 
 def attach_weights(path: Path, reader: SafetensorsReader, aliases: dict[str, list[str]]) -> None:

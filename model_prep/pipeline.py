@@ -48,13 +48,16 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
         with stage("quantize", timings):
             graphs = run_isolated(write_variants, fp32, recipe.variants, onnx_dir, recipe.q4_block_size)
         with stage("verify", timings):
-            # torch in a child process, then one onnxruntime session at a time: never both in memory.
-            if vlm:
-                reference = run_isolated(verify_vlm.torch_reference, source_dir, recipe.verify_prompts)
-                results = [verify_vlm.score_variant(paths, d, reference) for d, paths in graphs.items()]
-            else:
-                reference = run_isolated(verify.torch_reference, source_dir, recipe.verify_prompts)
-                results = [verify.score_variant(paths["model"], d, reference) for d, paths in graphs.items()]
+            # torch in a child process, then each variant's onnxruntime session in its own: never two models in
+            # memory at once. torch's logits go to disk and are read back a chunk at a time.
+            logits_dir = tmp / "reference-logits"
+            checker = verify_vlm if vlm else verify
+            reference = run_isolated(checker.torch_reference, source_dir, recipe.verify_prompts, logits_dir)
+            results = [
+                run_isolated(checker.score_variant, paths if vlm else paths["model"], d, reference)
+                for d, paths in graphs.items()
+            ]
+            shutil.rmtree(logits_dir)
             verify.check_fp32(next(r for r in results if r.dtype == "fp32"))
             report = verify.as_report(reference, results)
             if vlm:

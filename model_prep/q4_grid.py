@@ -17,7 +17,7 @@ bits=8 with the default zero point 128: exact in every mode. MatMuls whose weigh
 sources) are left alone for the caller's stock quantizer.
 
 `encode_grid` is the per-tensor form the variants use (regrid8 / Q8_0: a plain MatMulNBits code that an embedding
-table can share with GatherBlockQuantized); `quantize_grid` rewrites a whole in-memory graph and also offers the
+table can share with its gathered rows); `quantize_grid` rewrites a whole in-memory graph and also offers the
 "fold" and "add" modes that tests/bench/fidelity.py compares.
 """
 

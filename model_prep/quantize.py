@@ -6,10 +6,11 @@ or embedding table is read, quantized and dropped before the next, and the varia
 file) is built in memory and written one initializer at a time (model_prep/onnx_file.py). Peak RSS on Qwen3-0.6B:
 0.9 GB (q8; its embedding table's stage), where onnx.load + onnxruntime's whole-model quantizers took 12 GB.
 
-- q4 / q4f16 (WebGPU): MatMulNBits with uint8 zero points only (ORT-web's WebGPU kernel rejects float ones).
-  GGUF grids are re-encoded near-exactly by model_prep/q4_grid.py, other weights get stock symmetric RTN from
-  onnxruntime's own kernel. The token embedding becomes GatherBlockQuantized (WebGPU has a kernel for it, ORT-web's
-  WASM build has none: these variants load on WebGPU only); a tied lm_head's MatMulNBits shares its bytes.
+- q4 / q4f16 (WebGPU, and loadable on WASM): MatMulNBits with uint8 zero points only (ORT-web's WebGPU kernel
+  rejects float ones). GGUF grids are re-encoded near-exactly by model_prep/q4_grid.py, other weights get stock
+  symmetric RTN from onnxruntime's own kernel. The token embedding is the same block code gathered with plain ONNX
+  ops (model_prep/quant_nodes.gather_block_rows; GatherBlockQuantized has no kernel in ORT-web's WASM build), and a
+  tied lm_head's MatMulNBits reads the same bytes: the table is stored once.
 - q8 (WASM): quantize_dynamic's MatMulInteger pattern, because 4-bit MatMulNBits is 3-35x slower than fp32 or
   MatMulInteger in ORT's WASM backend. Its embedding is an int8 table dequantized after a plain Gather; a tied
   lm_head reads the same bytes as MatMulInteger(x, Transpose(table)).
@@ -89,8 +90,8 @@ def quantize_q8(fp32_path: Path) -> tuple[onnx.ModelProto, Summary]:
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Everything float becomes fp16 but the graph's I/O. MatMulNBits / GatherBlockQuantized scales follow (the
-    converter only skips its block list, plain ONNX ops), and GatherBlockQuantized's output type with them."""
+    """Everything float becomes fp16 but the graph's I/O. MatMulNBits scales follow (the converter only skips its
+    block list, plain ONNX ops), and so do the embedding's levels table and scales, hence its rows."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
@@ -217,12 +218,12 @@ class _Rewrite:
 
 class _Q4(_Rewrite):
     def __init__(self, src: SourceGraph, block_size: int):
-        # GatherBlockQuantized needs whole blocks per row and a power-of-two block of at least 16
+        # MatMulNBits wants a power-of-two block of at least 16; the embedding's rows, whole blocks
         ok_block = block_size >= 16 and block_size & (block_size - 1) == 0
         super().__init__(src, lambda shape: ok_block and shape[1] % block_size == 0)
         self.bs = block_size
         self.weights: dict[str, tuple[BlockCode, qn.BlockTensors]] = {}
-        self.reshaped: dict[str, str] = {}
+        self.opset = _onnx_opset(src.model)
 
     def encode(self, w_nk: np.ndarray) -> BlockCode:
         code = encode_grid(w_nk, self.bs)
@@ -231,17 +232,12 @@ class _Q4(_Rewrite):
             return code
         return rtn(w_nk, self.bs, 4, RTN_ACCURACY_LEVEL)
 
-    def weight(self, name: str, transpose: bool, rows_2d: bool = False) -> tuple[BlockCode, qn.BlockTensors]:
-        """The code of initializer `name` (a MatMul's [K, N] B when `transpose`, else a [V, H] table), once.
-
-        `rows_2d`: stored as [N, K*bits/8] for a GatherBlockQuantized that is its only reader (no Reshape).
-        """
+    def weight(self, name: str, transpose: bool) -> tuple[BlockCode, qn.BlockTensors]:
+        """The code of initializer `name` (a MatMul's [K, N] B when `transpose`, else a [V, H] table), once."""
         if name not in self.weights:
             w = self.src.array(name)
             code = self.encode(w.T if transpose else w)
             del w  # unmaps it: the next weight is read only now
-            if rows_2d:
-                code.packed = code.packed.reshape(code.n, -1)
             self.weights[name] = (code, qn.add_block_code(self.emit, name, code))
         return self.weights[name]
 
@@ -253,16 +249,15 @@ class _Q4(_Rewrite):
 
     def gather(self, node: NodeProto, table: Table) -> None:
         first = table.name not in self.weights
-        code, tensors = self.weight(table.name, transpose=False, rows_2d=not table.tied)
+        code, tensors = self.weight(table.name, transpose=False)
         if first:
             what = "tied with lm_head, " if table.tied else ""
             self.summary.tables.append(
                 f"embedding {list(code.scales.shape[:1]) + [code.k]} {what}{code.kind} {code.bits}-bit "
                 f"{code.nbytes / 1e6:.1f} MB"
             )
-        qn.gather_block_quantized(
-            self.emit, node.input[1], node.output[0], node.name or node.output[0], code, tensors, shared=table.tied
-        )
+        out = node.output[0]
+        qn.gather_block_rows(self.emit, node.input[1], out, node.name or out, code, tensors, self.opset)
 
     def transpose(self, node: NodeProto, table: Table) -> None:
         pass  # lm_head reads the table's code through MatMulNBits: no transposed copy
@@ -278,8 +273,7 @@ class _Q8(_Rewrite):
         super().__init__(src, lambda shape: True)
         self.quantized_inputs: dict[str, tuple[str, str, str]] = {}
         self.tables_done: set[str] = set()
-        self.axes = ""  # the [-1] initializer, once one is needed
-        self.opset = max((o.version for o in src.model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+        self.opset = _onnx_opset(src.model)
 
     def x_quantized(self, x: str) -> tuple[str, str, str]:
         if x not in self.quantized_inputs:
@@ -309,25 +303,18 @@ class _Q8(_Rewrite):
 
     def gather(self, node: NodeProto, table: Table) -> None:
         # Plain ONNX ops, not GatherBlockQuantized: ORT-web's WASM build has no CPU kernel for it (session
-        # creation fails, tests/e2e/test_tiny_qwen3.py), and q8 is the WASM variant. Rows first, then q * scale.
+        # creation fails), and q8 is the WASM variant. Rows first, then q * scale.
         self.table(table)
         t, ids, out = table.name, node.input[1], node.output[0]
         name = node.name or out
         make = helper.make_node
-        if self.opset >= 13:  # Unsqueeze's axes: an input since opset 13, an attribute before
-            if not self.axes:
-                self.axes = self.emit.init("unsqueeze_last_axis", np.array([-1], np.int64))
-            unsqueeze = make("Unsqueeze", [f"{out}_row_scale", self.axes], [f"{out}_row_scale_1"])
-        else:
-            unsqueeze = make("Unsqueeze", [f"{out}_row_scale"], [f"{out}_row_scale_1"], axes=[-1])
-        unsqueeze.name = f"{name}_unsqueeze"
         self.emit.nodes += [
             make("Gather", [f"{t}_quantized", ids], [f"{out}_quantized"], name=f"{name}_rows"),
             make("Cast", [f"{out}_quantized"], [f"{out}_levels"], name=f"{name}_cast", to=onnx.TensorProto.FLOAT),
             make("Gather", [f"{t}_scale", ids], [f"{out}_row_scale"], name=f"{name}_scales"),
-            unsqueeze,
-            make("Mul", [f"{out}_levels", f"{out}_row_scale_1"], [out], name=f"{name}_mul"),
         ]
+        qn.unsqueeze(self.emit, f"{out}_row_scale", [-1], f"{out}_row_scale_1", f"{name}_unsqueeze", self.opset)
+        self.emit.nodes.append(make("Mul", [f"{out}_levels", f"{out}_row_scale_1"], [out], name=f"{name}_mul"))
 
     def transpose(self, node: NodeProto, table: Table) -> None:
         # A constant: onnxruntime folds it once at session start, so lm_head is a plain MatMulInteger and the
@@ -360,6 +347,10 @@ def _empty_like(model: onnx.ModelProto) -> onnx.ModelProto:
     out.graph.doc_string = model.graph.doc_string
     out.graph.output.extend(model.graph.output)
     return out
+
+
+def _onnx_opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
 
 
 def _attr(node: NodeProto, name: str, default):

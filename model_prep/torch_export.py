@@ -8,7 +8,7 @@ becomes 0) and kv_heads / head_dim must be concrete numbers.
 """
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 OPSET = 18
@@ -98,15 +98,34 @@ def export(
     constant folding runs (folding would rename transposed weights to `onnx::MatMul_*`)."""
     import torch
 
-    torch.onnx.export(
-        module,
-        args,
-        str(path),
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=axes,
-        opset_version=OPSET,
-        do_constant_folding=with_weights,
-        export_params=with_weights,
-        dynamo=False,
-    )
+    with nullcontext() if with_weights else _shape_inference_without_values():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=with_weights,
+            export_params=with_weights,
+            dynamo=False,
+        )
+
+
+@contextmanager
+def _shape_inference_without_values() -> Iterator[None]:
+    """Hide the parameters' values from the exporter's graph-wide ONNX shape inference.
+
+    It copies every parameter it is handed into the model it infers on: on Qwen3-0.6B's weightless trace that took
+    the export from 1.1 to 3.9 GB peak RSS for nothing, since a parameter's shape is on its graph input already
+    (the skeleton written is byte-identical with or without the values).
+    """
+    import torch
+
+    infer = torch._C._jit_pass_onnx_graph_shape_type_inference
+    torch._C._jit_pass_onnx_graph_shape_type_inference = lambda graph, _params, opset: infer(graph, {}, opset)
+    try:
+        yield
+    finally:
+        torch._C._jit_pass_onnx_graph_shape_type_inference = infer

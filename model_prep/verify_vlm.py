@@ -13,7 +13,7 @@ import numpy as np
 
 from .onnx_runner import greedy as onnx_greedy
 from .quantize import SUFFIX
-from .verify import CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, perplexity, score_teacher_forced
+from .verify import CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, LogitStore, reference_perplexity, score_teacher_forced
 
 GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 IMAGE_QUESTION = "Describe this image in one sentence."
@@ -162,7 +162,7 @@ class VLMReference:
 
     sequences: list[list[int]]
     prefix_lengths: list[int]
-    logits: list[np.ndarray]
+    logits: LogitStore
     perplexity: float
     pixel_values: np.ndarray
     pixel_attention_mask: np.ndarray
@@ -172,7 +172,7 @@ class VLMReference:
     tiles: int = 0
 
 
-def torch_reference(source: Path, prompts: tuple[str, ...]) -> VLMReference:
+def torch_reference(source: Path, prompts: tuple[str, ...], logits_dir: Path) -> VLMReference:
     import torch
 
     from .export_smolvlm import fixed_vision_positions, load_model
@@ -183,7 +183,8 @@ def torch_reference(source: Path, prompts: tuple[str, ...]) -> VLMReference:
     image = {"pixel_values": torch.from_numpy(pixels), "pixel_attention_mask": torch.from_numpy(mask)}
     prompt_ids = [image_prompt_ids(tokenizer, source, IMAGE_QUESTION, rows, cols)]
     prompt_ids += [text_prompt_ids(tokenizer, p) for p in prompts]
-    sequences, prefixes, logits = [], [], []
+    store = LogitStore(logits_dir, model.get_output_embeddings().weight.shape[0])
+    sequences, prefixes = [], []
     with torch.inference_mode(), fixed_vision_positions(model):
         for i, ids in enumerate(prompt_ids):
             extra = image if i == 0 else {}
@@ -202,18 +203,20 @@ def torch_reference(source: Path, prompts: tuple[str, ...]) -> VLMReference:
         for i, (seq, prefix) in enumerate(zip(sequences, prefixes, strict=True)):
             extra = image if i == 0 else {}
             full = model(input_ids=torch.tensor([seq]), **extra).logits[0].float().numpy()
-            logits.append(full[prefix - 1 : len(seq) - 1])
-    return VLMReference(
+            store.write(i, [full[prefix - 1 : len(seq) - 1]])  # SmolVLM's 49k vocab: whole rows are small
+    ref = VLMReference(
         sequences=sequences,
         prefix_lengths=prefixes,
-        logits=logits,
-        perplexity=perplexity(logits[-1], sequences[-1][1:]),
+        logits=store,
+        perplexity=0.0,
         pixel_values=pixels,
         pixel_attention_mask=mask,
         image_token_id=model.config.image_token_id,
         image_tokens=sum(t == model.config.image_token_id for t in prompt_ids[0]),
         tiles=pixels.shape[1],
     )
+    ref.perplexity = reference_perplexity(ref)
+    return ref
 
 
 def score_variant(paths: dict[str, Path], dtype: str, ref: VLMReference) -> Fidelity:

@@ -140,7 +140,7 @@ def reference(work: Path, source: Path) -> verify.Reference:
     cache = work / "reference.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
-    ref = verify.torch_reference(source, get_recipe("smollm2-135m").verify_prompts)
+    ref = verify.torch_reference(source, get_recipe("smollm2-135m").verify_prompts, work / "reference-logits")
     cache.write_bytes(pickle.dumps(ref))
     return ref
 

@@ -2,13 +2,13 @@
 pipeline, loaded in Chromium with Transformers.js: its greedy token ids equal Python onnxruntime's
 (model_prep.onnx_runner.greedy on the same variant file and the same chat-templated prompt ids).
 
-- WASM: every variant the recipe writes or maps to a browser device (today fp32, q4, q4f16). The one the manifest
-  maps to `wasm` is the page's own choice (?device=wasm); the others are forced with ?dtype=. So a new variant
-  (q8) or a new graph shape for an old one that ORT-web cannot load, or that computes differently, fails here
-  with the browser's console in the message. The `wasm` variant also runs second turns: the KV cache is reused
-  exactly when the re-templated conversation starts with the cached ids (a random-weight reply does not survive
-  decode → template → encode, so a one-token first turn makes sure it is reused once), and the tokens always
-  equal a full prefill's.
+- WASM: every variant the recipe ships (today q4, q4f16, q8), WebGPU's included. The one the manifest maps to
+  `wasm` is the page's own choice (?device=wasm); the others are forced with ?dtype=. So a new variant or a new
+  graph shape for an old one that ORT-web cannot load, or that computes differently, fails here with the browser's
+  console in the message. The reference runs MatMulNBits without int8 activations, as ORT-web's WASM build does.
+  The `wasm` variant also runs second turns: the KV cache is reused exactly when the re-templated conversation
+  starts with the cached ids (a random-weight reply does not survive decode → template → encode, so a one-token
+  first turn makes sure it is reused once), and the tokens always equal a full prefill's.
 - WebGPU: Chromium's SwiftShader adapter (no shader-f16) makes the page pick the manifest's `webgpu` dtype (q4);
   a few tokens only, SwiftShader is slow.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MODEL = "tiny-qwen3"
 RECIPE = get_recipe(MODEL)
-# The variants that ship and can run on WASM. q4/q4f16 are WebGPU variants: their 4-bit tied embedding is a
-# GatherBlockQuantized, which ORT-web's WASM build has no kernel for (session creation fails), so the device table
-# never sends them there; WebGPU runs them (test_webgpu_*).
-WEBGPU_ONLY = {"q4", "q4f16"}
-WASM_DTYPES = sorted(set(RECIPE.shipped_variants()) - WEBGPU_ONLY)
+# Every variant that ships runs on WASM too, though the device table sends q4/q4f16 to WebGPU only: their 4-bit
+# tied embedding is gathered with plain ONNX ops (model_prep/quant_nodes.gather_block_rows), so a WASM fallback
+# of a WebGPU variant still loads, and computes what onnxruntime computes.
+WASM_DTYPES = sorted(RECIPE.shipped_variants())
+# q8 quantizes activations per call (DynamicQuantizeLinear): ~1e-6 of float noise between ORT-web and native moves
+# a value across a rounding boundary and can flip a near-tie token (clean CI, 2026-11-22: browser [339, 134, …] vs
+# [339, 262, …]; every node matched native on equal inputs). Exact greedy equality is the wrong check there:
+# instead each browser token must be native's greedy choice, given the browser's prefix, to within NEAR_TIE
+# (measured: 15 of 16 tokens exactly native's choice, one 0.0245 below it; its logits have a std of 2.4).
+NEAR_TIES_ALLOWED = {"q8"}
+NEAR_TIE = 0.05
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
 MAX_NEW_TOKENS = 16
@@ -94,20 +100,66 @@ def eos(qwen3_dir: Path) -> set[int]:
     return eos_ids(qwen3_dir)
 
 
+def without_int8_activations(graph: Path, out: Path) -> Path:
+    """`graph` with every MatMulNBits' accuracy_level at 0: what ORT-web's WASM build computes.
+
+    Native x86 onnxruntime honours accuracy_level 4 (RTN weights) with int8 activations; ORT-web's WASM MatMulNBits
+    has no such path and stays in fp32 (tiny-qwen3 q4: browser logits within 6e-6 of native at level 0, 0.12 off at
+    level 4), which flips near-tie tokens (q4f16: 339 vs 258, margin 0.01).
+    """
+    import onnx
+
+    model = onnx.load(graph)
+    for node in model.graph.node:
+        for a in node.attribute:
+            if node.op_type == "MatMulNBits" and a.name == "accuracy_level":
+                a.i = 0
+    onnx.save(model, out)
+    return out
+
+
+class Native:
+    """Python onnxruntime on a variant's graph file (read from the manifest), as that device's ORT-web computes it:
+    greedy ids when called, and each chosen token's distance from the greedy choice."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], eos: set[int], scratch: Path) -> None:
+        self.folder, self.manifest, self.eos, self.scratch = folder, manifest, eos, scratch
+        self.sessions: dict[tuple[str, str], Any] = {}
+
+    def session(self, dtype: str, device: str) -> Any:
+        from model_prep.onnx_runner import DecoderSession
+
+        if (dtype, device) not in self.sessions:
+            [graph] = [f for f in self.manifest["dtypes"][dtype]["files"] if f.endswith(".onnx")]
+            path = self.folder / graph
+            if device == "wasm":
+                path = without_int8_activations(path, self.scratch / f"{device}-{path.name}")
+            self.sessions[dtype, device] = DecoderSession(path)
+        return self.sessions[dtype, device]
+
+    def __call__(self, dtype: str, device: str, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        from model_prep.onnx_runner import greedy
+
+        return greedy(self.session(dtype, device), prompt_ids, max_new_tokens, self.eos)
+
+    def shortfalls(self, dtype: str, device: str, prompt_ids: list[int], chosen: list[int]) -> list[float]:
+        """max(logits) − logits[chosen[k]] at each step k, token by token as the browser ran them (one call a
+        token: dynamic int8 activations are quantized per call, so a one-shot prefill would compute otherwise)."""
+        session = self.session(dtype, device)
+        session.reset()
+        logits = session.forward(prompt_ids)[-1]
+        gaps = []
+        for token in chosen:
+            gaps.append(float(logits.max() - logits[token]))
+            logits = session.forward([token])[-1]
+        return gaps
+
+
 @pytest.fixture(scope="module")
-def reference(qwen3_dir: Path, qwen3_manifest: dict[str, Any], eos: set[int]) -> Callable[..., list[int]]:
-    """Python onnxruntime greedy ids for (dtype, prompt ids): the variant's graph file, read from the manifest."""
-    from model_prep.onnx_runner import DecoderSession, greedy
-
-    sessions: dict[str, Any] = {}
-
-    def run(dtype: str, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-        if dtype not in sessions:
-            [graph] = [f for f in qwen3_manifest["dtypes"][dtype]["files"] if f.endswith(".onnx")]
-            sessions[dtype] = DecoderSession(qwen3_dir / graph)
-        return greedy(sessions[dtype], prompt_ids, max_new_tokens, eos)
-
-    return run
+def reference(
+    qwen3_dir: Path, qwen3_manifest: dict[str, Any], eos: set[int], tmp_path_factory: pytest.TempPathFactory
+) -> Native:
+    return Native(qwen3_dir, qwen3_manifest, eos, tmp_path_factory.mktemp("native"))
 
 
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
@@ -126,11 +178,16 @@ def check_turn(
     x = chat.text_inputs()
     want_prompt = prompt_ids(tokenizer, messages)
     assert x["prompt_ids"] == want_prompt, "Transformers.js templated/tokenized the conversation differently"
-    want = reference(dtype, want_prompt, max_new)
+    device = chat.metrics()["device"]
+    want = reference(dtype, device, want_prompt, max_new)
     got = strip_eos(x["new_ids"], eos)
-    assert got == want, f"{dtype} on {chat.metrics().get('device')}: browser {got} != onnxruntime {want}\n" + (
-        chat.console_problems()
-    )
+    if dtype in NEAR_TIES_ALLOWED and got != want:
+        # every token must still be native's greedy choice given the browser's own prefix, up to a near tie
+        gaps = reference.shortfalls(dtype, device, want_prompt, x["new_ids"])
+        print(f"{dtype} on {device}: browser {got} vs onnxruntime {want}; shortfalls {[round(g, 4) for g in gaps]}")
+        assert max(gaps) <= NEAR_TIE, f"{dtype} on {device}: a token {max(gaps):.4f} below the greedy choice"
+        want = got
+    assert got == want, f"{dtype} on {device}: browser {got} != onnxruntime {want}\n" + chat.console_problems()
     assert reply["raw"] == tokenizer.decode(want, skip_special_tokens=True)
     metrics = chat.metrics()
     assert (metrics["dtype"], metrics["model"]) == (dtype, MODEL)
@@ -160,20 +217,7 @@ def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: An
     return reusable
 
 
-# q8 on WASM diverges from native onnxruntime after the first token (clean CI, 2026-11-22: browser
-# [339, 134, 141, …] vs [339, 262, 72, …]). Not a wrong kernel: every node matches native on equal inputs; ~1e-6
-# float noise moves one DynamicQuantizeLinear input across a rounding boundary and a near-tie logit flips. Exact
-# greedy equality is the wrong check for dynamic int8 activations; a tolerance check should replace this xfail.
-KNOWN_DIVERGENT = {"q8": "dynamic int8 activation rounding flips a near-tie token vs native onnxruntime"}
-
-
-@pytest.mark.parametrize(
-    "dtype",
-    [
-        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DIVERGENT[d])) if d in KNOWN_DIVERGENT else d
-        for d in WASM_DTYPES
-    ],
-)
+@pytest.mark.parametrize("dtype", WASM_DTYPES)
 def test_wasm_greedy_tokens_equal_onnxruntime(
     dtype: str,
     new_chat_page: Any,

@@ -3,7 +3,8 @@
 The graphs hold the three kinds of weight the recipe tells apart: a GGUF Q4_1-shaped block grid (d*q + m), a
 Q8_0-shaped symmetric 8-bit grid (d*q) and plain random weights (a bf16/fp32 source). The language-model-shaped
 one adds a tied embedding (Gather + Transpose → lm_head), an untied one and a table gathered with computed
-indices; every quantized node is checked against numpy on the variant's own dequantized initializers.
+indices; every quantized node is checked against numpy on the variant's own dequantized initializers, and the q4
+embedding's plain-op rows against onnxruntime's GatherBlockQuantized.
 """
 
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
+from model_prep import quant_nodes as qn
 from model_prep import quantize
-from model_prep.q4_grid import fit_affine_grid, quantize_grid
+from model_prep.blockwise import BlockCode
+from model_prep.q4_grid import fit_affine_grid, pack, quantize_grid
 
 K, N = 128, 48
 
@@ -262,25 +265,33 @@ def attrs(node: onnx.NodeProto) -> dict:
 
 
 def nbits_weights(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, np.ndarray]]:
-    """Output name → (node, dequantized [N, K]) for every MatMulNBits and GatherBlockQuantized."""
+    """Output name → (node, dequantized [N, K]) for every MatMulNBits and block-rows embedding.
+
+    An embedding's node is the Gather of its bytes; its inputs are renamed to MatMulNBits' order ([ids, B, scales,
+    zero points]) and its code's bits / block size read off the initializers' shapes.
+    """
     inits = {i.name: i for i in model.graph.initializer}
-    reshapes = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Reshape"}
     # fp16 graphs reach their fp32 outputs through Casts (keep_io_types): name the node by the graph output
     renamed = {n.input[0]: n.output[0] for n in model.graph.node if n.name.startswith("graph_output_cast")}
+    gathers = {(n.input[0], n.input[1]) for n in model.graph.node if n.op_type == "Gather"}  # (data, ids)
     found = {}
     for n in model.graph.node:
-        if n.op_type not in ("MatMulNBits", "GatherBlockQuantized"):
+        if n.op_type == "MatMulNBits":
+            a = attrs(n)
+            out, data, scales, zp = n.output[0], n.input[1], n.input[2], n.input[3] if len(n.input) > 3 else None
+            bits, bs, k = a["bits"], a["block_size"], a["K"]
+        elif n.op_type == "Gather" and n.name.endswith("_bytes") and not n.name.endswith("_zp_bytes"):
+            out, ids, data = n.output[0].removesuffix("_bytes"), n.input[1], n.input[0]
+            [scales] = [s for s, i in gathers if i == ids and s.endswith("_scales")]
+            zps = [z for z, i in gathers if i == ids and z.endswith("_zero_points")]
+            zp = zps[0] if zps else None
+            bits = int(data.rsplit("_Q", 1)[1])
+            shape = inits[data].dims
+            bs, k = shape[2] * 8 // bits, H
+            n = helper.make_node("Gather", [ids, data, scales] + ([zp] if zp else []), [out], name=n.name)
+        else:
             continue
-        a = attrs(n)
-        data = n.input[0] if n.op_type == "GatherBlockQuantized" else n.input[1]
-        data = reshapes.get(data, data)
-        scales = n.input[2]
-        zp = n.input[3] if len(n.input) > 3 and n.input[3] else None
-        k = a["K"] if n.op_type == "MatMulNBits" else H
-        found[renamed.get(n.output[0], n.output[0])] = (
-            n,
-            dequantize_blocks(inits, data, scales, zp, a["bits"], a["block_size"], k),
-        )
+        found[renamed.get(out, out)] = (n, dequantize_blocks(inits, data, scales, zp, bits, bs, k))
     return found
 
 
@@ -290,16 +301,18 @@ def test_q4_matches_its_dequantized_weights(tmp_path: Path, kind: str, bs: int) 
     path = quantize.write_variant(tmp_path / "model.onnx", "q4", tmp_path, bs)
     model = onnx.load(path)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("MatMulNBits") == 4 and ops.count("GatherBlockQuantized") == 2
-    assert ops.count("Gather") == 1 and "Transpose" not in ops  # P stays float; lm_head reads T's code directly
+    assert ops.count("MatMulNBits") == 4 and "Transpose" not in ops  # lm_head reads T's code directly
+    # ORT-web's WASM build has kernels for the embedding's ops: nothing but MatMulNBits outside the ONNX domain
+    assert {n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")} == {"MatMulNBits"}
     deq = nbits_weights(model)
-    gbq, head = deq["e"][0], deq["logits"][0]
-    assert gbq.input[2] == head.input[2] and gbq.input[3:] == head.input[3:]  # T's scales / zero points: shared
+    rows, head = deq["e"][0], deq["logits"][0]
+    assert rows.input[1:] == head.input[1:]  # T's bytes, scales and zero points: read by lm_head and the rows
+    assert "P" in {n.input[0] for n in model.graph.node if n.op_type == "Gather"}  # P stays float
     assert {i.name for i in model.graph.initializer} >= {"P"} and not {"T", "U", "W1", "W2", "W3"} & {
         i.name for i in model.graph.initializer
     }
     table_bits = {"random": 4, "q8": 8, "grid": 8}[kind]
-    assert attrs(head)["bits"] == table_bits and attrs(gbq)["bits"] == table_bits
+    assert attrs(head)["bits"] == table_bits and rows.input[1].endswith(f"_Q{table_bits}")
     assert attrs(head).get("accuracy_level", 0) == (4 if kind == "random" else 0)
     # quantization error: grids come back (near) exactly, RTN within a step (levels -8..7: +absmax clips to 7)
     assert np.abs(deq["c"][1] - weights["W3"].T).max() < 1e-7
@@ -332,7 +345,7 @@ def test_q4f16_tracks_the_dequantized_weights_in_fp16(tmp_path: Path) -> None:
     inits = {i.name: i for i in model.graph.initializer}
     deq = nbits_weights(model)
     for out, (node, w) in deq.items():
-        assert inits[node.input[2]].data_type == TensorProto.FLOAT16, out  # scales (and so GBQ's output) fp16
+        assert inits[node.input[2]].data_type == TensorProto.FLOAT16, out  # scales (and so the rows) fp16
         assert rel_err(w, q4[out][1]) < 1e-3, out  # the same codes, fp16 scales
     assert {i.type.tensor_type.elem_type for i in model.graph.input} == {TensorProto.INT64}
     assert {o.type.tensor_type.elem_type for o in model.graph.output} == {TensorProto.FLOAT}
@@ -341,6 +354,70 @@ def test_q4f16_tracks_the_dequantized_weights_in_fp16(tmp_path: Path) -> None:
     assert rel_err(got["e"][0], deq["e"][1][ids]) < 1e-3
     for out, inp in (("a", "h"), ("c", "b"), ("logits", "c")):
         assert rel_err(got[out], got[inp] @ deq[out][1].T) < 1e-2, out
+
+
+@pytest.mark.parametrize("float16", [False, True])
+@pytest.mark.parametrize(("bits", "zero_points"), [(4, False), (4, True), (8, False), (8, True)])
+def test_block_rows_equal_gather_block_quantized(bits: int, zero_points: bool, float16: bool) -> None:
+    """The plain-op embedding rows are onnxruntime's GatherBlockQuantized rows, bit for bit (3 blocks a row: the
+    4-bit zero points' last byte holds one block), ids of any rank."""
+    rng = np.random.default_rng(bits)
+    n, bs, nb = 40, 16, 3
+    levels = rng.integers(0, 2**bits, (n, nb, bs))
+    scales = rng.uniform(1e-3, 2e-2, (n, nb)).astype(np.float16 if float16 else np.float32)
+    zp = pack(rng.integers(0, 2**bits, (n, nb)), bits) if zero_points else None
+    code = BlockCode(bits, bs, nb * bs, pack(levels, bits), scales.astype(np.float32), zp, "rtn")
+    ids = np.array([[[0, 39], [7, 7]], [[12, 3], [38, 1]]])
+
+    emit = qn.Emitted()
+    tensors = qn.add_block_code(emit, "T", code)
+    qn.gather_block_rows(emit, "ids", "rows", "/embed", code, tensors, opset=18)
+    ours = helper.make_model(
+        helper.make_graph(
+            emit.nodes,
+            "rows",
+            [helper.make_tensor_value_info("ids", TensorProto.INT64, None)],
+            [helper.make_tensor_value_info("rows", TensorProto.FLOAT, None)],
+            emit.initializers,
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+    if float16:
+        ours = quantize.to_fp16(ours)  # as q4f16 gets it: levels table and scales fp16, fp32 output
+    assert all(n.domain in ("", "ai.onnx") for n in ours.graph.node)
+
+    gbq_inputs = [
+        numpy_helper.from_array(code.packed.reshape(n, -1), "data"),
+        numpy_helper.from_array(scales, "scales"),
+    ] + ([numpy_helper.from_array(zp, "zp")] if zero_points else [])
+    gbq = helper.make_node(
+        "GatherBlockQuantized",
+        ["data", "ids", "scales"] + (["zp"] if zero_points else []),
+        ["rows"],
+        domain=qn.MS,
+        bits=bits,
+        block_size=bs,
+        gather_axis=0,
+        quantize_axis=1,
+    )
+    out_type = TensorProto.FLOAT16 if float16 else TensorProto.FLOAT
+    reference = helper.make_model(
+        helper.make_graph(
+            [gbq],
+            "gbq",
+            [helper.make_tensor_value_info("ids", TensorProto.INT64, None)],
+            [helper.make_tensor_value_info("rows", out_type, None)],
+            gbq_inputs,
+        ),
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(qn.MS, 1)],
+    )
+    for feed in (ids, ids[0, 1], ids[:1]):
+        got, want = (
+            ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": feed})[0]
+            for m in (ours, reference)
+        )
+        assert got.shape == (*feed.shape, nb * bs)
+        assert np.array_equal(got, want.astype(np.float32))
 
 
 def dynamic_quantize_ref(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.float32]:
@@ -357,7 +434,7 @@ def test_q8_table_is_8bit_and_shared_with_lm_head(tmp_path: Path) -> None:
     model = onnx.load(path)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MatMulInteger") == 4 and ops.count("DynamicQuantizeLinear") == 4  # one per distinct input
-    # the WASM variant: no contrib op at all (ORT-web's WASM build has no GatherBlockQuantized kernel)
+    # the WASM variant: no contrib op at all (ORT-web's WASM build runs MatMulNBits 3-35x slower than fp32)
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     assert inits["T_quantized"].dtype == np.int8 and inits["T_quantized"].shape == (V, H)
