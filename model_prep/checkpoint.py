@@ -38,6 +38,14 @@ class SafetensorsReader:
             raise SourceCorrupt(f"cannot read {name} from {self.files[name].name}: {err}") from err
 
 
+def parameter_aliases(model) -> dict[int, list[str]]:
+    """id(parameter) → every name it has (a tied embedding is also lm_head.weight): the checkpoint may use any."""
+    aliases: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
+    return aliases
+
+
 def load_causal_lm_fp32(source: Path):
     """`AutoModelForCausalLM` in fp32, filled one checkpoint tensor at a time.
 
@@ -53,9 +61,7 @@ def load_causal_lm_fp32(source: Path):
     with init_empty_weights():  # parameters on the meta device; buffers (rotary inv_freq) are made for real
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
     model.tie_weights()
-    aliases: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(param), []).append(name)
+    aliases = parameter_aliases(model)
     reader = SafetensorsReader(source)
     for name, param in list(model.named_parameters()):  # a tied parameter once
         value = torch.from_numpy(reader.read(aliases[id(param)]))

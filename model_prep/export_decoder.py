@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .checkpoint import SafetensorsReader
+from .checkpoint import SafetensorsReader, parameter_aliases
 from .errors import SourceCorrupt
 from .torch_export import decoder_io, export, flat_cache, kv_shape, present_tensors, traceable_masks
 
@@ -50,9 +50,7 @@ def trace_skeleton(source: Path, path: Path) -> dict[str, list[str]]:
     with init_empty_weights():  # parameters on the meta device; buffers (rotary inv_freq) stay real
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
     model.tie_weights()
-    aliases: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(param), []).append(name)
+    aliases = parameter_aliases(model)
     names: dict[str, list[str]] = {}
     owners = list(_parameter_owners(model))
     # Placeholders are overlapping views of one buffer: contiguous, so tracing a Linear copies nothing (the tracer

@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ class Reference:
     sequences: list[list[int]]  # chat prompt + torch greedy continuation, then the natural text
     prefix_lengths: list[int]  # positions before this index are context, not scored
     logits: LogitStore  # sequence i: [len - prefix, vocab], the logits predicting tokens prefix … len - 1
-    perplexity: float = field(default=0.0)
+    perplexity: float
 
 
 def torch_reference(source: Path, prompts: tuple[str, ...], logits_dir: Path) -> Reference:
@@ -90,17 +90,15 @@ def torch_reference(source: Path, prompts: tuple[str, ...], logits_dir: Path) ->
             store.write(
                 i, (lm_head(hidden[s : s + LM_HEAD_ROWS]).float().numpy() for s in range(0, len(hidden), LM_HEAD_ROWS))
             )
-    ref = Reference(sequences, prefixes, store)
-    ref.perplexity = reference_perplexity(ref)
-    return ref
+    return Reference(sequences, prefixes, store, reference_perplexity(store, sequences, prefixes))
 
 
-def reference_perplexity(ref) -> float:
+def reference_perplexity(store: LogitStore, sequences: list[list[int]], prefixes: list[int]) -> float:
     """torch's own perplexity on the natural text (the last sequence), read back from the store."""
-    i, seq, prefix = len(ref.sequences) - 1, ref.sequences[-1], ref.prefix_lengths[-1]
-    targets = seq[prefix:]
+    i = len(sequences) - 1
+    targets = sequences[i][prefixes[i] :]
     nll = sum(
-        nll_sum(ref.logits.rows(i, s, min(s + LM_HEAD_ROWS, len(targets))), targets[s : s + LM_HEAD_ROWS])
+        nll_sum(store.rows(i, s, min(s + LM_HEAD_ROWS, len(targets))), targets[s : s + LM_HEAD_ROWS])
         for s in range(0, len(targets), LM_HEAD_ROWS)
     )
     return math.exp(nll / len(targets))

@@ -204,19 +204,17 @@ def torch_reference(source: Path, prompts: tuple[str, ...], logits_dir: Path) ->
             extra = image if i == 0 else {}
             full = model(input_ids=torch.tensor([seq]), **extra).logits[0].float().numpy()
             store.write(i, [full[prefix - 1 : len(seq) - 1]])  # SmolVLM's 49k vocab: whole rows are small
-    ref = VLMReference(
+    return VLMReference(
         sequences=sequences,
         prefix_lengths=prefixes,
         logits=store,
-        perplexity=0.0,
+        perplexity=reference_perplexity(store, sequences, prefixes),
         pixel_values=pixels,
         pixel_attention_mask=mask,
         image_token_id=model.config.image_token_id,
         image_tokens=sum(t == model.config.image_token_id for t in prompt_ids[0]),
         tiles=pixels.shape[1],
     )
-    ref.perplexity = reference_perplexity(ref)
-    return ref
 
 
 def score_variant(paths: dict[str, Path], dtype: str, ref: VLMReference) -> Fidelity:
