@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from model_prep.reference import load_tokenizer
+    from model_prep.verify.replies import load_tokenizer
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"

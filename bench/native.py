@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model_prep.onnx_runner import DecoderSession
-from model_prep.quantize import SUFFIX
-from model_prep.reference import load_tokenizer
+from model_prep.layout import SUFFIX
+from model_prep.verify.onnx_runner import DecoderSession
+from model_prep.verify.replies import load_tokenizer
 
 from .prompts import NEW_TOKENS
 

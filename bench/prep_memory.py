@@ -48,7 +48,7 @@ def build_random_qwen3(folder: Path) -> Path:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from model_prep.tiny import build_tiny
+    from model_prep.sources.tiny import build_tiny
 
     tiny = build_tiny("qwen3", folder.parent / "tiny-qwen3-tokenizer")
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 NEW_TOKENS = 128
 LONG_PROMPT_TOKENS = 512
-_TEXT = (Path(__file__).resolve().parents[1] / "model_prep" / "data" / "natural_text.txt").read_text()
+_TEXT = (Path(__file__).resolve().parents[1] / "model_prep" / "verify" / "data" / "natural_text.txt").read_text()
 
 SHORT = "What is the capital of France?"
 
@@ -45,7 +45,7 @@ def write_js(path: Path, prompts: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    from model_prep.reference import load_tokenizer
+    from model_prep.verify.replies import load_tokenizer
 
     root = Path(__file__).resolve().parents[1]
     write_js(root / "web" / "src" / "bench-prompts.js", prompt_set(load_tokenizer(root / "models" / "smollm2-135m")))

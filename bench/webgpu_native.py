@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model_prep.quantize import SUFFIX
-from model_prep.reference import load_tokenizer
+from model_prep.layout import SUFFIX
+from model_prep.verify.replies import load_tokenizer
 
 from .prompts import NEW_TOKENS, prompt_set
 

@@ -33,7 +33,7 @@ def gridded_source(folder: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from model_prep.tiny import build_tiny
+    from model_prep.sources.tiny import build_tiny
 
     if (folder / "tokenizer.json").is_file():  # resumable: a GPU lease is short
         return folder
@@ -67,7 +67,7 @@ def gridded_source(folder: Path) -> Path:
 def quantized(fp32: onnx.ModelProto, mode: str) -> onnx.ModelProto:
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from model_prep.q4_grid import quantize_grid
+    from model_prep.quantize.grid import quantize_grid
 
     model, exclude = fp32, []
     if mode != "rtn":
@@ -80,8 +80,8 @@ def quantized(fp32: onnx.ModelProto, mode: str) -> onnx.ModelProto:
 
 
 def main() -> None:
-    from model_prep.export_decoder import export_decoder
-    from model_prep.quantize import to_fp16
+    from model_prep.export.decoder import export_decoder
+    from model_prep.quantize.variants import to_fp16
 
     from .webgpu_native import run
 

@@ -1,4 +1,5 @@
-"""The Transformers.js folder, written to a temporary name, manifest last, then renamed into place."""
+"""The Transformers.js folder: its file names, and how it is written (a temporary name, manifest last, then renamed
+into place)."""
 
 import hashlib
 import json
@@ -18,7 +19,16 @@ CONFIG_FILES = (
     "processor_config.json",
     "preprocessor_config.json",
 )
+# The file suffix Transformers.js appends to a graph's name for each dtype (`model_q4f16.onnx`).
+SUFFIX = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
+# The graphs Transformers.js 4.3.1 opens for idefics3 / smolvlm (a text decoder is one graph, `model`).
+SMOLVLM_GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 KV_CONTEXT_FOR_MEMORY = 4096  # the context length the memory estimate budgets KV cache for
+
+
+def variant_path(fp32_path: Path, dtype: str, out_dir: Path) -> Path:
+    """Where `dtype`'s variant of the graph at `fp32_path` goes in `out_dir`."""
+    return out_dir / f"{fp32_path.stem}{SUFFIX[dtype]}.onnx"
 
 
 def start_folder(models_dir: Path, recipe: Recipe) -> Path:

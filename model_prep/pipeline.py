@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import layout, quantize, verify, verify_vlm
-from .export_decoder import export_decoder
-from .export_smolvlm import export_smolvlm
+from . import layout
+from .families import get_family
 from .isolated import run_isolated
+from .quantize.variants import write_variants
 from .recipes import Recipe
-from .sources import resolve_source
+from .sources.resolve import resolve_source
+from .verify import text
 
 STAGES = ("source", "export", "quantize", "verify", "write")
 
@@ -33,35 +34,26 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
     timings: dict[str, float] = {}
     with stage("source", timings):
         source_dir = resolve_source(recipe, source, cache_dir)
-    if recipe.exporter not in ("decoder", "smolvlm"):
-        raise ValueError(f"recipe {recipe.id!r} names an unknown exporter {recipe.exporter!r}")
-    vlm = recipe.exporter == "smolvlm"
+    family = get_family(recipe.family)
     tmp = layout.start_folder(models_dir, recipe)
     try:
         onnx_dir = tmp / "onnx"
-        # {sub-model: fp32 graph}: `model` for a text decoder; vision_encoder, embed_tokens and decoder_model_merged
-        # for SmolVLM. Every sub-model is quantized to every dtype of the recipe.
+        # {sub-model: fp32 graph} (families/family.Graphs); every sub-model is quantized to every dtype of the recipe.
         # Each heavy stage runs in a child process: what torch, protobuf and glibc keep after a stage would
         # otherwise stack under the next one (Qwen3-0.6B: 9.3 GB peak in-process).
         with stage("export", timings):
-            fp32 = run_isolated(export_smolvlm if vlm else export_text, source_dir, onnx_dir)
+            fp32 = run_isolated(family.export, source_dir, onnx_dir)
         with stage("quantize", timings):
             graphs = run_isolated(write_variants, fp32, recipe.variants, onnx_dir, recipe.q4_block_size)
         with stage("verify", timings):
             # torch in a child process, then each variant's onnxruntime session in its own: never two models in
             # memory at once. torch's logits go to disk and are read back a chunk at a time.
             logits_dir = tmp / "reference-logits"
-            checker = verify_vlm if vlm else verify
-            reference = run_isolated(checker.torch_reference, source_dir, recipe.verify_prompts, logits_dir)
-            results = [
-                run_isolated(checker.score_variant, paths if vlm else paths["model"], d, reference)
-                for d, paths in graphs.items()
-            ]
+            reference = run_isolated(family.torch_reference, source_dir, recipe.verify_prompts, logits_dir)
+            results = [run_isolated(family.score_variant, paths, d, reference) for d, paths in graphs.items()]
             shutil.rmtree(logits_dir)
-            verify.check_fp32(next(r for r in results if r.dtype == "fp32"))
-            report = verify.as_report(reference, results)
-            if vlm:
-                report["image"] = verify_vlm.image_report(reference)
+            text.check_fp32(next(r for r in results if r.dtype == "fp32"))
+            report = {**text.as_report(reference, results), **family.report(reference)}
             (tmp / "verification.json").write_text(json.dumps(report, indent=2))
             print_report(report)
         with stage("write", timings):
@@ -85,19 +77,6 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
     total = sum(timings.values())
     print(f"{recipe.id}: revision {manifest['revision']} in {final} ({total:.1f} s)", file=sys.stderr)
     return final
-
-
-def export_text(source_dir: Path, onnx_dir: Path) -> dict[str, Path]:
-    return {"model": export_decoder(source_dir, onnx_dir)}
-
-
-def write_variants(
-    fp32: dict[str, Path], dtypes: tuple[str, ...], onnx_dir: Path, block_size: int
-) -> dict[str, dict[str, Path]]:
-    """{dtype: {sub-model: graph}}: every sub-model quantized to every dtype."""
-    return {
-        d: {name: quantize.write_variant(path, d, onnx_dir, block_size) for name, path in fp32.items()} for d in dtypes
-    }
 
 
 def print_report(report: dict, out=sys.stderr) -> None:

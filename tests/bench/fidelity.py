@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/bench/fidelity.py [--recipes rtn_sym,regrid8,regrid8:f16] [--keep]
 
-Scores each recipe with model_prep.verify against torch fp32 (reference cached in --work) and times greedy decode
+Scores each recipe with model_prep.verify.text against torch fp32 (reference cached in --work) and times greedy decode
 on native onnxruntime CPU (2 threads, 32-token prompt, 64 new tokens). Prints a Markdown table. Quantizes the
 fp32 graph the way the pipeline does (lm_head as its own constant: the tie is undone first).
 
@@ -44,10 +44,11 @@ import onnx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from model_prep import quantize, verify  # noqa: E402
-from model_prep.onnx_runner import DecoderSession  # noqa: E402
-from model_prep.q4_grid import quantize_grid  # noqa: E402
+from model_prep.quantize.grid import quantize_grid  # noqa: E402
+from model_prep.quantize.variants import to_fp16  # noqa: E402
 from model_prep.recipes import get_recipe  # noqa: E402
+from model_prep.verify import text  # noqa: E402
+from model_prep.verify.onnx_runner import DecoderSession  # noqa: E402
 
 
 def _ort(config_factory: Callable[[], object]) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
@@ -136,11 +137,11 @@ def decode_speed(path: Path, prompt: list[int], new_tokens: int = 64, threads: i
     return new_tokens / (time.perf_counter() - start)
 
 
-def reference(work: Path, source: Path) -> verify.Reference:
+def reference(work: Path, source: Path) -> text.Reference:
     cache = work / "reference.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
-    ref = verify.torch_reference(source, get_recipe("smollm2-135m").verify_prompts, work / "reference-logits")
+    ref = text.torch_reference(source, get_recipe("smollm2-135m").verify_prompts, work / "reference-logits")
     cache.write_bytes(pickle.dumps(ref))
     return ref
 
@@ -167,10 +168,10 @@ def main() -> None:
             path = args.work / f"{base}{'_f16' if f16 else ''}.onnx"
             model = fn(untie(onnx.load(args.fp32)))
             if f16:
-                model, what = quantize.to_fp16(model), what + ", then fp16 (q4f16)"
+                model, what = to_fp16(model), what + ", then fp16 (q4f16)"
             onnx.save(model, path)
             del model
-        fid = verify.score_variant(path, name, ref)
+        fid = text.score_variant(path, name, ref)
         speed = decode_speed(path, prompt)
         size = path.stat().st_size / 1e6
         print(

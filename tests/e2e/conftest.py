@@ -241,7 +241,7 @@ class ChatPage:
 
 
 def strip_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
-    """Generated ids without the final EOS (Transformers.js keeps it; model_prep.onnx_runner.greedy does not)."""
+    """Generated ids without the final EOS (Transformers.js keeps it; model_prep.verify.onnx_runner.greedy does not)."""
     return ids[:-1] if ids and ids[-1] in eos_ids else ids
 
 

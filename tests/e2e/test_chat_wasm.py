@@ -52,7 +52,7 @@ def prompt_length(tokenizer: Any, messages: list[dict[str, str]]) -> int:
 
 
 def reference(model_dir: Path, dtype: str, messages: list[dict[str, str]]) -> str:
-    from model_prep.reference import greedy_chat
+    from model_prep.verify.replies import greedy_chat
 
     return greedy_chat(model_dir, dtype, messages, MAX_NEW_TOKENS)
 

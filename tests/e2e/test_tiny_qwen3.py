@@ -1,6 +1,6 @@
 """tiny-qwen3 (random-weight Qwen3ForCausalLM, tied embeddings, locally trained tokenizer) built by the real
 pipeline, loaded in Chromium with Transformers.js: its greedy token ids equal Python onnxruntime's
-(model_prep.onnx_runner.greedy on the same variant file and the same chat-templated prompt ids).
+(model_prep.verify.onnx_runner.greedy on the same variant file and the same chat-templated prompt ids).
 
 - WASM: every variant the recipe ships (today q4, q4f16, q8), WebGPU's included. The one the manifest maps to
   `wasm` is the page's own choice (?device=wasm); the others are forced with ?dtype=. So a new variant or a new
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODEL = "tiny-qwen3"
 RECIPE = get_recipe(MODEL)
 # Every variant that ships runs on WASM too, though the device table sends q4/q4f16 to WebGPU only: their 4-bit
-# tied embedding is gathered with plain ONNX ops (model_prep/quant_nodes.gather_block_rows), so a WASM fallback
+# tied embedding is gathered with plain ONNX ops (model_prep/quantize/nodes.gather_block_rows), so a WASM fallback
 # of a WebGPU variant still loads, and computes what onnxruntime computes.
 WASM_DTYPES = sorted(RECIPE.shipped_variants())
 # q8 quantizes activations per call (DynamicQuantizeLinear): ~1e-6 of float noise between ORT-web and native moves
@@ -88,14 +88,14 @@ def qwen3_manifest(qwen3_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def tokenizer(qwen3_dir: Path) -> Any:
-    from model_prep.reference import load_tokenizer
+    from model_prep.verify.replies import load_tokenizer
 
     return load_tokenizer(qwen3_dir)
 
 
 @pytest.fixture(scope="module")
 def eos(qwen3_dir: Path) -> set[int]:
-    from model_prep.reference import eos_ids
+    from model_prep.verify.replies import eos_ids
 
     return eos_ids(qwen3_dir)
 
@@ -127,7 +127,7 @@ class Native:
         self.sessions: dict[tuple[str, str], Any] = {}
 
     def session(self, dtype: str, device: str) -> Any:
-        from model_prep.onnx_runner import DecoderSession
+        from model_prep.verify.onnx_runner import DecoderSession
 
         if (dtype, device) not in self.sessions:
             [graph] = [f for f in self.manifest["dtypes"][dtype]["files"] if f.endswith(".onnx")]
@@ -138,7 +138,7 @@ class Native:
         return self.sessions[dtype, device]
 
     def __call__(self, dtype: str, device: str, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-        from model_prep.onnx_runner import greedy
+        from model_prep.verify.onnx_runner import greedy
 
         return greedy(self.session(dtype, device), prompt_ids, max_new_tokens, self.eos)
 

@@ -1,5 +1,5 @@
 """Image chat on WASM with tiny-smolvlm (random weights, 128 px tiles): attach by file picker, paste and drop;
-greedy tokens equal to Python onnxruntime (model_prep.verify_vlm.VLMSession) on the very pixels the page fed;
+greedy tokens equal to Python onnxruntime (model_prep.verify.vlm.VLMSession) on the very pixels the page fed;
 a text follow-up; refusals (not an image, text-only model); the docs screenshot.
 
 Identical pixels: the page runs with ?expose_inputs=1, so the worker reports the exact pixel_values /
@@ -115,7 +115,7 @@ def chat(new_chat_page: Any) -> Any:
 @pytest.fixture(scope="module")
 def reference(vlm_dir: Path) -> Any:
     """Greedy ids from Python onnxruntime for (prompt ids, pixels) — the way Transformers.js runs the graphs."""
-    from model_prep.verify_vlm import VLMSession, graph_paths, greedy
+    from model_prep.verify.vlm import VLMSession, graph_paths, greedy
 
     config = json.loads((vlm_dir / "config.json").read_text())
     eos = json.loads((vlm_dir / "generation_config.json").read_text())["eos_token_id"]
@@ -131,7 +131,7 @@ def reference(vlm_dir: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def tokenizer(vlm_dir: Path) -> Any:
-    from model_prep.verify_vlm import load_tokenizer
+    from model_prep.verify.vlm import load_tokenizer
 
     return load_tokenizer(vlm_dir)
 
@@ -193,7 +193,7 @@ def ask(chat: Any, text: str) -> dict[str, Any]:
 
 
 def python_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]], rows: int, cols: int, vlm_dir: Path) -> list:
-    from model_prep.verify_vlm import expand_image_tokens
+    from model_prep.verify.vlm import expand_image_tokens
 
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     seq_len = json.loads((vlm_dir / "processor_config.json").read_text())["image_seq_len"]

@@ -9,8 +9,10 @@ import pytest
 
 from model_prep.__main__ import main
 from model_prep.errors import VerificationFailed
-from model_prep.export_smolvlm import GRAPHS, check_graphs, fixed_vision_positions, load_model
-from model_prep.verify_vlm import VLMSession, graph_paths, greedy, image_prompt_ids, synthetic_image
+from model_prep.export.smolvlm import check_graphs
+from model_prep.layout import SMOLVLM_GRAPHS
+from model_prep.sources.smolvlm_model import fixed_vision_positions, load_model
+from model_prep.verify.vlm import VLMSession, graph_paths, greedy, image_prompt_ids, synthetic_image
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +54,7 @@ def test_cli_writes_a_complete_folder(exported: Path) -> None:
     assert manifest["task"] == "image-text-to-text" and manifest["model_type"] == "idefics3"
     suffix = {"fp32": "", "q4": "_q4", "q4f16": "_q4f16"}
     assert {d: info["files"] for d, info in manifest["dtypes"].items()} == {
-        d: [f"onnx/{g}{s}.onnx" for g in GRAPHS] for d, s in suffix.items()
+        d: [f"onnx/{g}{s}.onnx" for g in SMOLVLM_GRAPHS] for d, s in suffix.items()
     }
     listed = {f["path"] for f in manifest["files"]}
     on_disk = {p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()}
@@ -130,7 +132,7 @@ def test_onnx_greedy_equals_hf_generate(exported: Path, source: Path) -> None:
 
     # The ONNX pipeline step by step, the way Transformers.js runs it.
     onnx_dir = exported / "onnx"
-    vision, embed, decoder = (_session(onnx_dir / f"{g}.onnx") for g in GRAPHS)
+    vision, embed, decoder = (_session(onnx_dir / f"{g}.onnx") for g in SMOLVLM_GRAPHS)
     features = vision.run(None, {"pixel_values": pixels, "pixel_attention_mask": mask})[0]
     features = features.reshape(-1, features.shape[-1])
     embeds = embed.run(None, {"input_ids": np.array([ids], dtype=np.int64)})[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model_prep.reference import greedy_chat
+from model_prep.verify.replies import greedy_chat
 
 MODEL = Path(os.environ.get("EDGE_CHAT_MODELS", Path(__file__).resolve().parents[2] / "models")) / "smollm2-135m"
 pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="default model not built (nox -s tests builds it)")

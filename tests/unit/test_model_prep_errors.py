@@ -13,7 +13,7 @@ import pytest
 from model_prep.__main__ import main
 from model_prep.errors import HubUnreachable, SourceCorrupt, SourceMissing, UnsupportedArchitecture
 from model_prep.recipes import get_recipe
-from model_prep.sources import resolve_source
+from model_prep.sources.resolve import resolve_source
 
 ROOT = Path(__file__).resolve().parents[2]
 

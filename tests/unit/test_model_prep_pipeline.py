@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from model_prep import layout
-from model_prep.onnx_runner import DecoderSession, greedy
 from model_prep.pipeline import run_recipe
 from model_prep.recipes import get_recipe
-from model_prep.reference import greedy_chat
+from model_prep.verify.onnx_runner import DecoderSession, greedy
+from model_prep.verify.replies import greedy_chat
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-from model_prep import quant_nodes as qn
-from model_prep import quantize
-from model_prep.blockwise import BlockCode
-from model_prep.q4_grid import fit_affine_grid, pack, quantize_grid
+from model_prep.quantize import nodes as qn
+from model_prep.quantize import variants
+from model_prep.quantize.blockwise import BlockCode
+from model_prep.quantize.grid import fit_affine_grid, pack, quantize_grid
 
 K, N = 128, 48
 
@@ -92,7 +92,7 @@ def test_q4_recovers_grids_and_keeps_stock_rtn_elsewhere(tmp_path: Path, bs: int
     fp32, _ = build(tmp_path, bs)
     x = np.random.default_rng(1).normal(0.3, 1, (1, 5, K)).astype(np.float32)  # non-zero mean: offsets matter
     want = run(fp32, x)
-    got = run(quantize.write_variant(fp32, "q4", tmp_path, bs), x)
+    got = run(variants.write_variant(fp32, "q4", tmp_path, bs), x)
     rtn = run(stock_q4(fp32, tmp_path / "stock.onnx", bs), x)
     assert rel_err(got["q8"], want["q8"]) < 1e-6  # Q8_0 grid → 8-bit, default zero point 128: exact weights
     for name in ("grid", "grid2"):  # Q4_1 grid → 8-bit d/k steps: offsets within d/(2k)
@@ -125,7 +125,7 @@ def test_q4_graph_is_webgpu_shaped(tmp_path: Path) -> None:
     """uint8 zero points only (ORT-web's WebGPU MatMulNBits has no kernel for float ones), 4/8 bits, fp32 I/O,
     and no node beyond the stock recipe's: nothing added to the WebGPU dispatch count."""
     fp32, _ = build(tmp_path, 32)
-    model = onnx.load(quantize.write_variant(fp32, "q4", tmp_path))
+    model = onnx.load(variants.write_variant(fp32, "q4", tmp_path))
     stock = onnx.load(stock_q4(fp32, tmp_path / "stock.onnx", 32))
     assert [n.op_type for n in model.graph.node] == [n.op_type for n in stock.graph.node]
     inits = {i.name: i for i in model.graph.initializer}
@@ -145,7 +145,7 @@ def test_q4f16_keeps_fp32_io_and_tracks_q4(tmp_path: Path) -> None:
     fp32, _ = build(tmp_path, 32)
     x = np.random.default_rng(3).normal(0.3, 1, (1, 4, K)).astype(np.float32)
     want = run(fp32, x)
-    path = quantize.write_variant(fp32, "q4f16", tmp_path)
+    path = variants.write_variant(fp32, "q4f16", tmp_path)
     assert path.name == "model_q4f16.onnx"
     model = onnx.load(path)
     assert {o.type.tensor_type.elem_type for o in model.graph.output} == {TensorProto.FLOAT}
@@ -298,7 +298,7 @@ def nbits_weights(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, np.
 @pytest.mark.parametrize(("kind", "bs"), [("random", 32), ("random", 16), ("q8", 32), ("grid", 32)])
 def test_q4_matches_its_dequantized_weights(tmp_path: Path, kind: str, bs: int) -> None:
     weights = build_lm(tmp_path / "model.onnx", kind, bs)
-    path = quantize.write_variant(tmp_path / "model.onnx", "q4", tmp_path, bs)
+    path = variants.write_variant(tmp_path / "model.onnx", "q4", tmp_path, bs)
     model = onnx.load(path)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MatMulNBits") == 4 and "Transpose" not in ops  # lm_head reads T's code directly
@@ -339,8 +339,8 @@ def test_q4_matches_its_dequantized_weights(tmp_path: Path, kind: str, bs: int) 
 
 def test_q4f16_tracks_the_dequantized_weights_in_fp16(tmp_path: Path) -> None:
     build_lm(tmp_path / "model.onnx", "q8", 32)
-    q4 = nbits_weights(onnx.load(quantize.write_variant(tmp_path / "model.onnx", "q4", tmp_path)))
-    path = quantize.write_variant(tmp_path / "model.onnx", "q4f16", tmp_path)
+    q4 = nbits_weights(onnx.load(variants.write_variant(tmp_path / "model.onnx", "q4", tmp_path)))
+    path = variants.write_variant(tmp_path / "model.onnx", "q4f16", tmp_path)
     model = onnx.load(path)
     inits = {i.name: i for i in model.graph.initializer}
     deq = nbits_weights(model)
@@ -383,7 +383,7 @@ def test_block_rows_equal_gather_block_quantized(bits: int, zero_points: bool, f
         opset_imports=[helper.make_opsetid("", 18)],
     )
     if float16:
-        ours = quantize.to_fp16(ours)  # as q4f16 gets it: levels table and scales fp16, fp32 output
+        ours = variants.to_fp16(ours)  # as q4f16 gets it: levels table and scales fp16, fp32 output
     assert all(n.domain in ("", "ai.onnx") for n in ours.graph.node)
 
     gbq_inputs = [
@@ -430,7 +430,7 @@ def dynamic_quantize_ref(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.floa
 
 def test_q8_table_is_8bit_and_shared_with_lm_head(tmp_path: Path) -> None:
     weights = build_lm(tmp_path / "model.onnx", "random", 32)
-    path = quantize.write_variant(tmp_path / "model.onnx", "q8", tmp_path)
+    path = variants.write_variant(tmp_path / "model.onnx", "q8", tmp_path)
     model = onnx.load(path)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MatMulInteger") == 4 and ops.count("DynamicQuantizeLinear") == 4  # one per distinct input
@@ -459,7 +459,7 @@ def test_q8_layers_equal_onnxruntimes_quantize_dynamic(tmp_path: Path) -> None:
     x = np.random.default_rng(5).normal(0.3, 1, (1, 6, K)).astype(np.float32)
     quantize_dynamic(fp32, tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8, per_channel=True)
     want = run(tmp_path / "dynamic.onnx", x)
-    path = quantize.write_variant(fp32, "q8", tmp_path)
+    path = variants.write_variant(fp32, "q8", tmp_path)
     assert path.name == "model_quantized.onnx"
     got = run(path, x)
     for name in want:
@@ -476,8 +476,8 @@ def test_external_data_source_gives_the_same_variant(tmp_path: Path, dtype: str)
     build_lm(tmp_path / "external" / "model.onnx", "q8", 32, external=True)
     skeleton = onnx.load(tmp_path / "external" / "model.onnx", load_external_data=False)
     assert all(uses_external_data(t) for t in skeleton.graph.initializer)
-    a = quantize.write_variant(tmp_path / "inline" / "model.onnx", dtype, tmp_path / "inline", 32)
-    b = quantize.write_variant(tmp_path / "external" / "model.onnx", dtype, tmp_path / "external", 32)
+    a = variants.write_variant(tmp_path / "inline" / "model.onnx", dtype, tmp_path / "inline", 32)
+    b = variants.write_variant(tmp_path / "external" / "model.onnx", dtype, tmp_path / "external", 32)
     assert a.read_bytes() == b.read_bytes()  # single-file variant, byte for byte
 
 
@@ -512,7 +512,7 @@ def test_external_weights_are_read_one_at_a_time(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(onnx.external_data_helper, "load_external_data_for_model", _no_whole_model_load)
     tracemalloc.start()
     try:
-        quantize.write_variant(fp32, "q4", tmp_path, 32)
+        variants.write_variant(fp32, "q4", tmp_path, 32)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -528,7 +528,7 @@ def test_fp32_variant_elsewhere_is_the_graph_and_its_external_data(tmp_path: Pat
     (tmp_path / "src").mkdir()
     (tmp_path / "out").mkdir()
     build_lm(tmp_path / "src" / "model.onnx", external=True)
-    path = quantize.write_variant(tmp_path / "src" / "model.onnx", "fp32", tmp_path / "out")
+    path = variants.write_variant(tmp_path / "src" / "model.onnx", "fp32", tmp_path / "out")
     assert path == tmp_path / "out" / "model.onnx"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "src").iterdir())
     want, got = run_lm(tmp_path / "src" / "model.onnx"), run_lm(path)
@@ -536,13 +536,13 @@ def test_fp32_variant_elsewhere_is_the_graph_and_its_external_data(tmp_path: Pat
 
 
 def test_streamed_save_writes_the_same_message(tmp_path: Path) -> None:
-    """model_prep.onnx_file writes initializers one by one (no whole-model serialization): same proto back."""
-    from model_prep import onnx_file
+    """model_prep.onnx_io.writer writes initializers one by one (no whole-model serialization): same proto back."""
+    from model_prep.onnx_io import writer
 
     build_lm(tmp_path / "model.onnx")
     model = onnx.load(tmp_path / "model.onnx")
     model.metadata_props.add(key="k", value="v")
-    size = onnx_file.save(model, tmp_path / "streamed.onnx")
+    size = writer.save(model, tmp_path / "streamed.onnx")
     assert size == (tmp_path / "streamed.onnx").stat().st_size
     assert onnx.load(tmp_path / "streamed.onnx") == model
     want, got = run_lm(tmp_path / "model.onnx"), run_lm(tmp_path / "streamed.onnx")

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_prep.checkpoint import load_causal_lm_fp32
 from model_prep.errors import SourceCorrupt
-from model_prep.tiny import build_tiny
-from model_prep.verify import LogitStore, nll_sum
+from model_prep.sources.checkpoint import load_causal_lm_fp32
+from model_prep.sources.tiny import build_tiny
+from model_prep.verify.text import LogitStore, nll_sum
 
 pytestmark = pytest.mark.slow
 

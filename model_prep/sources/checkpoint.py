@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SourceCorrupt, SourceMissing
+from ..errors import SourceCorrupt, SourceMissing
 
 
 class SafetensorsReader:

@@ -8,8 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..errors import SourceMissing
 from .chat_tokenizer import BOS, CHATML_TEMPLATE, EOS, UNK, write_tokenizer_files
-from .errors import SourceMissing
 
 # Bump when what build_tiny writes changes: cached folders with an older stamp are rebuilt.
 TINY_VERSION = "1"

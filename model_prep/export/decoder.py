@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .checkpoint import SafetensorsReader, parameter_aliases
-from .errors import SourceCorrupt
-from .torch_export import decoder_io, export, flat_cache, kv_shape, present_tensors, traceable_masks
+from ..errors import SourceCorrupt
+from ..sources.checkpoint import SafetensorsReader, parameter_aliases
+from .tracing import decoder_io, export, flat_cache, kv_shape, present_tensors, traceable_masks
 
 INLINE_LIMIT = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
 ALIGN = 1 << 16  # external data offsets: onnxruntime maps a tensor in place when its offset is page-aligned

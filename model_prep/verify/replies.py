@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
+from ..layout import SUFFIX
 from .onnx_runner import DecoderSession, greedy
-from .quantize import SUFFIX
 
 
 def load_tokenizer(model_dir: Path):

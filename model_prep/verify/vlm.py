@@ -1,5 +1,5 @@
 """SmolVLM variants against the torch model: a fixed prompt with a fixed synthetic image, the recipe's text prompts
-and the natural text, scored like verify.py (top-1 agreement, logit cosine, perplexity) in the same report shape.
+and the natural text, scored like verify/text.py (top-1 agreement, logit cosine, perplexity) in the same report shape.
 
 The ONNX side runs the way Transformers.js does: vision_encoder → embed_tokens → image features written over the
 `<image>` embeddings → decoder_model_merged with KV cache.
@@ -11,18 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..layout import SMOLVLM_GRAPHS, SUFFIX
 from .onnx_runner import greedy as onnx_greedy
-from .quantize import SUFFIX
-from .verify import CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, LogitStore, reference_perplexity, score_teacher_forced
+from .text import CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, LogitStore, reference_perplexity, score_teacher_forced
 
-GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 IMAGE_QUESTION = "Describe this image in one sentence."
 # The strings the Idefics3 processor (Python and Transformers.js) wraps image tokens with.
 FAKE_IMAGE, IMAGE, GLOBAL_IMAGE = "<fake_token_around_image>", "<image>", "<global-img>"
 
 
 def graph_paths(onnx_dir: Path, dtype: str) -> dict[str, Path]:
-    return {name: onnx_dir / f"{name}{SUFFIX[dtype]}.onnx" for name in GRAPHS}
+    return {name: onnx_dir / f"{name}{SUFFIX[dtype]}.onnx" for name in SMOLVLM_GRAPHS}
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -175,7 +174,7 @@ class VLMReference:
 def torch_reference(source: Path, prompts: tuple[str, ...], logits_dir: Path) -> VLMReference:
     import torch
 
-    from .export_smolvlm import fixed_vision_positions, load_model
+    from ..sources.smolvlm_model import fixed_vision_positions, load_model
 
     tokenizer = load_tokenizer(source)
     model = load_model(source)
@@ -226,5 +225,5 @@ def score_variant(paths: dict[str, Path], dtype: str, ref: VLMReference) -> Fide
 
 
 def image_report(ref: VLMReference) -> dict:
-    """What verify.as_report adds nothing about: the image the first prompt carried."""
+    """What text.as_report says nothing about: the image the first prompt carried."""
     return {"tiles": ref.tiles, "image_tokens": ref.image_tokens, "prompts_with_image": ref.with_image}

@@ -7,8 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .errors import HubUnreachable, SourceCorrupt, SourceMissing, UnsupportedArchitecture
-from .recipes import Recipe
+from ..errors import HubUnreachable, SourceCorrupt, SourceMissing, UnsupportedArchitecture
+from ..recipes import Recipe
 
 
 def resolve_source(recipe: Recipe, override: str | None, cache_dir: Path) -> Path:

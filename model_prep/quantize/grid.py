@@ -29,9 +29,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..onnx_io.reader import row_chunks
 from .blockwise import BlockCode
-from .quant_nodes import Emitted, add_block_code, matmul_nbits
-from .weights import row_chunks
+from .nodes import Emitted, add_block_code, matmul_nbits
 
 GRID_TOL = 1e-3  # |level - round(level)| allowed when testing a block for a grid (fp32 dequantization noise)
 MIN_GRID_FRACTION = 0.95  # a tensor with fewer on-grid blocks than this is not a re-encoded grid

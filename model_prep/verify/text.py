@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VerificationFailed
+from ..errors import VerificationFailed
 from .onnx_runner import DecoderSession
 
 NATURAL_TEXT = (Path(__file__).parent / "data" / "natural_text.txt").read_text()
@@ -68,7 +68,7 @@ def torch_reference(source: Path, prompts: tuple[str, ...], logits_dir: Path) ->
     import torch
     from transformers import AutoTokenizer
 
-    from .checkpoint import load_causal_lm_fp32
+    from ..sources.checkpoint import load_causal_lm_fp32
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = load_causal_lm_fp32(source)

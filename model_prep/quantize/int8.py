@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from .weights import row_chunks
+from ..onnx_io.reader import row_chunks
 
 
 def _symmetric_scales(absmax: np.ndarray) -> np.ndarray:

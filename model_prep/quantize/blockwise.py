@@ -1,5 +1,5 @@
 """Block-quantized weights in MatMulNBits' layout, shared by MatMulNBits and the embedding rows
-(model_prep/quant_nodes.gather_block_rows).
+(model_prep/quantize/nodes.gather_block_rows).
 
 A weight is seen as N rows of K inputs ([N, K]: a MatMul's B transposed, or an embedding table [vocab, hidden] as
 is). Row n, block b holds `block_size` consecutive inputs: w[n, b*bs + i] = scales[n, b] * (q[n, b, i] - zp[n, b]).
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .weights import row_chunks
+from ..onnx_io.reader import row_chunks
 
 
 @dataclass
@@ -22,9 +22,9 @@ class BlockCode:
     packed: np.ndarray  # [N, nb, bs*bits/8] uint8: 4 bits = element 2j in the low nibble of byte j
     scales: np.ndarray  # [N, nb] float32
     zero_points: np.ndarray | None  # uint8, [N, ceil(nb*bits/8)] (4-bit packed like `packed`); None: 2**(bits-1)
-    kind: str  # "rtn" (stock symmetric 4-bit), "q4_1" or "q8_0" (a GGUF grid re-encoded, model_prep/q4_grid)
+    kind: str  # "rtn" (stock symmetric 4-bit), "q4_1" or "q8_0" (a GGUF grid re-encoded, model_prep/quantize/grid)
     exact_blocks: int = 0  # grid codes: blocks reproduced exactly
-    accuracy_level: int = 0  # MatMulNBits' compute setting that suits the code (see quantize.RTN_ACCURACY_LEVEL)
+    accuracy_level: int = 0  # MatMulNBits' compute setting that suits the code (see variants.RTN_ACCURACY_LEVEL)
 
     @property
     def n(self) -> int:

@@ -16,20 +16,19 @@ Transformers.js 4.3.1 (`MODEL_TYPES.ImageTextToText`, `image_text_to_text_forwar
 Vision positions follow the upstream fix of transformers#41190 (merged in #41374): transformers 4.55–4.57 compute
 `i / n * (1 - 1e-6)`, which shifts every patch but the first one position to the left (0, 0, 1, …, n-2 instead of
 0, 1, …, n-1) — not what SmolVLM was trained with. The exported graph uses `i * (1 / n)` clamped below 1, and the
-torch reference runs under `fixed_vision_positions`, the upstream per-image loop, so the comparison still checks the
-tensor-op rewrite against HF's loop.
+torch reference runs under `fixed_vision_positions` (sources/smolvlm_model.py), the upstream per-image loop, so the
+comparison still checks the tensor-op rewrite against HF's loop.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .errors import VerificationFailed
-from .torch_export import decoder_io, export, flat_cache, kv_shape, past_names, present_tensors, traceable_masks
+from ..errors import VerificationFailed
+from ..layout import SMOLVLM_GRAPHS
+from ..sources.smolvlm_model import fixed_vision_positions, load_model
+from .tracing import decoder_io, export, flat_cache, kv_shape, past_names, present_tensors, traceable_masks
 
-GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 # fp32 ONNX vs torch: largest |difference| allowed, relative to the largest |value| of the torch output.
 MAX_REL_DIFF = 1e-4
 
@@ -43,7 +42,7 @@ def export_smolvlm(source: Path, out_dir: Path) -> dict[str, Path]:
 
     model = load_model(source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / f"{name}.onnx" for name in GRAPHS}
+    paths = {name: out_dir / f"{name}.onnx" for name in SMOLVLM_GRAPHS}
     with torch.no_grad(), traceable_masks():
         _export_vision(model, paths["vision_encoder"])
         _export_embed(model, paths["embed_tokens"])
@@ -51,14 +50,6 @@ def export_smolvlm(source: Path, out_dir: Path) -> dict[str, Path]:
     with torch.no_grad(), fixed_vision_positions(model):
         check_graphs(model, paths)
     return paths
-
-
-def load_model(source: Path):
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa")
-    return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------------- wrappers
@@ -156,42 +147,6 @@ def _wrappers():
             return (self.lm_head(out.last_hidden_state), *present_tensors(out.past_key_values))
 
     return VisionEncoder, EmbedTokens, Decoder
-
-
-@contextmanager
-def fixed_vision_positions(model) -> Iterator[None]:
-    """Run HF's vision embeddings with the upstream fix of transformers#41190 (the per-image loop as released
-    after #41374), so torch computes the positions SmolVLM was trained with. No-op once transformers has it."""
-    import torch
-
-    embeddings_cls = type(model.model.vision_model.embeddings)
-    original = embeddings_cls.forward
-
-    def forward(self, pixel_values, patch_attention_mask):
-        batch_size, _, max_im_h, max_im_w = pixel_values.shape
-        embeddings = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
-        max_h, max_w = max_im_h // self.patch_size, max_im_w // self.patch_size
-        boundaries = torch.arange(1 / self.num_patches_per_side, 1.0, 1 / self.num_patches_per_side)
-        position_ids = torch.full(size=(batch_size, max_h * max_w), fill_value=0)
-        for batch_idx, p_attn_mask in enumerate(patch_attention_mask):
-            nb_patches_h = p_attn_mask[:, 0].sum()
-            nb_patches_w = p_attn_mask[0].sum()
-            step_h, step_w = 1.0 / nb_patches_h, 1.0 / nb_patches_w
-            h_indices = torch.arange(nb_patches_h, dtype=torch.float32)
-            w_indices = torch.arange(nb_patches_w, dtype=torch.float32)
-            fractional_h = torch.clamp(h_indices * step_h, max=(1.0 - 1e-6)).to(pixel_values.dtype)
-            fractional_w = torch.clamp(w_indices * step_w, max=(1.0 - 1e-6)).to(pixel_values.dtype)
-            bucket_h = torch.bucketize(fractional_h, boundaries, right=True)
-            bucket_w = torch.bucketize(fractional_w, boundaries, right=True)
-            pos_ids = (bucket_h[:, None] * self.num_patches_per_side + bucket_w).flatten()
-            position_ids[batch_idx][p_attn_mask.view(-1)] = pos_ids
-        return embeddings + self.position_embedding(position_ids)
-
-    embeddings_cls.forward = forward
-    try:
-        yield
-    finally:
-        embeddings_cls.forward = original
 
 
 # ---------------------------------------------------------------------------------------------------- export

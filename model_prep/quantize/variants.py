@@ -1,15 +1,16 @@
 """Variants of an fp32 graph, named the way Transformers.js looks them up (`model_q4.onnx`, `model_q4f16.onnx`,
 `model_quantized.onnx`).
 
-One weight at a time: the fp32 graph is read without its external data (model_prep/weights.py), each MatMul weight
-or embedding table is read, quantized and dropped before the next, and the variant (small enough to be one inline
-file) is built in memory and written one initializer at a time (model_prep/onnx_file.py). Peak RSS on Qwen3-0.6B:
-0.9 GB (q8; its embedding table's stage), where onnx.load + onnxruntime's whole-model quantizers took 12 GB.
+One weight at a time: the fp32 graph is read without its external data (model_prep/onnx_io/reader.py), each MatMul
+weight or embedding table is read, quantized and dropped before the next, and the variant (small enough to be one
+inline file) is built in memory and written one initializer at a time (model_prep/onnx_io/writer.py). Peak RSS on
+Qwen3-0.6B: 0.9 GB (q8; its embedding table's stage), where onnx.load + onnxruntime's whole-model quantizers took
+12 GB.
 
 - q4 / q4f16 (WebGPU, and loadable on WASM): MatMulNBits with uint8 zero points only (ORT-web's WebGPU kernel
-  rejects float ones). GGUF grids are re-encoded near-exactly by model_prep/q4_grid.py, other weights get stock
+  rejects float ones). GGUF grids are re-encoded near-exactly by model_prep/quantize/grid.py, other weights get stock
   symmetric RTN from onnxruntime's own kernel. The token embedding is the same block code gathered with plain ONNX
-  ops (model_prep/quant_nodes.gather_block_rows; GatherBlockQuantized has no kernel in ORT-web's WASM build), and a
+  ops (model_prep/quantize/nodes.gather_block_rows; GatherBlockQuantized has no kernel in ORT-web's WASM build), and a
   tied lm_head's MatMulNBits reads the same bytes: the table is stored once.
 - q8 (WASM): quantize_dynamic's MatMulInteger pattern, because 4-bit MatMulNBits is 3-35x slower than fp32 or
   MatMulInteger in ORT's WASM backend. Its embedding is an int8 table dequantized after a plain Gather; a tied
@@ -32,14 +33,15 @@ import onnx
 from onnx import NodeProto, helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from . import onnx_file
-from . import quant_nodes as qn
+from ..layout import variant_path
+from ..onnx_io import writer
+from ..onnx_io.reader import SourceGraph
+from . import nodes as qn
 from .blockwise import BlockCode, rtn
+from .grid import encode_grid
 from .int8 import int8_columns, int8_rows
-from .q4_grid import encode_grid
-from .weights import SourceGraph
 
-# Grid re-encoding (model_prep/q4_grid.py), measured on SmolLM2-135M (Q4_1 source) by tests/bench/fidelity.py:
+# Grid re-encoding (model_prep/quantize/grid.py), measured on SmolLM2-135M (Q4_1 source) by tests/bench/fidelity.py:
 # 99.5 % top-1 and +0.2 % perplexity vs 61 % / +24 % for stock RTN, with the stock graph's node count.
 # accuracy_level 0: fp activations (int8 ones cost 4 points of top-1 on exact weights).
 GRID_RECIPE = {"mode": "regrid8", "accuracy_level": 0}
@@ -47,11 +49,12 @@ GRID_RECIPE = {"mode": "regrid8", "accuracy_level": 0}
 # activations cost little next to RTN's weight error, but 4 points of top-1 on exact grid weights.
 RTN_ACCURACY_LEVEL = 4
 
-SUFFIX = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
 
-
-def variant_path(fp32_path: Path, dtype: str, out_dir: Path) -> Path:
-    return out_dir / f"{fp32_path.stem}{SUFFIX[dtype]}.onnx"
+def write_variants(
+    fp32: dict[str, Path], dtypes: tuple[str, ...], onnx_dir: Path, block_size: int
+) -> dict[str, dict[str, Path]]:
+    """{dtype: {sub-model: graph}}: every sub-model quantized to every dtype."""
+    return {d: {name: write_variant(path, d, onnx_dir, block_size) for name, path in fp32.items()} for d in dtypes}
 
 
 def write_variant(fp32_path: Path, dtype: str, out_dir: Path, block_size: int = 32) -> Path:
@@ -72,7 +75,7 @@ def write_variant(fp32_path: Path, dtype: str, out_dir: Path, block_size: int = 
     else:
         raise ValueError(f"unknown dtype {dtype!r}")
     try:
-        onnx_file.save(model, out)
+        writer.save(model, out)
     except BaseException:
         out.unlink(missing_ok=True)
         raise

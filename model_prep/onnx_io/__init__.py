@@ -1,0 +1,1 @@
+"""ONNX files in and out without holding every weight at once: one reader, one streaming writer."""

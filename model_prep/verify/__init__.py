@@ -1,0 +1,1 @@
+"""Verify: every variant against the torch model; Python onnxruntime replies the browser must reproduce."""
