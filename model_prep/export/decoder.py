@@ -9,25 +9,21 @@ and the serialized proto each hold every weight. Here:
 2. each weight is then read from the safetensors, cast to fp32, transposed where the graph only uses it as a
    MatMul operand, and written out before the next is read.
 
-A tied embedding stays one tensor: the Gather reads it and lm_head multiplies by `Transpose(table)`. Graphs over
-`INLINE_LIMIT` keep their weights in `model.onnx_data` (aligned so onnxruntime can map it); smaller ones are single
-files, which is what Transformers.js loads by default.
+A tied embedding stays one tensor: the Gather reads it and lm_head multiplies by `Transpose(table)`. The file is
+written by model_prep/onnx_io/writer.py: big graphs keep their weights in `model.onnx_data`.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
 
 from ..errors import SourceCorrupt
+from ..onnx_io import writer
 from ..sources.checkpoint import SafetensorsReader, parameter_aliases
 from .tracing import decoder_io, export, flat_cache, kv_shape, present_tensors, traceable_masks
 
-INLINE_LIMIT = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
-ALIGN = 1 << 16  # external data offsets: onnxruntime maps a tensor in place when its offset is page-aligned
 WRAPPER_PREFIX = "model."  # the traced wrapper holds the HF model as `self.model`
 
 
@@ -104,7 +100,7 @@ def fold_constants(path: Path) -> None:
     Weights are graph inputs here, so nothing but constants is folded."""
     from onnxscript import optimizer
 
-    onnx.save(optimizer.optimize(onnx.load(path)), path)
+    writer.save(optimizer.optimize(onnx.load(path)), path)
 
 
 def _parameter_owners(model):
@@ -120,10 +116,8 @@ def _parameter_owners(model):
 def attach_weights(path: Path, reader: SafetensorsReader, aliases: dict[str, list[str]]) -> None:
     """Turn the skeleton's parameter inputs into initializers, streamed from `reader` one tensor at a time.
 
-    The graph is rewired first (parameter inputs become initializer names, weight Transposes go), then written,
-    then each tensor is appended to the file as a fragment `ModelProto(graph=GraphProto(initializer=[t]))`:
-    protobuf merges repeated occurrences of a message field and concatenates repeated fields, so the file parses
-    as one model, and no more than one weight is ever in memory.
+    The graph is rewired first (parameter inputs become initializer names, weight Transposes go), then written
+    with each weight read from the checkpoint only when the writer gets to it: no more than one is ever in memory.
     """
     model = onnx.load(path)
     graph = model.graph
@@ -154,41 +148,22 @@ def attach_weights(path: Path, reader: SafetensorsReader, aliases: dict[str, lis
     for param in params:
         graph.input.remove(param)
 
-    total = sum(4 * int(np.prod(shape)) for _, _, shape, _ in plan)
-    data_path = path.with_suffix(".onnx_data")
-    with path.open("wb") as out, data_path.open("wb") if total > INLINE_LIMIT else _no_file() as data:
-        out.write(model.SerializeToString())
-        for name, candidates, shape, transpose in plan:
-            array = reader.read(candidates)
-            if array.shape != shape:
-                raise SourceCorrupt(f"{name} has shape {array.shape} in the checkpoint, config.json says {shape}")
-            array = np.ascontiguousarray(array.T if transpose else array, dtype=np.float32)
-            tensor = _external(name, array, data, data_path.name) if data else numpy_helper.from_array(array, name)
-            del array
-            fragment = onnx.ModelProto()
-            fragment.graph.initializer.append(tensor)
-            out.write(fragment.SerializeToString())
-            del tensor, fragment
+    weights = [
+        writer.Streamed(name, shape[::-1] if flip else shape, partial(_read, reader, name, names, shape, flip))
+        for name, names, shape, flip in plan
+    ]
+    writer.save(model, path, weights)
+
+
+def _read(
+    reader: SafetensorsReader, name: str, candidates: list[str], shape: tuple[int, ...], transpose: bool
+) -> np.ndarray:
+    array = reader.read(candidates)
+    if array.shape != shape:
+        raise SourceCorrupt(f"{name} has shape {array.shape} in the checkpoint, config.json says {shape}")
+    return np.ascontiguousarray(array.T if transpose else array, dtype=np.float32)
 
 
 def _is_transpose_2d(node: onnx.NodeProto) -> bool:
     perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
     return node.op_type == "Transpose" and perm == [1, 0]
-
-
-def _external(name: str, array: np.ndarray, data, location: str) -> TensorProto:
-    """Append `array` to the open external-data file at an aligned offset; the initializer points at it."""
-    offset = -(-data.tell() // ALIGN) * ALIGN
-    data.seek(offset)
-    data.write(memoryview(array).cast("B"))
-    tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape)
-    tensor.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", str(offset)), ("length", str(array.nbytes))):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
-    return tensor
-
-
-@contextmanager
-def _no_file() -> Iterator[None]:
-    yield None
