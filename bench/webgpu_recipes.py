@@ -67,7 +67,7 @@ def gridded_source(folder: Path) -> Path:
 def quantized(fp32: onnx.ModelProto, mode: str) -> onnx.ModelProto:
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from model_prep.quantize.grid import quantize_grid
+    from .quant_research import quantize_grid
 
     model, exclude = fp32, []
     if mode != "rtn":

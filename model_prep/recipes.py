@@ -106,8 +106,6 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
-DEFAULT_RECIPE = "smollm2-135m"
-
 
 def get_recipe(name: str) -> Recipe:
     try:

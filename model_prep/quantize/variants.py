@@ -21,7 +21,6 @@ I/O stays fp32 in every variant so each Transformers.js path (WebGPU and WASM) f
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import NodeProto, helper
-from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from ..layout import variant_path
 from ..onnx_io import writer
@@ -41,7 +39,7 @@ from .blockwise import BlockCode, rtn
 from .grid import encode_grid
 from .int8 import int8_columns, int8_rows
 
-# Grid re-encoding (model_prep/quantize/grid.py), measured on SmolLM2-135M (Q4_1 source) by tests/bench/fidelity.py:
+# Grid re-encoding (model_prep/quantize/grid.py), measured on SmolLM2-135M (Q4_1 source) by bench/fidelity.py:
 # 99.5 % top-1 and +0.2 % perplexity vs 61 % / +24 % for stock RTN, with the stock graph's node count.
 # accuracy_level 0: fp activations (int8 ones cost 4 points of top-1 on exact weights).
 GRID_RECIPE = {"mode": "regrid8", "accuracy_level": 0}
@@ -53,16 +51,15 @@ RTN_ACCURACY_LEVEL = 4
 def write_variants(
     fp32: dict[str, Path], dtypes: tuple[str, ...], onnx_dir: Path, block_size: int
 ) -> dict[str, dict[str, Path]]:
-    """{dtype: {sub-model: graph}}: every sub-model quantized to every dtype."""
-    return {d: {name: write_variant(path, d, onnx_dir, block_size) for name, path in fp32.items()} for d in dtypes}
+    """{dtype: {sub-model: graph}}: every sub-model quantized to every dtype; fp32 is the exported graph itself."""
+    return {
+        d: {name: path if d == "fp32" else write_variant(path, d, onnx_dir, block_size) for name, path in fp32.items()}
+        for d in dtypes
+    }
 
 
 def write_variant(fp32_path: Path, dtype: str, out_dir: Path, block_size: int = 32) -> Path:
-    out = variant_path(fp32_path, dtype, out_dir)
-    if dtype == "fp32":
-        if out != fp32_path:
-            _copy_graph(fp32_path, out)
-        return out
+    """Quantize the fp32 graph to `dtype` (q4, q4f16 or q8) beside it in `out_dir`; returns the variant's path."""
     if dtype == "q4":
         model, summary = quantize_q4(fp32_path, block_size)
     elif dtype == "q4f16":
@@ -70,15 +67,10 @@ def write_variant(fp32_path: Path, dtype: str, out_dir: Path, block_size: int = 
         model = to_fp16(model)
     elif dtype == "q8":
         model, summary = quantize_q8(fp32_path)
-    elif dtype == "fp16":  # no recipe ships it; loads the whole graph (fine below 2 GB)
-        model, summary = to_fp16(onnx.load(fp32_path)), Summary()
     else:
-        raise ValueError(f"unknown dtype {dtype!r}")
-    try:
-        writer.save(model, out)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+        raise ValueError(f"no quantizer for dtype {dtype!r}: q4, q4f16 or q8")
+    out = variant_path(fp32_path, dtype, out_dir)
+    writer.save(model, out)  # removes a half-written file itself
     del model
     print(f"  {out.name}: {out.stat().st_size / 1e6:.1f} MB; {summary}", file=sys.stderr)
     return out
@@ -381,11 +373,3 @@ def _node_inputs(nodes) -> set[str]:
             for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
                 names |= _node_inputs(g.node)
     return names
-
-
-def _copy_graph(src: Path, out: Path) -> None:
-    """The fp32 graph and its external data file(s), byte for byte."""
-    shutil.copyfile(src, out)
-    model = onnx.load(src, load_external_data=False)
-    for location in {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}:
-        shutil.copyfile(src.parent / location, out.parent / location)

@@ -19,7 +19,7 @@ from onnx.external_data_helper import uses_external_data
 from model_prep.quantize import nodes as qn
 from model_prep.quantize import variants
 from model_prep.quantize.blockwise import BlockCode
-from model_prep.quantize.grid import fit_affine_grid, pack, quantize_grid
+from model_prep.quantize.grid import fit_affine_grid
 
 K, N = 128, 48
 
@@ -99,26 +99,6 @@ def test_q4_recovers_grids_and_keeps_stock_rtn_elsewhere(tmp_path: Path, bs: int
         assert rel_err(got[name], want[name]) < 1e-2
         assert rel_err(got[name], want[name]) < rel_err(rtn[name], want[name]) / 8
     assert np.array_equal(got["random"], rtn["random"])  # no grid: exactly the stock recipe
-
-
-@pytest.mark.parametrize(("mode", "tolerance"), [("fold", 1e-3), ("add", 1e-5)])
-def test_blocksum_modes_carry_the_block_offsets(tmp_path: Path, mode: str, tolerance: float) -> None:
-    fp32, _ = build(tmp_path, 32)
-    x = np.random.default_rng(2).normal(0.3, 1, (1, 3, K)).astype(np.float32)
-    want = run(fp32, x)
-    model, stats = quantize_grid(onnx.load(fp32), 32, mode=mode)
-    assert (stats.q4_1, stats.q8_0, stats.skipped) == (2, 1, 1)
-    assert stats.exact_blocks == stats.blocks
-    onnx.save(model, tmp_path / f"{mode}.onnx")
-    got = run(tmp_path / f"{mode}.onnx", x)
-    assert rel_err(got["grid"], want["grid"]) < tolerance
-    assert rel_err(got["grid2"], want["grid2"]) < tolerance
-    assert np.array_equal(got["random"], want["random"])  # left as a float MatMul for the caller
-    ops = [n.op_type for n in model.graph.node]
-    if mode == "fold":  # one blocksum MatMul + Concat per distinct input of a grid-shaped weight (x and h)
-        assert ops.count("Concat") == 2 and "Add" not in ops
-    else:
-        assert ops.count("Add") == 2
 
 
 def test_q4_graph_is_webgpu_shaped(tmp_path: Path) -> None:
@@ -237,6 +217,16 @@ def run_lm(path: Path, model: onnx.ModelProto | None = None) -> dict[str, np.nda
     source = model.SerializeToString() if model is not None else str(path)
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     return dict(zip(LM_OUTPUTS, session.run(list(LM_OUTPUTS), LM_FEEDS), strict=True))
+
+
+def pack(q: np.ndarray, bits: int) -> np.ndarray:
+    """[..., n] levels → MatMulNBits' bytes (4 bits: element 2j in the low nibble of byte j, n padded to even)."""
+    q = q.astype(np.uint8)
+    if bits == 8:
+        return q
+    if q.shape[-1] % 2:
+        q = np.concatenate([q, np.zeros((*q.shape[:-1], 1), np.uint8)], -1)
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
 
 
 def unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
@@ -524,17 +514,6 @@ def _no_whole_model_load(*args, **kwargs) -> None:
     raise AssertionError("the whole external data was loaded")
 
 
-def test_fp32_variant_elsewhere_is_the_graph_and_its_external_data(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    (tmp_path / "out").mkdir()
-    build_lm(tmp_path / "src" / "model.onnx", external=True)
-    path = variants.write_variant(tmp_path / "src" / "model.onnx", "fp32", tmp_path / "out")
-    assert path == tmp_path / "out" / "model.onnx"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "src").iterdir())
-    want, got = run_lm(tmp_path / "src" / "model.onnx"), run_lm(path)
-    assert all(np.array_equal(got[k], want[k]) for k in LM_OUTPUTS)
-
-
 def test_streamed_save_writes_the_same_message(tmp_path: Path) -> None:
     """model_prep.onnx_io.writer writes initializers one by one (no whole-model serialization): same proto back."""
     from model_prep.onnx_io import writer
@@ -547,3 +526,11 @@ def test_streamed_save_writes_the_same_message(tmp_path: Path) -> None:
     assert onnx.load(tmp_path / "streamed.onnx") == model
     want, got = run_lm(tmp_path / "model.onnx"), run_lm(tmp_path / "streamed.onnx")
     assert all(np.array_equal(got[k], want[k]) for k in LM_OUTPUTS)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int3"])
+def test_only_the_shipped_quantizers_exist(tmp_path: Path, dtype: str) -> None:
+    fp32, _ = build(tmp_path, 32)
+    with pytest.raises(ValueError, match=f"no quantizer for dtype '{dtype}'"):
+        variants.write_variant(fp32, dtype, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]

@@ -1,6 +1,6 @@
 """Fidelity and native decode speed of the 4-bit recipes tried for SmolLM2-135M (not collected by pytest).
 
-    .venv/bin/python tests/bench/fidelity.py [--recipes rtn_sym,regrid8,regrid8:f16] [--keep]
+    python -m bench.fidelity [--recipes rtn_sym,regrid8,regrid8:f16] [--keep]
 
 Scores each recipe with model_prep.verify.text against torch fp32 (reference cached in --work) and times greedy decode
 on native onnxruntime CPU (2 threads, 32-token prompt, 64 new tokens). Prints a Markdown table. Quantizes the
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,14 +40,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from model_prep.quantize.variants import to_fp16
+from model_prep.recipes import get_recipe
+from model_prep.verify import text
+from model_prep.verify.onnx_runner import DecoderSession
 
-from model_prep.quantize.grid import quantize_grid  # noqa: E402
-from model_prep.quantize.variants import to_fp16  # noqa: E402
-from model_prep.recipes import get_recipe  # noqa: E402
-from model_prep.verify import text  # noqa: E402
-from model_prep.verify.onnx_runner import DecoderSession  # noqa: E402
+from .quant_research import quantize_grid
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ort(config_factory: Callable[[], object]) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
