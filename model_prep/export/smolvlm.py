@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VerificationFailed
+from ..errors import VerificationFailed, expect_parameters
 from ..layout import SMOLVLM_GRAPHS
 from ..sources.smolvlm_model import fixed_vision_positions, load_model
 from .tracing import decoder_io, export, flat_cache, kv_shape, past_names, present_tensors, traceable_masks
 
 # fp32 ONNX vs torch: largest |difference| allowed, relative to the largest |value| of the torch output.
 MAX_REL_DIFF = 1e-4
+WHERE = "model_prep/export/smolvlm.py"
 
 
 def export_smolvlm(source: Path, out_dir: Path) -> dict[str, Path]:
@@ -59,7 +60,12 @@ def _wrappers():
     """torch modules for the three graphs (built lazily so importing this module does not import torch)."""
     import torch
     from torch import nn
-    from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask
+    from transformers import modeling_attn_mask_utils
+
+    # private to transformers: checked, like every patched symbol (errors.expect_parameters)
+    _prepare_4d_attention_mask = expect_parameters(
+        modeling_attn_mask_utils, "_prepare_4d_attention_mask", ("mask", "dtype", "tgt_len"), WHERE
+    )
 
     class VisionEncoder(nn.Module):
         """HF's get_image_features without Python loops or data-dependent Python control flow."""

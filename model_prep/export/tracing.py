@@ -11,28 +11,60 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from ..errors import UpstreamChanged, expect_parameters
+
 OPSET = 18
+WHERE = "model_prep/export/tracing.py"
 
 
 @contextmanager
 def traceable_masks() -> Iterator[None]:
     """transformers 4.57 builds causal masks with torch.vmap, which TorchScript cannot trace: register a
-    broadcasting version for "sdpa" while exporting (the idea optimum-onnx's model patcher uses)."""
+    broadcasting version for "sdpa" while exporting (the idea optimum-onnx's model patcher uses).
+
+    What it replaces and calls is private to transformers: each symbol's signature is checked first."""
     import torch
     from transformers import masking_utils as mu
+
+    expect_parameters(
+        mu,
+        "sdpa_mask",  # what our function stands in for: transformers calls it with these keywords
+        (
+            "batch_size",
+            "cache_position",
+            "kv_length",
+            "kv_offset",
+            "mask_function",
+            "attention_mask",
+            "local_size",
+            "allow_is_causal_skip",
+            "kwargs",
+        ),
+        WHERE,
+    )
+    causal = expect_parameters(mu, "causal_mask_function", ("batch_idx", "head_idx", "q_idx", "kv_idx"), WHERE)
+    padding_mask = expect_parameters(
+        mu, "prepare_padding_mask", ("attention_mask", "kv_length", "kv_offset", "_slice"), WHERE
+    )
+    and_masks = expect_parameters(mu, "and_masks", ("mask_functions",), WHERE)
+    padding_function = expect_parameters(mu, "padding_mask_function", ("padding_mask",), WHERE)
+    registry = getattr(mu, "ALL_MASK_ATTENTION_FUNCTIONS", None)
+    if "sdpa" not in getattr(registry, "_global_mapping", {}):
+        raise UpstreamChanged("transformers.masking_utils.ALL_MASK_ATTENTION_FUNCTIONS", "has no 'sdpa' mask", WHERE)
+    expect_parameters(registry, "register", ("key", "value"), WHERE)
 
     def sdpa_mask(
         batch_size,
         cache_position,
         kv_length,
         kv_offset=0,
-        mask_function=mu.causal_mask_function,
+        mask_function=causal,
         attention_mask=None,
         **kwargs,
     ):
-        padding = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
+        padding = padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
         if padding is not None:
-            mask_function = mu.and_masks(mask_function, mu.padding_mask_function(padding))
+            mask_function = and_masks(mask_function, padding_function(padding))
         q_length = cache_position.shape[0]
         batch = torch.arange(batch_size)[:, None, None, None]
         head = torch.arange(1)[None, :, None, None]
@@ -40,7 +72,6 @@ def traceable_masks() -> Iterator[None]:
         mask = mask_function(batch, head, cache_position[None, None, :, None], kv)
         return mask.expand(batch_size, -1, q_length, kv_length)
 
-    registry = mu.ALL_MASK_ATTENTION_FUNCTIONS
     saved = registry._global_mapping.get("sdpa")
     registry.register("sdpa", sdpa_mask)
     try:
@@ -119,11 +150,14 @@ def _shape_inference_without_values() -> Iterator[None]:
 
     It copies every parameter it is handed into the model it infers on: on Qwen3-0.6B's weightless trace that took
     the export from 1.1 to 3.9 GB peak RSS for nothing, since a parameter's shape is on its graph input already
-    (the skeleton written is byte-identical with or without the values).
+    (the skeleton written is byte-identical with or without the values). torch's exporter calls the pass as
+    `_C._jit_pass_onnx_graph_shape_type_inference(graph, params_dict, opset)`; its signature is checked first.
     """
     import torch
 
-    infer = torch._C._jit_pass_onnx_graph_shape_type_inference
+    infer = expect_parameters(
+        torch._C, "_jit_pass_onnx_graph_shape_type_inference", ("graph", "params_dict", "opset_version"), WHERE
+    )
     torch._C._jit_pass_onnx_graph_shape_type_inference = lambda graph, _params, opset: infer(graph, {}, opset)
     try:
         yield
