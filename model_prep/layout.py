@@ -74,6 +74,7 @@ def sha256_file(path: Path) -> str:
 
 
 def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str]], source_ref: str) -> dict:
+    """The manifest of `folder`; `source_ref` is published as is (sources/resolve.public_source: never a path)."""
     # Sorted as POSIX strings, the order the app recomputes the revision in (Path order differs: onnx/ vs onnx.json).
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     files = [
@@ -97,6 +98,7 @@ def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str
         "capabilities": {"text": True, "image": recipe.image},
         "context_length": text_config.get("max_position_embeddings"),
         "source": source_ref,
+        "recipe": recipe.id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dtypes": dtypes,
         "devices": {k: v for k, v in recipe.devices.items() if v in dtypes},

