@@ -77,7 +77,7 @@ def _hqq() -> object:
 
 
 def _grid(**kw) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
-    """q4_grid on grid-shaped weights; the stock RTN (acc4) on the rest, as model_prep.quantize does."""
+    """quant_research.quantize_grid on grid-shaped weights; stock RTN (acc4) on the rest, as model_prep does."""
 
     def run(model: onnx.ModelProto) -> onnx.ModelProto:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

@@ -63,7 +63,7 @@ def model_id() -> str:
 def model_dir(models_dir: Path, model_id: str) -> Path:
     folder = models_dir / model_id
     if not (folder / "manifest.json").is_file():
-        pytest.skip(f"model {model_id} is not exported in {models_dir}: run `python -m model_prep {model_id}`")
+        pytest.skip(f"model {model_id} is not exported in {models_dir}: run `python -m model_prep export {model_id}`")
     return folder
 
 
