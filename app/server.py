@@ -115,8 +115,8 @@ def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) 
         entry = model.files.get(params["path"])
         if entry is None:
             raise HTTPException(404, "not found")
-        path = locate_artifact(model.folder, entry)
-        return serve_artifact(path, entry, request.headers, request.method)
+        path, located = locate_artifact(model.folder, entry)
+        return serve_artifact(path, located, entry, request.headers)
 
     precache = PrecacheManifest(web_dir)
 
