@@ -113,8 +113,11 @@ def _number(doc: Mapping[str, Any], key: str, where: str) -> float:
 
 
 class ResultStore:
-    def __init__(self, path: Path) -> None:
+    """Results in SQLite, at most `cap` rows: each insert prunes the oldest beyond it, so posts cannot grow it."""
+
+    def __init__(self, path: Path, cap: int = 5000) -> None:
         self.path = path
+        self.cap = cap
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             db.execute(SCHEMA)
@@ -134,7 +137,15 @@ class ResultStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            db.execute(
+                "DELETE FROM results WHERE id <= (SELECT id FROM results ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (self.cap,),
+            )
         return len(rows)
+
+    def count(self) -> int:
+        with closing(self._connect()) as db:
+            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
     def latest(self, limit: int = 200) -> list[dict[str, Any]]:
         with closing(self._connect()) as db:

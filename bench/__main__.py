@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     gguf = args.gguf if args.gguf.is_file() and not args.no_wllama else None
-    with serving(args.models, args.web, args.out / "results.sqlite3", gguf) as base_url, sync_playwright() as pw:
+    with serving(args.models, args.web, args.out, gguf) as base_url, sync_playwright() as pw:
         for model in args.model:
             model_dir = args.models / model
             manifest = json.loads((model_dir / "manifest.json").read_text())

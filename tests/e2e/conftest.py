@@ -90,6 +90,7 @@ def serve_app(models_dir: Path, log_dir: Path) -> Iterator[str]:
     port = _free_port()
     log_path = log_dir / "server.log"
     cmd = [sys.executable, "-m", "app", "--models", str(models_dir), "--web", str(WEB_DIR), "--port", str(port)]
+    cmd += ["--state", str(log_dir / "state")]
     cmd += ["--log-level", "warning"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -8,8 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
-from test_app_helpers import EXPECTED_SECURITY_HEADERS, build_site
+from test_app_helpers import EXPECTED_SECURITY_HEADERS, build_site, local_client
 
 from app.pwa import PLACEHOLDER, PrecacheManifest
 from app.server import create_app
@@ -97,7 +96,7 @@ def test_no_sw_source_is_a_404(tmp_path: Path) -> None:
 def test_sw_without_placeholder_is_a_500_not_a_silent_empty_precache(tmp_path: Path) -> None:
     site = build_site(tmp_path)
     (site.web / "src" / "sw.js").write_text("// no manifest here\n")
-    client = TestClient(create_app(site.models, site.web), raise_server_exceptions=False)
+    client = local_client(create_app(site.models, site.web, site.root / "state"), raise_server_exceptions=False)
     assert client.get("/sw.js").status_code == 500
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
-from test_app_helpers import EXPECTED_SECURITY_HEADERS, MODEL_ID, SECRET, Site, build_site, raw_request
+from test_app_helpers import EXPECTED_SECURITY_HEADERS, MODEL_ID, SECRET, Site, build_site, local_client, raw_request
 
 from app.catalog import Catalog
 
@@ -62,7 +61,7 @@ def test_security_headers_on_500(site: Site, monkeypatch: pytest.MonkeyPatch) ->
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(Catalog, "models", boom)
-    client = TestClient(site.app, raise_server_exceptions=False)
+    client = local_client(site.app, raise_server_exceptions=False)
     response = client.get("/api/models")
     assert response.status_code == 500
     assert response.json() == {"error": "internal server error"}
