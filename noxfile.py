@@ -3,9 +3,14 @@
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import nox
+
+# The default model's id has one Python source, shared with the app and the pipeline (edge_contracts.py).
+sys.path.insert(0, str(Path(__file__).parent))
+from edge_contracts import DEFAULT_MODEL  # noqa: E402
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"
@@ -14,7 +19,6 @@ nox.options.reuse_existing_virtualenvs = True
 ROOT = Path(__file__).parent
 MODELS = ROOT / "models"
 WEB = ROOT / "web"
-DEFAULT_MODEL = "smollm2-135m"
 # onnxruntime-node's postinstall downloads CUDA files (unreachable here); the web bundle needs none of it.
 NPM_ENV = {"ONNXRUNTIME_NODE_INSTALL": "skip", "ONNXRUNTIME_NODE_INSTALL_CUDA": "skip"}
 

@@ -8,17 +8,18 @@ it never takes the server, or the other models, down with it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from edge_contracts import REVISION_HEX_DIGITS, revision_of
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ SCHEMA_VERSION = 1
 
 # Ids end up in URLs and in Transformers.js model ids, so only plain URL-safe names qualify.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_REVISION_RE = re.compile(r"[0-9a-f]{12}")
+_REVISION_RE = re.compile(f"[0-9a-f]{{{REVISION_HEX_DIGITS}}}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # The forms of `source` the pipeline writes that name public things (docs/architecture.md); anything else, e.g. an
 # old manifest's `--source /home/me/...`, is published as "local".
@@ -123,12 +124,6 @@ class Model:
         return {**published, "base_url": self.base_url, "artifacts_url": self.artifacts_url}
 
 
-def compute_revision(files: Iterable[tuple[str, str]]) -> str:
-    """First 12 hex digits of sha256 over the sorted `path\\0sha256\\n` lines (docs/architecture.md)."""
-    lines = sorted(f"{path}\0{sha256}\n" for path, sha256 in files)
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()[:12]
-
-
 def is_safe_relpath(path: object) -> bool:
     """A relative POSIX path with no empty, `.` or `..` segment, no backslash, NUL or control character."""
     if not isinstance(path, str) or not path or path.startswith("/"):
@@ -194,7 +189,7 @@ def parse_manifest(data: object, folder: Path) -> Model:
     revision = data.get("revision")
     _require(isinstance(revision, str) and _REVISION_RE.fullmatch(revision) is not None, "'revision' format")
     # Revisioned URLs are cached forever; a revision that does not follow the files would serve stale bytes.
-    expected = compute_revision((f.path, f.sha256) for f in files.values())
+    expected = revision_of((f.path, f.sha256) for f in files.values())
     _require(revision == expected, f"'revision' {revision!r} does not match its files ({expected!r})")
     dtypes = data.get("dtypes")
     _check_dtypes(dtypes, files)

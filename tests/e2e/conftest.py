@@ -28,12 +28,13 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
+from edge_contracts import DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parents[2]
 # The reference replies come from model_prep (tests may import it; app/ and web/ never do).
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 WEB_DIR = REPO / "web"
-DEFAULT_MODEL = "smollm2-135m"
 # Recorded before any page script runs (init scripts are not subject to the page's CSP).
 CSP_RECORDER = """
 window.__cspViolations = [];

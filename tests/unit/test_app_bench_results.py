@@ -127,7 +127,7 @@ def test_only_json_is_accepted(site: Site, content_type: str) -> None:
 def test_the_bench_page_renders_with_its_script(site: Site) -> None:
     response = site.client.get("/bench")
     assert response.status_code == 200
-    assert '<script type="module" src="/static/src/bench.js"></script>' in response.text
+    assert '<script type="module" src="/static/bench/bench.js"></script>' in response.text
     assert response.headers["content-security-policy"].startswith("default-src 'self'")
 
 

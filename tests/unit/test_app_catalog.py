@@ -23,20 +23,13 @@ from test_app_helpers import (
     write_model,
 )
 
-from app.catalog import Catalog, compute_revision, is_safe_relpath, public_source
+from app.catalog import Catalog, is_safe_relpath, public_source
 from app.server import create_app
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
     return build_site(tmp_path)
-
-
-def test_compute_revision_known_vector() -> None:
-    # sha256("config.json\0bbb…\nonnx/model.onnx\0aaa…\n")[:12]; input order must not matter.
-    files = [("onnx/model.onnx", "a" * 64), ("config.json", "b" * 64)]
-    assert compute_revision(files) == "fb31606f3bca"
-    assert compute_revision(reversed(files)) == "fb31606f3bca"
 
 
 @pytest.mark.parametrize("path", ["config.json", "onnx/model_q4.onnx", "onnx/model.onnx_data", "a/b/c.d"])

@@ -1,7 +1,7 @@
 """Shared builders for the app tests: a fake models folder with contract-true manifests; a raw ASGI caller.
 
 No tests live here; the test_app_* modules import it as a sibling (pytest's default rootdir-relative import).
-The manifest is built here independently of app.catalog, so a wrong revision formula in the app fails tests.
+The revision comes from edge_contracts, the formula's one Python source (pinned by tests/unit/test_contracts.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+import edge_contracts as contracts
 from app.server import create_app
 
 MODEL_ID = "tiny-llm"
@@ -51,8 +52,7 @@ def sha256(data: bytes) -> str:
 
 
 def revision_of(entries: list[dict[str, Any]]) -> str:
-    lines = sorted(f"{e['path']}\0{e['sha256']}\n" for e in entries)
-    return hashlib.sha256("".join(lines).encode()).hexdigest()[:12]
+    return contracts.revision_of((e["path"], e["sha256"]) for e in entries)
 
 
 def default_files() -> dict[str, bytes]:

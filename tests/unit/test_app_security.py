@@ -129,13 +129,13 @@ def test_static_serves_exact_bytes(site: Site) -> None:
 
 def test_missing_vendor_folder_is_404_not_a_crash(site: Site) -> None:
     shutil.rmtree(site.web / "vendor")
-    response = site.client.get("/static/vendor/transformers.js")
+    response = site.client.get("/static/vendor/transformers.min.js")
     assert response.status_code == 404
     assert response.json() == {"error": "Not Found"}
     # Once the vendor build lands, the same app serves it.
     (site.web / "vendor").mkdir()
-    (site.web / "vendor" / "transformers.js").write_text("export {};\n")
-    assert site.client.get("/static/vendor/transformers.js").status_code == 200
+    (site.web / "vendor" / "transformers.min.js").write_text("export {};\n")
+    assert site.client.get("/static/vendor/transformers.min.js").status_code == 200
 
 
 @pytest.mark.parametrize(
