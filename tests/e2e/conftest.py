@@ -82,7 +82,7 @@ def chromium_path() -> str:
 
 
 @contextmanager
-def serve_app(models_dir: Path, log_dir: Path) -> Iterator[str]:
+def serve_app(models_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """`python -m app` over `models_dir` on a free port; yields its base URL once /api/models answers."""
     if not (WEB_DIR / "vendor" / "transformers.min.js").is_file():
         pytest.skip(
@@ -91,7 +91,7 @@ def serve_app(models_dir: Path, log_dir: Path) -> Iterator[str]:
     port = _free_port()
     log_path = log_dir / "server.log"
     cmd = [sys.executable, "-m", "app", "--models", str(models_dir), "--web", str(WEB_DIR), "--port", str(port)]
-    cmd += ["--state", str(log_dir / "state")]
+    cmd += ["--state", str(log_dir / "state"), *extra_args]
     cmd += ["--log-level", "warning"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
