@@ -61,7 +61,12 @@ def ensure_chromium(session: nox.Session) -> str:
 
 @nox.session
 def serve(session: nox.Session) -> None:
-    """Build the default model if missing, then serve http://127.0.0.1:8000 (extra args go to `python -m app`)."""
+    """Build the default model if missing, then serve http://127.0.0.1:8000 (extra args go to `python -m app`).
+
+    The models folder is only read; results and the --lan certificate go to the state folder (`-- --state DIR`,
+    $EDGE_CHAT_STATE, else ~/.local/state/edge-chat). `-- --lan`: https on the network, token printed with the URL;
+    `-- --models-base-url URL`: the page downloads artifacts from a copy of models/ at URL (CDN, bucket).
+    """
     install(session, "app", "prep")
     build_web(session)
     ensure_model(session)
