@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import socket
+import sqlite3
 from pathlib import Path
 
 import uvicorn
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    except (OSError, sqlite3.Error) as err:
+        raise SystemExit(f"error: cannot write the state folder {state} ({err}): pass --state DIR") from None
     if not networked:
         uvicorn.run(app, host=bind, port=args.port, log_level=args.log_level)
         return

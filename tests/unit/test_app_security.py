@@ -10,6 +10,7 @@ import pytest
 from test_app_helpers import EXPECTED_SECURITY_HEADERS, MODEL_ID, SECRET, Site, build_site, local_client, raw_request
 
 from app.catalog import Catalog
+from app.server import create_app
 
 
 @pytest.fixture
@@ -163,3 +164,35 @@ def test_static_symlink_out_of_web_is_404(site: Site) -> None:
     response = site.client.get("/static/src/leak.js")
     assert response.status_code == 404
     assert SECRET not in response.content
+
+
+def test_a_models_base_url_is_the_one_other_origin_the_page_may_fetch(tmp_path: Path) -> None:
+    site = build_site(tmp_path)
+    app = create_app(
+        site.models, site.web, tmp_path / "state", artifacts_base_url="https://cdn.example:8443/edge/models"
+    )
+    client = local_client(app)
+    csp = client.get("/").headers["content-security-policy"]
+    assert "connect-src 'self' https://cdn.example:8443 blob: data:;" in csp
+    assert csp.count("cdn.example") == 1  # connect-src only: scripts and workers stay same-origin
+    listed = {m["id"]: m for m in client.get("/api/models").json()["models"]}
+    assert listed[MODEL_ID]["artifacts_url"] == f"https://cdn.example:8443/edge/models/{MODEL_ID}/"
+    assert listed[MODEL_ID]["base_url"] == site.base  # the cache keys and Transformers.js stay on this origin
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://cdn.example/models",
+        "cdn.example/models",
+        "https:///models",
+        "https://cdn.example/m?sig=1",
+        "https://user:pw@cdn.example/m",
+        "javascript:alert(1)",
+        "https://cdn.example/m#x",
+    ],
+)
+def test_a_bad_models_base_url_is_refused(tmp_path: Path, url: str) -> None:
+    site = build_site(tmp_path)
+    with pytest.raises(ValueError, match="MODELS_BASE_URL"):
+        create_app(site.models, site.web, tmp_path / "state", artifacts_base_url=url)
