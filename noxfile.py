@@ -3,9 +3,14 @@
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import nox
+
+# The default model's id has one Python source, shared with the app and the pipeline (edge_contracts.py).
+sys.path.insert(0, str(Path(__file__).parent))
+from edge_contracts import DEFAULT_MODEL  # noqa: E402
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"
@@ -14,7 +19,6 @@ nox.options.reuse_existing_virtualenvs = True
 ROOT = Path(__file__).parent
 MODELS = ROOT / "models"
 WEB = ROOT / "web"
-DEFAULT_MODEL = "smollm2-135m"
 # onnxruntime-node's postinstall downloads CUDA files (unreachable here); the web bundle needs none of it.
 NPM_ENV = {"ONNXRUNTIME_NODE_INSTALL": "skip", "ONNXRUNTIME_NODE_INSTALL_CUDA": "skip"}
 
@@ -57,7 +61,12 @@ def ensure_chromium(session: nox.Session) -> str:
 
 @nox.session
 def serve(session: nox.Session) -> None:
-    """Build the default model if missing, then serve http://127.0.0.1:8000 (extra args go to `python -m app`)."""
+    """Build the default model if missing, then serve http://127.0.0.1:8000 (extra args go to `python -m app`).
+
+    The models folder is only read; results and the --lan certificate go to the state folder (`-- --state DIR`,
+    $EDGE_CHAT_STATE, else ~/.local/state/edge-chat). `-- --lan`: https on the network, token printed with the URL;
+    `-- --models-base-url URL`: the page downloads artifacts from a copy of models/ at URL (CDN, bucket).
+    """
     install(session, "app", "prep")
     build_web(session)
     ensure_model(session)

@@ -14,21 +14,16 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from edge_contracts import BENCH_NUMBERS, BENCH_TEXTS, METRIC_NUMBERS, METRIC_TEXTS
+
 MAX_BODY_BYTES = 64 * 1024
 MAX_RESULTS_PER_POST = 50
 MAX_TEXT = 200
-# The one metrics schema (docs/architecture.md), plus what the bench adds per run.
-NUMBERS = (
-    "load_s",
-    "ttft_s",
-    "prefill_tokens_per_s",
-    "decode_tokens_per_s",
-    "prompt_tokens",
-    "new_tokens",
-)
-OPTIONAL_NUMBERS = ("warm_load_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s", "peak_memory_bytes", "threads")
-TEXTS = ("device", "dtype", "model", "revision")
-OPTIONAL_TEXTS = ("prompt", "error")
+# The one metrics schema (edge_contracts), plus what the bench adds per run.
+NUMBERS = METRIC_NUMBERS
+OPTIONAL_NUMBERS = BENCH_NUMBERS
+TEXTS = METRIC_TEXTS
+OPTIONAL_TEXTS = BENCH_TEXTS
 DEVICES = {"webgpu", "wasm"}
 DTYPES = {"fp32", "fp16", "q8", "q4", "q4f16"}
 
@@ -113,8 +108,11 @@ def _number(doc: Mapping[str, Any], key: str, where: str) -> float:
 
 
 class ResultStore:
-    def __init__(self, path: Path) -> None:
+    """Results in SQLite, at most `cap` rows: each insert prunes the oldest beyond it, so posts cannot grow it."""
+
+    def __init__(self, path: Path, cap: int = 5000) -> None:
         self.path = path
+        self.cap = cap
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             db.execute(SCHEMA)
@@ -134,7 +132,15 @@ class ResultStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            db.execute(
+                "DELETE FROM results WHERE id <= (SELECT id FROM results ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (self.cap,),
+            )
         return len(rows)
+
+    def count(self) -> int:
+        with closing(self._connect()) as db:
+            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
     def latest(self, limit: int = 200) -> list[dict[str, Any]]:
         with closing(self._connect()) as db:

@@ -7,16 +7,19 @@ it never takes the server, or the other models, down with it.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
+
+from edge_contracts import REVISION_HEX_DIGITS, revision_of
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,17 @@ SCHEMA_VERSION = 1
 
 # Ids end up in URLs and in Transformers.js model ids, so only plain URL-safe names qualify.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_REVISION_RE = re.compile(r"[0-9a-f]{12}")
+_REVISION_RE = re.compile(f"[0-9a-f]{{{REVISION_HEX_DIGITS}}}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# The forms of `source` the pipeline writes that name public things (docs/architecture.md); anything else, e.g. an
+# old manifest's `--source /home/me/...`, is published as "local".
+_PUBLIC_SOURCE_RES = (
+    re.compile(r"hub:[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?"),
+    re.compile(
+        r"gguf-wheel:[A-Za-z0-9][A-Za-z0-9._-]{0,99}(==[A-Za-z0-9.+!_-]{1,64})?:[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
+    ),
+    re.compile(r"tiny:[A-Za-z0-9_-]{1,64}"),
+)
 
 
 class ManifestError(ValueError):
@@ -40,12 +52,37 @@ class ArtifactFile:
     sha256: str
 
 
+def public_source(source: object) -> str:
+    """The manifest's `source` if it is one of the public forms, else "local": a served model never names a path."""
+    if isinstance(source, str) and ".." not in source and any(r.fullmatch(source) for r in _PUBLIC_SOURCE_RES):
+        return source
+    return "local"
+
+
+def models_base_url(value: str) -> str:
+    """MODELS_BASE_URL checked and ending in '/': an absolute http(s) URL without query, fragment or credentials."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"MODELS_BASE_URL must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"MODELS_BASE_URL must not carry a query, fragment or credentials: {value!r}")
+    return value.strip().rstrip("/") + "/"
+
+
+def url_origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 @dataclass(frozen=True)
 class Model:
     id: str
     folder: Path
     manifest: Mapping[str, Any]
     files: Mapping[str, ArtifactFile]
+    # MODELS_BASE_URL: artifacts are fetched from `<it>/<id>/<path>` (a copy of the models folder on a CDN or an
+    # object store); integrity still comes from this manifest's sha256, checked by the page for every byte.
+    remote_base: str | None = None
 
     @property
     def revision(self) -> str:
@@ -53,7 +90,13 @@ class Model:
 
     @property
     def base_url(self) -> str:
+        """Where this revision lives for the page: Transformers.js's model path and the model cache's keys."""
         return f"/models/{self.id}/{self.revision}/"
+
+    @property
+    def artifacts_url(self) -> str:
+        """Where the page downloads the artifacts from: the remote copy, or this app's `base_url`."""
+        return f"{self.remote_base}{quote(self.id)}/" if self.remote_base else self.base_url
 
     def summary(self) -> dict[str, Any]:
         """The entry `/api/models` lists: enough for the UI to choose a model, dtype and device."""
@@ -68,17 +111,17 @@ class Model:
             "devices": m["devices"],
             "memory_bytes": m["memory_bytes"],
             "base_url": self.base_url,
+            "artifacts_url": self.artifacts_url,
         }
 
     def detail(self) -> dict[str, Any]:
-        """The whole manifest plus `base_url`, for `/api/models/{id}`."""
-        return {**self.manifest, "base_url": self.base_url}
-
-
-def compute_revision(files: Iterable[tuple[str, str]]) -> str:
-    """First 12 hex digits of sha256 over the sorted `path\\0sha256\\n` lines (docs/architecture.md)."""
-    lines = sorted(f"{path}\0{sha256}\n" for path, sha256 in files)
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()[:12]
+        """The manifest with its `source` made public, plus `base_url` and `artifacts_url`: `/api/models/{id}`."""
+        published = {**self.manifest, "source": public_source(self.manifest.get("source"))}
+        if "recipe" in published and not (
+            isinstance(published["recipe"], str) and is_valid_model_id(published["recipe"])
+        ):
+            del published["recipe"]
+        return {**published, "base_url": self.base_url, "artifacts_url": self.artifacts_url}
 
 
 def is_safe_relpath(path: object) -> bool:
@@ -146,7 +189,7 @@ def parse_manifest(data: object, folder: Path) -> Model:
     revision = data.get("revision")
     _require(isinstance(revision, str) and _REVISION_RE.fullmatch(revision) is not None, "'revision' format")
     # Revisioned URLs are cached forever; a revision that does not follow the files would serve stale bytes.
-    expected = compute_revision((f.path, f.sha256) for f in files.values())
+    expected = revision_of((f.path, f.sha256) for f in files.values())
     _require(revision == expected, f"'revision' {revision!r} does not match its files ({expected!r})")
     dtypes = data.get("dtypes")
     _check_dtypes(dtypes, files)
@@ -159,7 +202,7 @@ def parse_manifest(data: object, folder: Path) -> Model:
     return Model(id=folder.name, folder=folder, manifest=data, files=files)
 
 
-def load_model(folder: Path) -> Model:
+def load_model(folder: Path, remote_base: str | None = None) -> Model:
     """Read and validate `folder/manifest.json`; raises ManifestError (or OSError if unreadable)."""
     try:
         data = json.loads((folder / MANIFEST_NAME).read_bytes())
@@ -167,7 +210,7 @@ def load_model(folder: Path) -> Model:
         raise ManifestError("no manifest.json (the export did not finish?)") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"not valid JSON: {exc}") from exc
-    return parse_manifest(data, folder)
+    return dataclasses.replace(parse_manifest(data, folder), remote_base=remote_base)
 
 
 # What identifies one version of a manifest on disk: a rename-swap changes the inode even in one mtime tick.
@@ -178,8 +221,9 @@ _StatKey = tuple[int, int, int] | None
 class Catalog:
     """The models under one folder, re-read whenever a manifest changes on disk."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, remote_base: str | None = None) -> None:
         self.models_dir = models_dir
+        self.remote_base = remote_base
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[_StatKey, Model | None]] = {}
         self._bad_names: set[str] = set()
@@ -223,7 +267,7 @@ class Catalog:
                 return cached[1]
             model: Model | None = None
             try:
-                model = load_model(folder)
+                model = load_model(folder, self.remote_base)
             except (ManifestError, OSError) as exc:
                 # Logged once per manifest version: the cache remembers the failure until the file changes.
                 log.warning("skipping model folder %s: %s", folder, exc)

@@ -9,17 +9,21 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
+from app.access import Access, PostGate
 from app.artifacts import ArtifactUnavailable, locate_artifact, serve_artifact
 from app.bench_results import MAX_BODY_BYTES, InvalidResults, ResultStore, validate
-from app.catalog import Catalog
+from app.catalog import Catalog, models_base_url, url_origin
 from app.pwa import SW_HEADERS, PrecacheManifest
-from app.security import SecurityHeadersMiddleware
+from app.security import SecurityHeadersMiddleware, security_headers
+from app.state import results_db
 from app.static import RevalidatedStaticFiles
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,12 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 class EdgeChatApp(Starlette):
     """Starlette whose security headers wrap even ServerErrorMiddleware, so a 500 carries them too."""
 
+    def __init__(self, *args: Any, headers: dict[str, str], **kwargs: Any) -> None:
+        self.security_headers = headers
+        super().__init__(*args, **kwargs)
+
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeadersMiddleware(super().build_middleware_stack())
+        return SecurityHeadersMiddleware(super().build_middleware_stack(), self.security_headers)
 
 
 def catalog_listing(catalog: Catalog) -> dict[str, Any]:
@@ -78,16 +86,27 @@ async def _read_json_body(request: Request) -> Any:
         raise HTTPException(400, f"body is not JSON: {err}") from None
 
 
-def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) -> Starlette:
-    """The app serving `models_dir` (exported models) and `web_dir` (`src/` and `vendor/`).
+def create_app(
+    models_dir: Path,
+    web_dir: Path,
+    state_dir: Path,
+    *,
+    access: Access | None = None,
+    artifacts_base_url: str | None = None,
+) -> Starlette:
+    """The app serving `models_dir` (exported models, only read) and `web_dir` (`src/`, `bench/`, `vendor/`).
 
-    `results_db` stores what /bench pages post (default: `models_dir/.bench/results.sqlite3`).
+    `state_dir` holds what the app writes (app/state.py). `access` says which Host names it answers to and who may
+    post results (app/access.py); the default is a loopback server. `artifacts_base_url` (MODELS_BASE_URL): the
+    page downloads artifacts from `<it>/<id>/<path>` instead of this app, still checked against the manifests.
     """
+    access = access or Access()
     if not models_dir.is_dir():
         log.warning("models folder %s does not exist: the catalog stays empty until an export", models_dir)
     if not (web_dir / "src").is_dir():
         log.warning("front-end folder %s does not exist: the page loads without scripts", web_dir / "src")
-    catalog = Catalog(models_dir)
+    remote = models_base_url(artifacts_base_url) if artifacts_base_url else None
+    catalog = Catalog(models_dir, remote)
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
     def index(request: Request) -> Response:
@@ -115,8 +134,8 @@ def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) 
         entry = model.files.get(params["path"])
         if entry is None:
             raise HTTPException(404, "not found")
-        path = locate_artifact(model.folder, entry)
-        return serve_artifact(path, entry, request.headers, request.method)
+        path, located = locate_artifact(model.folder, entry)
+        return serve_artifact(path, located, entry, request.headers)
 
     precache = PrecacheManifest(web_dir)
 
@@ -126,13 +145,15 @@ def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) 
             raise HTTPException(404, "not found")
         return Response(script, headers=SW_HEADERS)
 
-    store = ResultStore(results_db or models_dir / ".bench" / "results.sqlite3")
+    store = ResultStore(results_db(state_dir), cap=access.results_cap)
+    gate = PostGate(access.token, access.post_rate)
 
     def bench_page(request: Request) -> Response:
         context = {"catalog": catalog_listing(catalog)}
         return templates.TemplateResponse(request, "bench.html", context, headers=NO_CACHE)
 
     async def post_results(request: Request) -> Response:
+        gate.check(request)
         document = await _read_json_body(request)
         try:
             client, user_agent, results = validate(document, {m.id for m in catalog.models()})
@@ -153,10 +174,14 @@ def create_app(models_dir: Path, web_dir: Path, results_db: Path | None = None) 
         Route("/api/models/{model_id}", get_model, methods=["GET"]),
         Route("/models/{model_id}/{revision}/{path:path}", get_artifact, methods=["GET"]),
         Mount("/static/src", app=RevalidatedStaticFiles(web_dir / "src")),
+        # The benchmark's pages and prompt set: served, but not part of the chat's precached shell (app/pwa.py).
+        Mount("/static/bench", app=RevalidatedStaticFiles(web_dir / "bench")),
         Mount("/static/vendor", app=RevalidatedStaticFiles(web_dir / "vendor")),
     ]
     app = EdgeChatApp(
         routes=routes,
+        headers=security_headers([url_origin(remote)] if remote else []),
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(access.allowed_hosts), www_redirect=False)],
         exception_handlers={
             HTTPException: _http_error,
             ArtifactUnavailable: _artifact_unavailable,

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from edge_contracts import DEFAULT_MODEL
+
 from . import browser, native, report
 from .prompts import NEW_TOKENS, prompt_set
 from .server import GGUF_ROUTE, serving
@@ -26,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--web", type=Path, default=ROOT / "web")
-    p.add_argument("--model", nargs="+", default=["smollm2-135m"])
+    p.add_argument("--model", nargs="+", default=[DEFAULT_MODEL])
     p.add_argument("--device", nargs="+", default=["wasm"], choices=["wasm", "webgpu"])
     p.add_argument("--dtype", nargs="+", default=["fp32", "q4"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     gguf = args.gguf if args.gguf.is_file() and not args.no_wllama else None
-    with serving(args.models, args.web, args.out / "results.sqlite3", gguf) as base_url, sync_playwright() as pw:
+    with serving(args.models, args.web, args.out, gguf) as base_url, sync_playwright() as pw:
         for model in args.model:
             model_dir = args.models / model
             manifest = json.loads((model_dir / "manifest.json").read_text())

@@ -1,6 +1,6 @@
 """The app in Chromium: one fresh browser profile per model × device × dtype × threads, driven through /bench.
 
-The page (web/src/bench.js) does the measuring with the chat's own worker, so this file only launches
+The page (web/bench/bench.js) does the measuring with the chat's own worker, so this file only launches
 Chromium, hands the page the prompt set, waits, and turns whatever went wrong into a categorised row:
 out-of-memory (renderer crash / OOM), wasm-abort, timeout, download, error. A failure never ends the run.
 """
@@ -183,5 +183,5 @@ def measure_wllama(
         "prompts": ",".join(prompts),
     }
     base = {"runner": "wllama", "model": model, "device": "wasm", "dtype": "gguf", "threads": threads}
-    url = f"{base_url}/static/src/bench-wllama.html?{urlencode(query)}"
+    url = f"{base_url}/static/bench/bench-wllama.html?{urlencode(query)}"
     return _open_and_wait(playwright, chromium, url, prompts, base, timeout_s, [])

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from edge_contracts import DEFAULT_MODEL
+
 NEW_TOKENS = 128
 LONG_PROMPT_TOKENS = 512
 _TEXT = (Path(__file__).resolve().parents[1] / "model_prep" / "verify" / "data" / "natural_text.txt").read_text()
@@ -33,7 +35,7 @@ def prompt_set(tokenizer) -> dict[str, str]:
 
 
 def write_js(path: Path, prompts: dict[str, str]) -> None:
-    """The phone page's copy of the prompt set (web/src/bench-prompts.js): `python -m bench.prompts`."""
+    """The phone page's copy of the prompt set (web/bench/bench-prompts.js): `python -m bench.prompts`."""
     import json
 
     body = json.dumps(prompts, indent=2, ensure_ascii=False)
@@ -48,4 +50,4 @@ if __name__ == "__main__":
     from model_prep.verify.replies import load_tokenizer
 
     root = Path(__file__).resolve().parents[1]
-    write_js(root / "web" / "src" / "bench-prompts.js", prompt_set(load_tokenizer(root / "models" / "smollm2-135m")))
+    write_js(root / "web" / "bench" / "bench-prompts.js", prompt_set(load_tokenizer(root / "models" / DEFAULT_MODEL)))

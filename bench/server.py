@@ -29,8 +29,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_app(models_dir: Path, web_dir: Path, results_db: Path, gguf: Path | None):
-    app = create_app(models_dir, web_dir, results_db=results_db)
+def build_app(models_dir: Path, web_dir: Path, state_dir: Path, gguf: Path | None):
+    app = create_app(models_dir, web_dir, state_dir)
     if gguf is not None:
         path = gguf.resolve()
 
@@ -42,11 +42,11 @@ def build_app(models_dir: Path, web_dir: Path, results_db: Path, gguf: Path | No
 
 
 @contextmanager
-def serving(models_dir: Path, web_dir: Path, results_db: Path, gguf: Path | None = None) -> Iterator[str]:
+def serving(models_dir: Path, web_dir: Path, state_dir: Path, gguf: Path | None = None) -> Iterator[str]:
     """Serves the app on a free loopback port in a background thread; yields the base URL."""
     port = _free_port()
     config = uvicorn.Config(
-        build_app(models_dir, web_dir, results_db, gguf), host="127.0.0.1", port=port, log_level="warning"
+        build_app(models_dir, web_dir, state_dir, gguf), host="127.0.0.1", port=port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="bench-server", daemon=True)

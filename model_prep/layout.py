@@ -8,6 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
+from edge_contracts import revision_of
+
 from .recipes import Recipe
 
 CONFIG_FILES = (
@@ -82,7 +84,7 @@ def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str
         for rel in paths
         if rel != "manifest.json"
     ]
-    revision = hashlib.sha256("".join(f"{f['path']}\0{f['sha256']}\n" for f in files).encode()).hexdigest()[:12]
+    revision = revision_of((f["path"], f["sha256"]) for f in files)
     sizes = {f["path"]: f["bytes"] for f in files}
     config = json.loads((folder / "config.json").read_text())
     text_config = config.get("text_config", config)

@@ -28,12 +28,13 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
+from edge_contracts import DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parents[2]
 # The reference replies come from model_prep (tests may import it; app/ and web/ never do).
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 WEB_DIR = REPO / "web"
-DEFAULT_MODEL = "smollm2-135m"
 # Recorded before any page script runs (init scripts are not subject to the page's CSP).
 CSP_RECORDER = """
 window.__cspViolations = [];
@@ -81,7 +82,7 @@ def chromium_path() -> str:
 
 
 @contextmanager
-def serve_app(models_dir: Path, log_dir: Path) -> Iterator[str]:
+def serve_app(models_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """`python -m app` over `models_dir` on a free port; yields its base URL once /api/models answers."""
     if not (WEB_DIR / "vendor" / "transformers.min.js").is_file():
         pytest.skip(
@@ -90,6 +91,7 @@ def serve_app(models_dir: Path, log_dir: Path) -> Iterator[str]:
     port = _free_port()
     log_path = log_dir / "server.log"
     cmd = [sys.executable, "-m", "app", "--models", str(models_dir), "--web", str(WEB_DIR), "--port", str(port)]
+    cmd += ["--state", str(log_dir / "state"), *extra_args]
     cmd += ["--log-level", "warning"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -11,25 +11,15 @@ from typing import Any
 
 import pytest
 
+from edge_contracts import DEFAULT_MODEL, METRICS
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_NEW_TOKENS = 24  # short: exact comparison needs no more, and CI has 2 cores
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
-# docs/architecture.md, "One metrics schema"
-METRIC_KEYS = {
-    "load_s",
-    "ttft_s",
-    "prefill_tokens_per_s",
-    "decode_tokens_per_s",
-    "prompt_tokens",
-    "new_tokens",
-    "device",
-    "dtype",
-    "model",
-    "revision",
-}
+METRIC_KEYS = set(METRICS)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +67,7 @@ def test_first_reply_equals_onnxruntime_greedy(
     expected = reference(model_dir, metrics["dtype"], messages)
     assert reply["raw"] == expected
     assert reply["streamed"] == expected  # what the TextStreamer delivered piece by piece
-    if model_id == "smollm2-135m":
+    if model_id == DEFAULT_MODEL:
         assert "Paris" in reply["raw"]
     assert reply["raw"].strip() in " ".join(reply["text"].split())  # rendered (plain text renders as is)
 
@@ -104,7 +94,7 @@ def test_second_turn_reuses_the_kv_cache(chat: Any, model_dir: Path, model_id: s
     assert metrics["prompt_tokens"] == full - context["reused_tokens"] < full
     # Reusing the cache changes nothing: same tokens as a full prefill of the whole conversation.
     assert reply["raw"] == reference(model_dir, metrics["dtype"], messages)
-    if model_id == "smollm2-135m":
+    if model_id == DEFAULT_MODEL:
         assert "Berlin" in reply["raw"]
 
 

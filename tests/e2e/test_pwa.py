@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from conftest import ChatPage
 
+from edge_contracts import DEFAULT_MODEL, model_cache_name
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_NEW_TOKENS = 24
@@ -104,9 +106,9 @@ def test_installable(pwa: Any) -> None:
 
 
 def test_first_load_filled_the_model_cache(pwa: Any, model_id: str, manifest: dict[str, Any]) -> None:
-    assert "Paris" in pwa.first_reply or model_id != "smollm2-135m"
+    assert "Paris" in pwa.first_reply or model_id != DEFAULT_MODEL
     names = pwa.page.evaluate("() => caches.keys()")
-    assert f"edge-chat-model-{model_id}-{manifest['revision']}" in names
+    assert model_cache_name(model_id, manifest["revision"]) in names
     assert "transformers-cache" not in names  # nothing stored twice
     assert any(name.startswith("workbox-precache") for name in names)
 
@@ -149,7 +151,7 @@ def test_a_damaged_cache_entry_is_detected_and_fetched_again(pwa: Any, model_id:
           const config = await (await cache.match(base + "config.json")).arrayBuffer();
           await cache.put(base + "config.json", new Response(config.slice(0, 10)));  // truncated
         }""",
-        [f"edge-chat-model-{model_id}-{manifest['revision']}", base],
+        [model_cache_name(model_id, manifest["revision"]), base],
     )
     page.reload()
     pwa.wait_for("() => document.getElementById('device-status').textContent.startsWith('This browser')", 30)
@@ -162,7 +164,7 @@ def test_a_damaged_cache_entry_is_detected_and_fetched_again(pwa: Any, model_id:
 
 def test_storage_panel_deletes_a_model(pwa: Any, model_id: str, manifest: dict[str, Any]) -> None:
     page = pwa.page
-    name = f"edge-chat-model-{model_id}-{manifest['revision']}"
+    name = model_cache_name(model_id, manifest["revision"])
     page.click("#storage-panel summary")
     row = page.locator(f'#storage-list li[data-cache-name="{name}"]')
     row.wait_for(timeout=10_000)

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from conftest import ChatPage
 
+from edge_contracts import model_cache_name
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 QUOTA = 64 * 1024 * 1024  # far below the default model's WASM variant
@@ -39,7 +41,7 @@ def test_quota_exceeded_says_how_much_and_caches_nothing(
         assert float(match[2].replace(",", "")) >= 0
         assert "storage panel" in message
         caches = chat.page.evaluate("async () => await caches.keys()")
-        assert not [c for c in caches if c.startswith(f"edge-chat-model-{model_id}")], caches
+        assert not [c for c in caches if c.startswith(model_cache_name(model_id, ""))], caches
         assert chat.state != "ready"
     finally:
         context.close()

@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 from conftest import serve_app, strip_eos
 
+from edge_contracts import DEFAULT_MODEL, METRICS
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,18 +36,7 @@ MAX_NEW_TOKENS = 8
 QUESTION = "What is in this picture?"
 FOLLOW_UP = "And what colour is it?"
 SCREENSHOT = REPO / "docs" / "screenshot-vlm.png"
-METRIC_KEYS = {
-    "load_s",
-    "ttft_s",
-    "prefill_tokens_per_s",
-    "decode_tokens_per_s",
-    "prompt_tokens",
-    "new_tokens",
-    "device",
-    "dtype",
-    "model",
-    "revision",
-}
+METRIC_KEYS = set(METRICS)
 
 
 # ---------------------------------------------------------------------------------------------------- images
@@ -80,9 +71,9 @@ def vlm_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     models = tmp_path_factory.mktemp("vlm-models")
     assert main(["export", VLM, "--out", str(models)]) == 0
-    default = Path(os.environ.get("EDGE_CHAT_MODELS", REPO / "models")) / "smollm2-135m"
+    default = Path(os.environ.get("EDGE_CHAT_MODELS", REPO / "models")) / DEFAULT_MODEL
     if (default / "manifest.json").is_file():
-        (models / "smollm2-135m").symlink_to(default.resolve(), target_is_directory=True)
+        (models / DEFAULT_MODEL).symlink_to(default.resolve(), target_is_directory=True)
     else:
         assert main(["export", "tiny-llama", "--out", str(models)]) == 0
     return models
@@ -90,7 +81,7 @@ def vlm_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def text_model(vlm_models: Path) -> str:
-    return "smollm2-135m" if (vlm_models / "smollm2-135m" / "manifest.json").is_file() else "tiny-llama"
+    return DEFAULT_MODEL if (vlm_models / DEFAULT_MODEL / "manifest.json").is_file() else "tiny-llama"
 
 
 @pytest.fixture(scope="module")

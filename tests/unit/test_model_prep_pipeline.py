@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_contracts import revision_of
 from model_prep import layout
 from model_prep.pipeline import run_recipe
 from model_prep.recipes import get_recipe
@@ -43,8 +44,7 @@ def test_manifest_lists_every_file_with_its_hash(exported: Path) -> None:
         data = (exported / entry["path"]).read_bytes()
         assert entry["bytes"] == len(data)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
-    lines = "".join(f"{f['path']}\0{f['sha256']}\n" for f in manifest["files"])
-    assert manifest["revision"] == hashlib.sha256(lines.encode()).hexdigest()[:12]
+    assert manifest["revision"] == revision_of((f["path"], f["sha256"]) for f in manifest["files"])
     assert manifest["devices"] == {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "fp32"}
     assert manifest["dtypes"]["q4"]["files"] == ["onnx/model_q4.onnx"]
     assert manifest["capabilities"] == {"text": True, "image": False}

@@ -59,11 +59,8 @@ const wllamaDir = packageDir("@wllama/wllama");
 // [source, name in vendor/]
 const files = [
   [join(transformersDir, "dist/transformers.min.js"), "transformers.min.js"],
-  [join(transformersDir, "dist/transformers.js"), "transformers.js"],
   [join(ortDir, "dist/ort-wasm-simd-threaded.asyncify.mjs"), "ort-wasm-simd-threaded.asyncify.mjs"],
   [join(ortDir, "dist/ort-wasm-simd-threaded.asyncify.wasm"), "ort-wasm-simd-threaded.asyncify.wasm"],
-  [join(ortDir, "dist/ort-wasm-simd-threaded.jsep.mjs"), "ort-wasm-simd-threaded.jsep.mjs"],
-  [join(ortDir, "dist/ort-wasm-simd-threaded.jsep.wasm"), "ort-wasm-simd-threaded.jsep.wasm"],
   [join(markedDir, "lib/marked.esm.js"), "marked.esm.js"],
   [join(dompurifyDir, "dist/purify.es.mjs"), "purify.es.mjs"],
   [join(wllamaDir, "esm/index.js"), "wllama/index.js"],

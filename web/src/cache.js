@@ -3,30 +3,43 @@
 // storage panel. Every file is checked against the manifest's byte count and sha256 (streamed through
 // hash-wasm, so a 650 MB file never sits in memory whole) on every load: a corrupted or truncated entry is
 // evicted and fetched again. Runs in the page and in the worker (no DOM).
+//
+// The bytes may come from elsewhere (the catalog's `artifacts_url`: MODELS_BASE_URL, a CDN or object store), but
+// every entry is keyed by this app's revisioned URL (`base_url`), which is what Transformers.js asks its custom
+// cache for: wherever a file was downloaded from, it is read from here, and only after its sha256 matched.
 
 import { createSHA256 } from "/static/vendor/hash-wasm.esm.js";
+import { modelCacheName, parseModelCacheName, revisionOf } from "./contracts.js";
 import { EdgeChatError, ErrorCode } from "./device.js";
-
-export const MODEL_CACHE_PREFIX = "edge-chat-model-";
 // Where Transformers.js 4.x keeps files by default; Edge Chat turns that off, and deletes what an older
 // version of the page left there so nothing is stored twice.
 const LEGACY_CACHES = ["transformers-cache"];
 // Stored beside the artifacts once every file of a load verified: the manifest, for offline loads and the panel.
 const MANIFEST_KEY = "manifest.json";
 
-export const modelCacheName = (id, revision) => `${MODEL_CACHE_PREFIX}${id}-${revision}`;
-
-/** {id, revision} from a cache name, or null for caches that are not model caches. */
-export function parseModelCacheName(name) {
-  const m = /^edge-chat-model-(.+)-([0-9a-f]{12})$/.exec(name);
-  return m ? { id: m[1], revision: m[2] } : null;
-}
-
 export const modelBaseUrl = (id, revision) =>
   new URL(`/models/${encodeURIComponent(id)}/${revision}/`, self.location.origin).href;
 
-const artifactUrl = (id, revision, path) =>
-  new URL(path.split("/").map(encodeURIComponent).join("/"), modelBaseUrl(id, revision)).href;
+const fileUrl = (base, path) => new URL(path.split("/").map(encodeURIComponent).join("/"), base).href;
+const artifactUrl = (id, revision, path) => fileUrl(modelBaseUrl(id, revision), path);
+
+/** Where the files are downloaded from: the manifest's `artifacts_url` (absolute or same-origin), else this app. */
+function sourceBase(id, revision, manifest) {
+  const remote = manifest?.artifacts_url;
+  return remote ? new URL(remote, self.location.origin).href : modelBaseUrl(id, revision);
+}
+
+/** A manifest is trusted for a revision's cache only if its files hash to that revision (contracts.js). */
+async function checkManifest(id, revision, manifest) {
+  const computed = Array.isArray(manifest.files) ? await revisionOf(manifest.files) : null;
+  if (manifest.revision !== revision || computed !== revision) {
+    throw new EdgeChatError(
+      ErrorCode.MODEL_MISSING,
+      `The manifest of ${id} does not match revision ${revision} (its files give ${computed}). Reload the page.`,
+      `manifest.revision ${manifest.revision}`,
+    );
+  }
+}
 
 const fmtMB = (n) => `${(n / 1e6).toFixed(n >= 1e8 ? 0 : 1)} MB`;
 
@@ -87,6 +100,8 @@ const isQuotaError = (err) => err?.name === "QuotaExceededError" || /quota/i.tes
  * onProgress({file, loaded, total, phase: "verify"|"download"}). Returns {downloaded, repaired, verified, bytes}.
  */
 export async function ensureModelCached({ id, revision, files, manifest, onProgress }) {
+  if (manifest) await checkManifest(id, revision, manifest);
+  const source = sourceBase(id, revision, manifest);
   const name = modelCacheName(id, revision);
   const cache = await caches.open(name);
   const report = { downloaded: [], repaired: [], verified: [], bytes: 0 };
@@ -121,7 +136,7 @@ export async function ensureModelCached({ id, revision, files, manifest, onProgr
   }
   try {
     for (const file of missing) {
-      await download(cache, id, revision, file, onProgress);
+      await download(cache, id, revision, file, onProgress, source);
       report.downloaded.push(file.path);
       report.bytes += file.bytes;
     }
@@ -143,15 +158,27 @@ export async function ensureModelCached({ id, revision, files, manifest, onProgr
   return report;
 }
 
-async function download(cache, id, revision, file, onProgress) {
-  const url = artifactUrl(id, revision, file.path);
+async function download(cache, id, revision, file, onProgress, source) {
+  const url = artifactUrl(id, revision, file.path); // the cache key, whatever the bytes' origin
+  const from = fileUrl(source, file.path);
+  const where = new URL(from).origin === self.location.origin ? "the server" : new URL(from).origin;
   for (let attempt = 1; ; attempt++) {
-    const response = await fetch(url, { cache: "no-store" });
+    let response;
+    try {
+      response = await fetch(from, { cache: "no-store" });
+    } catch (err) {
+      // A cross-origin host without CORS headers (or unreachable) fails here, not with a status.
+      throw new EdgeChatError(
+        ErrorCode.MODEL_MISSING,
+        `Could not download ${file.path} from ${where}: it is unreachable or does not allow this page (CORS).`,
+        `${from}: ${err?.message ?? err}`,
+      );
+    }
     if (!response.ok || !response.body) {
       throw new EdgeChatError(
         ErrorCode.MODEL_MISSING,
-        `The server did not deliver ${file.path} (HTTP ${response.status}).`,
-        `${url}: ${response.status}`,
+        `${where === "the server" ? "The server" : where} did not deliver ${file.path} (HTTP ${response.status}).`,
+        `${from}: ${response.status}`,
       );
     }
     const [toCache, toHash] = response.body.tee();
@@ -169,8 +196,8 @@ async function download(cache, id, revision, file, onProgress) {
     if (attempt >= 2) {
       throw new EdgeChatError(
         ErrorCode.MODEL_MISSING,
-        `${file.path} arrived damaged twice (${got.bytes} of ${file.bytes} bytes, sha256 ${got.sha256.slice(0, 12)}…). Reload to try again.`,
-        url,
+        `${file.path} from ${where} does not match its manifest, twice (${got.bytes} of ${file.bytes} bytes, sha256 ${got.sha256.slice(0, 12)}… instead of ${file.sha256.slice(0, 12)}…); it was not stored. Reload to try again.`,
+        from,
       );
     }
   }
@@ -240,4 +267,4 @@ export async function deleteModelCache(name) {
   return caches.delete(name);
 }
 
-export { storageNumbers };
+export { modelCacheName, parseModelCacheName, storageNumbers };

@@ -11,6 +11,7 @@
 // model cache did on the last load), body[data-memory-warning], #storage-list li[data-cache-name][data-bytes].
 
 import { cachedManifest, deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
+import { DEFAULT_MODEL } from "./contracts.js";
 import { chooseDevice, describeError } from "./device.js";
 import { setMarkdown } from "./markdown.js";
 import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
@@ -140,7 +141,7 @@ function fillModelPicker() {
     return;
   }
   const wanted = params.get("model");
-  const initial = app.catalog.find((m) => m.id === wanted) ?? app.catalog.find((m) => m.id === "smollm2-135m");
+  const initial = app.catalog.find((m) => m.id === wanted) ?? app.catalog.find((m) => m.id === DEFAULT_MODEL);
   if (initial) el.modelSelect.value = initial.id;
   describeSelectedModel();
 }

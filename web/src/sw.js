@@ -19,7 +19,6 @@ workbox.loadModule("workbox-range-requests");
 
 const PAGES_CACHE = "edge-chat-pages";
 const API_CACHE = "edge-chat-api";
-const MODEL_CACHE_PREFIX = "edge-chat-model-"; // + `${id}-${revision}` (web/src/cache.js)
 
 self.skipWaiting();
 workbox.core.clientsClaim();
@@ -56,14 +55,11 @@ workbox.routing.registerRoute(
 const MODEL_PATH = /^\/models\/([^/]+)\/([0-9a-f]{12})\/(.+)$/;
 
 async function modelArtifact({ request, url }) {
-  const [, id, revision] = MODEL_PATH.exec(url.pathname);
-  const name = `${MODEL_CACHE_PREFIX}${decodeURIComponent(id)}-${revision}`;
-  if (await caches.has(name)) {
-    const cache = await caches.open(name);
-    const cached = await cache.match(url.href, { ignoreSearch: true });
-    if (cached) {
-      return request.headers.has("range") ? workbox.rangeRequests.createPartialResponse(request, cached) : cached;
-    }
+  // Only the model caches hold /models/ URLs (cache.js keys every verified file by its revisioned URL here,
+  // wherever it was downloaded from), so a match across all caches finds it without knowing cache names.
+  const cached = await caches.match(url.href, { ignoreSearch: true });
+  if (cached) {
+    return request.headers.has("range") ? workbox.rangeRequests.createPartialResponse(request, cached) : cached;
   }
   try {
     return await fetch(request);

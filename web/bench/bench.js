@@ -8,12 +8,13 @@
 //   KV cache reused and with reuse_cache: false → a second worker loads again in the same profile (warm load).
 //
 // Query parameters: ?model= ?device= ?dtype= ?threads= ?new_tokens=128 ?prompts=short,long512 ?warm=0
-// ?turn2=0 ?post=0 ?autorun=1 ?client=<label>. bench/browser.py may set window.__benchConfig = {prompts:
+// ?turn2=0 ?post=0 ?autorun=1 ?client=<label> ?token=<the --lan server's token, printed with its /bench URL>. bench/browser.py may set window.__benchConfig = {prompts:
 // {name: text}} before the page runs (its prompts come from bench/prompts.py).
 // State: body[data-state] = idle|running|done|failed; body[data-results] = JSON of the rows of this run.
 
 import { BENCH_PROMPTS } from "./bench-prompts.js";
-import { chooseDevice, describeError, ErrorCode } from "./device.js";
+import { BENCH_NUMBERS, BENCH_TEXTS, DEFAULT_MODEL, METRICS } from "/static/src/contracts.js";
+import { chooseDevice, describeError, ErrorCode } from "/static/src/device.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -42,11 +43,9 @@ const TURN2 = "Now give three keywords for it.";
 const TURN2_TOKENS = 4; // only its first token matters: TTFT
 const CLIENT_KEY = "edge-chat-bench-client";
 // Fields the results endpoint accepts (app/bench_results.py); the page keeps a few more for bench/browser.py.
-const POSTED = new Set([
-  "load_s", "ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s", "prompt_tokens", "new_tokens",
-  "warm_load_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s", "peak_memory_bytes", "threads",
-  "device", "dtype", "model", "revision", "prompt", "error",
-]);
+const POSTED = new Set([...METRICS, ...BENCH_NUMBERS, ...BENCH_TEXTS]);
+// On a --lan server, posting from another device needs the token the server printed in this page's URL.
+const TOKEN = params.get("token");
 
 function readCatalog() {
   try {
@@ -68,7 +67,7 @@ function setState(state, text) {
 
 class ModelWorker {
   constructor() {
-    this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.worker = new Worker(new URL("/static/src/worker.js", location.origin), { type: "module" });
     this.pending = null; // {until, resolve, reject}
     this.worker.addEventListener("message", (event) => this.onMessage(event.data ?? {}));
     this.worker.addEventListener("error", (event) => {
@@ -257,7 +256,7 @@ async function postResults(client, rows) {
   );
   const response = await fetch("/api/bench/results", {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...(TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {}) },
     body: JSON.stringify({ client, user_agent: navigator.userAgent.slice(0, 400), results }),
   });
   if (!response.ok) {
@@ -392,7 +391,7 @@ for (const m of catalog) {
   el.modelSelect.append(option);
 }
 const wanted = params.get("model");
-const initial = catalog.find((m) => m.id === wanted) ?? catalog.find((m) => m.id === "smollm2-135m") ?? catalog[0];
+const initial = catalog.find((m) => m.id === wanted) ?? catalog.find((m) => m.id === DEFAULT_MODEL) ?? catalog[0];
 if (initial) el.modelSelect.value = initial.id;
 try {
   el.client.value = params.get("client") ?? localStorage.getItem(CLIENT_KEY) ?? "";

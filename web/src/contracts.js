@@ -1,0 +1,56 @@
+// The contracts the browser shares with Python, written once per language: here and in edge_contracts.py
+// (tests/unit/test_contracts.py runs this module in Node and checks that the two agree). No DOM, no imports:
+// it runs in the page, the workers and Node alike.
+
+/** The model the page selects first, the pipeline builds offline, and the tests and the benchmark use. */
+export const DEFAULT_MODEL = "smollm2-135m";
+
+/** One Cache Storage cache per model revision: MODEL_CACHE_PREFIX + "<id>-<revision>" (cache.js). */
+export const MODEL_CACHE_PREFIX = "edge-chat-model-";
+
+export const REVISION_HEX_DIGITS = 12;
+
+/** The one metrics schema of every generation (docs/architecture.md): the UI, the tests and the benchmark. */
+export const METRIC_NUMBERS = Object.freeze([
+  "load_s",
+  "ttft_s",
+  "prefill_tokens_per_s",
+  "decode_tokens_per_s",
+  "prompt_tokens",
+  "new_tokens",
+]);
+export const METRIC_TEXTS = Object.freeze(["device", "dtype", "model", "revision"]);
+export const METRICS = Object.freeze([...METRIC_NUMBERS, ...METRIC_TEXTS]);
+/** What a benchmark run adds per row, beyond the metrics (posted by /bench, stored by app/bench_results.py). */
+export const BENCH_NUMBERS = Object.freeze(["warm_load_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s", "peak_memory_bytes", "threads"]);
+export const BENCH_TEXTS = Object.freeze(["prompt", "error"]);
+
+export const modelCacheName = (id, revision) => `${MODEL_CACHE_PREFIX}${id}-${revision}`;
+
+/** {id, revision} from a cache name, or null for caches that are not model caches. */
+export function parseModelCacheName(name) {
+  if (!name.startsWith(MODEL_CACHE_PREFIX)) return null;
+  const m = new RegExp(`^(.+)-([0-9a-f]{${REVISION_HEX_DIGITS}})$`).exec(name.slice(MODEL_CACHE_PREFIX.length));
+  return m ? { id: m[1], revision: m[2] } : null;
+}
+
+const utf8 = new TextEncoder();
+
+/** Byte order of the UTF-8 encodings = code point order, which is how Python sorts strings (UTF-16 order is not). */
+function compareUtf8(a, b) {
+  const x = utf8.encode(a);
+  const y = utf8.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+/**
+ * A manifest's revision from its files ([{path, sha256}]): the first 12 hex digits of sha256 over the sorted
+ * `path\0sha256\n` lines. Resolves to a string (crypto.subtle is async).
+ */
+export async function revisionOf(files) {
+  const lines = files.map((f) => `${f.path}\0${f.sha256}\n`).sort(compareUtf8);
+  const digest = await crypto.subtle.digest("SHA-256", utf8.encode(lines.join("")));
+  const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return hex.slice(0, REVISION_HEX_DIGITS);
+}
