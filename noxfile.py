@@ -28,10 +28,11 @@ def install(session: nox.Session, *extras: str) -> None:
 
 
 def build_web(session: nox.Session) -> None:
-    """npm ci + copy the runtime (Transformers.js, ORT wasm, marked, DOMPurify) into web/vendor, once per lockfile."""
-    lock = (WEB / "package-lock.json").read_bytes()
+    """npm ci + copy the runtime (Transformers.js, ORT wasm, marked, DOMPurify) into web/vendor, once per lockfile
+    and vendor script: a changed list of vendored files must not leave an old checkout with stale ones."""
+    inputs = (WEB / "package-lock.json").read_bytes() + (WEB / "scripts" / "vendor.mjs").read_bytes()
     stamp = WEB / "vendor" / ".lock-sha256"
-    want = hashlib.sha256(lock).hexdigest()
+    want = hashlib.sha256(inputs).hexdigest()
     if stamp.is_file() and stamp.read_text() == want:
         return
     with session.chdir(WEB):
