@@ -122,6 +122,8 @@ def main() -> None:
         str(source),
         "--out",
         str(args.out / "models"),
+        "--floor",  # random weights: the fidelity of a noise model means nothing, the memory and time do
+        "0,inf",
     ]
     stages = run_with_rss(cmd)
     print(f"\nqwen3-0.6b recipe (Qwen3-0.6B config, random weights), {len(stages)} stages")

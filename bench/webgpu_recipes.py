@@ -80,7 +80,7 @@ def quantized(fp32: onnx.ModelProto, mode: str) -> onnx.ModelProto:
 
 
 def main() -> None:
-    from model_prep.export.decoder import export_decoder
+    from model_prep.export.decoder_graph import export_decoder
     from model_prep.quantize.variants import to_fp16
 
     from .webgpu_native import run

@@ -2,10 +2,21 @@
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import PrepError
-from .recipes import DEFAULT_EXPORTS, RECIPES, get_recipe
+from .recipes import DEFAULT_EXPORTS, RECIPES, Floor, get_recipe
+
+
+def _floor(text: str) -> Floor:
+    try:
+        top1, ratio = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--floor wants MIN_TOP1,MAX_PERPLEXITY_RATIO (e.g. 0.97,1.02), not {text!r}"
+        ) from None
+    return Floor(top1, ratio)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--source", help="hub id, local checkpoint folder, .gguf or .whl (one recipe only)")
     export.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: models)")
     export.add_argument("--cache", type=Path, help="download/conversion cache (default: OUT/.cache)")
+    export.add_argument(
+        "--floor",
+        type=_floor,
+        help="MIN_TOP1,MAX_PERPLEXITY_RATIO for the shipped variants instead of the recipe's (e.g. 0,inf for a "
+        "random-weight checkpoint of a recipe's shapes, whose fidelity means nothing)",
+    )
     sub.add_parser("list", help="list recipes")
     args = parser.parse_args(argv)
 
@@ -30,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run_recipe
 
         for recipe in recipes:
+            if args.floor:
+                recipe = replace(recipe, floor=args.floor)
             run_recipe(recipe, args.out, args.source, args.cache)
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)

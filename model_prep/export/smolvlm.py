@@ -7,11 +7,10 @@ Transformers.js 4.3.1 (`MODEL_TYPES.ImageTextToText`, `image_text_to_text_forwar
   [batch, num_images, H, W] → `image_features` float32 [real_images, image_seq_len, text_hidden]; the runtime views it
   as [-1, text_hidden] and writes row k over the k-th `<image>` token (`config.image_token_id`).
 - embed_tokens: `input_ids` int64 [batch, seq] → `inputs_embeds` float32 [batch, seq, text_hidden].
-- decoder_model_merged: `inputs_embeds`, `attention_mask` int64 [batch, past+seq], `position_ids` int64
-  [batch, seq], `past_key_values.{i}.key|value` float32 [batch_size, kv_heads, past_sequence_length, head_dim] →
-  `logits` [batch, seq, vocab], `present.{i}.key|value`. The runtime builds the empty cache from the graph's input
-  metadata: the batch axis must be named `batch_size` (any other symbolic axis becomes 0) and kv_heads / head_dim
-  must be concrete numbers.
+- decoder_model_merged: `inputs_embeds`, `attention_mask` int64 [batch, past+seq],
+  `past_key_values.{i}.key|value` float32 [batch_size, kv_heads, past_sequence_length, head_dim] → `logits`
+  [batch, seq, vocab], `present.{i}.key|value`: the fused text decoder of model_prep/decoder_graph.py (positions
+  come from the attention mask inside GroupQueryAttention, so there is no position_ids input).
 
 Vision positions follow the upstream fix of transformers#41190 (merged in #41374): transformers 4.55–4.57 compute
 `i / n * (1 - 1e-6)`, which shifts every patch but the first one position to the left (0, 0, 1, …, n-2 instead of
@@ -27,7 +26,8 @@ import numpy as np
 from ..errors import VerificationFailed, expect_parameters
 from ..layout import SMOLVLM_GRAPHS
 from ..sources.smolvlm_model import fixed_vision_positions, load_model
-from .tracing import decoder_io, export, flat_cache, kv_shape, past_names, present_tensors, traceable_masks
+from .decoder_graph import export_decoder
+from .tracing import export, kv_shape, past_names, traceable_masks
 
 # fp32 ONNX vs torch: largest |difference| allowed, relative to the largest |value| of the torch output.
 MAX_REL_DIFF = 1e-4
@@ -47,7 +47,8 @@ def export_smolvlm(source: Path, out_dir: Path) -> dict[str, Path]:
     with torch.no_grad(), traceable_masks():
         _export_vision(model, paths["vision_encoder"])
         _export_embed(model, paths["embed_tokens"])
-        _export_decoder(model, paths["decoder_model_merged"])
+    # the decoder is built, not traced: fused attention and norms, no shape arithmetic (model_prep/decoder_graph.py)
+    export_decoder(source, out_dir, "decoder_model_merged")
     with torch.no_grad(), fixed_vision_positions(model):
         check_graphs(model, paths)
     return paths
@@ -133,26 +134,7 @@ def _wrappers():
         def forward(self, input_ids):
             return self.embed(input_ids)
 
-    class Decoder(nn.Module):
-        """The text model and lm_head on inputs_embeds, with the KV cache as flat tensors in and out."""
-
-        def __init__(self, model) -> None:
-            super().__init__()
-            self.text_model = model.model.text_model
-            self.lm_head = model.lm_head
-            self.config = model.config.get_text_config(decoder=True)
-
-        def forward(self, inputs_embeds, attention_mask, position_ids, *past):
-            out = self.text_model(
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=flat_cache(self.config, past, inputs_embeds),
-                use_cache=True,
-            )
-            return (self.lm_head(out.last_hidden_state), *present_tensors(out.past_key_values))
-
-    return VisionEncoder, EmbedTokens, Decoder
+    return VisionEncoder, EmbedTokens
 
 
 # ---------------------------------------------------------------------------------------------------- export
@@ -190,22 +172,6 @@ def _export_embed(model, path: Path) -> None:
         "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
     }
     export(embed, (ids,), path, ["input_ids"], ["inputs_embeds"], axes)
-
-
-def _export_decoder(model, path: Path) -> None:
-    import torch
-
-    decoder = _wrappers()[2](model).eval()
-    layers, kv_heads, head_dim = kv_shape(model.config.get_text_config(decoder=True))
-    hidden = model.config.get_text_config(decoder=True).hidden_size
-    past_len, seq = 3, 2  # a non-empty past so the traced graph concatenates and offsets positions
-    generator = torch.Generator().manual_seed(0)
-    embeds = torch.randn(1, seq, hidden, generator=generator)
-    mask = torch.ones(1, past_len + seq, dtype=torch.int64)
-    positions = torch.arange(past_len, past_len + seq)[None]
-    past = [torch.randn(1, kv_heads, past_len, head_dim, generator=generator) for _ in range(2 * layers)]
-    inputs, outputs, axes = decoder_io(layers, "inputs_embeds")
-    export(decoder, (embeds, mask, positions, *past), path, inputs, outputs, axes)
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -261,25 +227,21 @@ def check_graphs(model, paths: dict[str, Path]) -> None:
     layers, kv_heads, head_dim = kv_shape(model.config.get_text_config(decoder=True))
     embeds = torch.from_numpy(got[0])
     session = _session(paths["decoder_model_merged"])
-    empty = {n: np.zeros((2, kv_heads, 0, head_dim), np.float32) for n in past_names(layers)}
-    split = 4
-    feed = {
-        "inputs_embeds": embeds[:, :split].numpy(),
-        "attention_mask": np.ones((2, split), np.int64),
-        "position_ids": np.tile(np.arange(split), (2, 1)),
-        **empty,
-    }
-    first = session.run(None, feed)
-    past = dict(zip(past_names(layers), first[1:], strict=True))
-    feed = {
-        "inputs_embeds": embeds[:, split:].numpy(),
-        "attention_mask": np.ones((2, ids.shape[1]), np.int64),
-        "position_ids": np.tile(np.arange(split, ids.shape[1]), (2, 1)),
-        **past,
-    }
-    second = session.run(None, feed)
     out = model(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), use_cache=True)
-    _compare("decoder_model_merged logits", np.concatenate([first[0], second[0]], axis=1), out.logits.numpy())
-    for i, layer in enumerate(out.past_key_values.layers):
-        _compare(f"decoder_model_merged present.{i}.key", second[1 + 2 * i], layer.keys.numpy())
-        _compare(f"decoder_model_merged present.{i}.value", second[2 + 2 * i], layer.values.numpy())
+    split = 4
+    # One sequence at a time, as Transformers.js runs it: onnxruntime's GroupQueryAttention takes a batch above 1
+    # only for single-token steps once a past is given.
+    for b in range(ids.shape[0]):
+        row = embeds[b : b + 1].numpy()
+        empty = {n: np.zeros((1, kv_heads, 0, head_dim), np.float32) for n in past_names(layers)}
+        first = session.run(
+            None, {"inputs_embeds": row[:, :split], "attention_mask": np.ones((1, split), np.int64), **empty}
+        )
+        past = dict(zip(past_names(layers), first[1:], strict=True))
+        mask = np.ones((1, ids.shape[1]), np.int64)
+        second = session.run(None, {"inputs_embeds": row[:, split:], "attention_mask": mask, **past})
+        logits = np.concatenate([first[0], second[0]], axis=1)
+        _compare("decoder_model_merged logits", logits, out.logits[b : b + 1].numpy())
+        for i, layer in enumerate(out.past_key_values.layers):
+            _compare(f"decoder_model_merged present.{i}.key", second[1 + 2 * i], layer.keys[b : b + 1].numpy())
+            _compare(f"decoder_model_merged present.{i}.value", second[2 + 2 * i], layer.values[b : b + 1].numpy())

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..export.decoder import export_decoder
+from ..export.decoder_graph import export_decoder
 from ..verify import text
 from .family import Family, Graphs, nothing_to_add
 

@@ -16,7 +16,8 @@ Qwen3-0.6B: 0.9 GB (q8; its embedding table's stage), where onnx.load + onnxrunt
   MatMulInteger in ORT's WASM backend. Its embedding is an int8 table dequantized after a plain Gather; a tied
   lm_head reads the same bytes as MatMulInteger(x, Transpose(table)).
 
-I/O stays fp32 in every variant so each Transformers.js path (WebGPU and WASM) feeds them the same tensors.
+I/O stays fp32 in every variant (so each Transformers.js path feeds them the same tensors) but the fp16 variants'
+KV cache, which stays fp16 (see to_fp16).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ GRID_RECIPE = {"mode": "regrid8", "accuracy_level": 0}
 # accuracy_level 4 lets native CPU use int8 compute (3x faster decode) and WebGPU its DP4A kernels; int8
 # activations cost little next to RTN's weight error, but 4 points of top-1 on exact grid weights.
 RTN_ACCURACY_LEVEL = 4
+
+KV_PREFIXES = ("past_key_values.", "present.")  # the fp16 variants keep their KV cache fp16 (see to_fp16)
 
 
 def write_variants(
@@ -85,11 +88,18 @@ def quantize_q8(fp32_path: Path) -> tuple[onnx.ModelProto, Summary]:
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Everything float becomes fp16 but the graph's I/O. MatMulNBits scales follow (the converter only skips its
-    block list, plain ONNX ops), and so do the embedding's levels table and scales, hence its rows."""
+    """Everything float becomes fp16 but the graph's I/O, except the KV cache: past/present are fp16 tensors, as in
+    onnx-community's q4f16 exports (Transformers.js allocates the cache from the input metadata's type), so no
+    layer casts its whole cache on every step. MatMulNBits scales follow (the converter only skips its block list,
+    plain ONNX ops), and so do the embedding's levels table and scales, hence its rows."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    keep = [
+        v.name
+        for v in [*model.graph.input, *model.graph.output]
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and not v.name.startswith(KV_PREFIXES)
+    ]
+    return convert_float_to_float16(model, keep_io_types=keep, disable_shape_infer=True)
 
 
 @dataclass

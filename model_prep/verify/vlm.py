@@ -106,6 +106,7 @@ class VLMSession:
         self.image_token_id = image_token_id
         decoder = self.sessions["decoder_model_merged"]
         self.past_inputs = [i for i in decoder.get_inputs() if i.name.startswith("past_key_values.")]
+        self.input_names = {i.name for i in decoder.get_inputs()}
         self.output_names = [o.name for o in decoder.get_outputs()]
         self.reset()
 
@@ -136,9 +137,10 @@ class VLMSession:
         feed = {
             "inputs_embeds": self.embed(ids, features),
             "attention_mask": np.ones((1, self.length + n), dtype=np.int64),
-            "position_ids": np.arange(self.length, self.length + n, dtype=np.int64)[None],
             **self.past,
         }
+        if "position_ids" in self.input_names:
+            feed["position_ids"] = np.arange(self.length, self.length + n, dtype=np.int64)[None]
         outputs = self.sessions["decoder_model_merged"].run(None, feed)
         for name, value in zip(self.output_names[1:], outputs[1:], strict=True):
             self.past[name.replace("present.", "past_key_values.")] = value

@@ -37,3 +37,23 @@ def test_fp32_graph_answers_the_capital_of_france() -> None:
 def test_fp32_variant_matches_torch_in_the_verification_report() -> None:
     report = json.loads((MODEL / "verification.json").read_text())
     assert report["variants"]["fp32"]["top1_agreement"] == 1.0
+
+
+def test_shipped_variants_meet_the_gguf_floor_and_fp16_range() -> None:
+    from model_prep.recipes import GGUF_FLOOR
+
+    report = json.loads((MODEL / "verification.json").read_text())
+    reference = report["reference"]["perplexity"]
+    for dtype in ("q4", "q4f16"):
+        variant = report["variants"][dtype]
+        assert variant["top1_agreement"] >= GGUF_FLOOR.min_top1, dtype
+        assert variant["perplexity"] <= GGUF_FLOOR.max_perplexity_ratio * reference, dtype
+    (q4f16,) = report["fp16_range"]["q4f16"]
+    assert q4f16["overflow_count"] == 0 and q4f16["largest_abs_value"] <= q4f16["limit"]
+
+
+@pytest.mark.parametrize("prompt", ["What is the capital of France?", "Write a haiku about the sea."])
+def test_q4f16_greedy_reply_equals_fp32(prompt: str) -> None:
+    """On the CPU EP (which computes fp16 chains in fp32); bench/gpu_gate.py checks the same on the WebGPU EP."""
+    messages = [{"role": "user", "content": prompt}]
+    assert greedy_chat(MODEL, "q4f16", messages, 32) == greedy_chat(MODEL, "fp32", messages, 32)

@@ -58,8 +58,28 @@ def test_verification_report_scores_every_variant(exported: Path) -> None:
     assert fp32["top1_agreement"] == 1.0
     assert fp32["mean_logit_cosine"] > 0.9999
     assert fp32["perplexity"] == pytest.approx(report["reference"]["perplexity"], rel=1e-4)
-    for variant in report["variants"].values():
-        assert 0.0 <= variant["top1_agreement"] <= 1.0 and variant["positions"] > 50
+    floor = get_recipe("tiny-llama").floor
+    assert report["floor"] == {"min_top1": floor.min_top1, "max_perplexity_ratio": floor.max_perplexity_ratio}
+    for variant in report["variants"].values():  # the gate held: every shipped variant at or above the floor
+        assert variant["top1_agreement"] >= floor.min_top1 and variant["positions"] > 50
+        assert variant["perplexity"] <= floor.max_perplexity_ratio * report["reference"]["perplexity"]
+    (q4f16_range,) = report["fp16_range"]["q4f16"]  # q4f16's tensors checked against q4's values
+    assert q4f16_range["fp16_tensors_checked"] > 20 and q4f16_range["overflows"] == []
+    assert 0 < q4f16_range["largest_abs_value"] <= q4f16_range["limit"]
+
+
+def test_a_variant_below_the_floor_fails_the_export_and_writes_nothing(tmp_path: Path) -> None:
+    """The gate on the real pipeline: a floor no 4-bit variant can reach (top-1 above 100 %)."""
+    from dataclasses import replace
+
+    from model_prep.recipes import Floor
+    from model_prep.verify.quality import BelowQualityFloor
+
+    recipe = replace(get_recipe("tiny-llama"), variants=("fp32", "q4"), floor=Floor(1.01, 2.0))
+    recipe = replace(recipe, devices={"webgpu": "q4", "wasm": "fp32"})
+    with pytest.raises(BelowQualityFloor, match=r"q4: top-1 .* < 101\.0%"):
+        run_recipe(recipe, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [".cache"]  # no model folder, no temporary folder
 
 
 def test_reference_generation_matches_torch_greedy(exported: Path) -> None:
@@ -90,6 +110,30 @@ def test_a_second_export_gets_the_same_revision_and_replaces_the_folder(exported
     onnx_hashes = {f["path"]: f["sha256"] for f in after["files"] if f["path"].startswith("onnx/")}
     assert onnx_hashes == {f["path"]: f["sha256"] for f in before["files"] if f["path"].startswith("onnx/")}
     assert not [p for p in exported.parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+
+
+def test_gpu_gate_runs_on_the_cpu_ep(exported: Path) -> None:
+    """bench/gpu_gate.py's code paths (IO binding, profile, token comparison) without a GPU; a missing variant
+    fails the gate."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+
+    def gate(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "bench.gpu_gate", str(exported), "--ep", "cpu", *args]
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+
+    ok = gate("--new-tokens", "6")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    rows = [json.loads(line) for line in ok.stdout.splitlines()]
+    assert [r["dtype"] for r in rows] == ["fp32", "q4", "q4f16"]
+    for row in rows:
+        assert row["pass"] and row["tokens_equal_cpu_ep"] and row["nan_or_zero_logit_steps"] == 0
+        assert row["kernel_launches"]["CPUExecutionProvider"] > 0 and row["decode_tokens_per_s"] > 0
+    assert rows[0]["tokens_equal_fp32"]
+    missing = gate("--dtypes", "q8", "--new-tokens", "2")
+    assert missing.returncode == 1 and "1 failed" in missing.stderr
 
 
 def test_kv_cache_memory_estimate_uses_the_config() -> None:

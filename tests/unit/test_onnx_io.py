@@ -87,7 +87,7 @@ def test_a_read_of_another_shape_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_exporter_writes_big_graphs_with_external_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The decoder exporter's path for graphs over INLINE_LIMIT (Qwen3-0.6B), on a tiny model: same model."""
-    from model_prep.export.decoder import export_decoder
+    from model_prep.export.decoder_graph import export_decoder
     from model_prep.sources.tiny import build_tiny
     from model_prep.verify.onnx_runner import DecoderSession
 

@@ -11,38 +11,10 @@ from transformers.models.idefics3.modeling_idefics3 import Idefics3VisionEmbeddi
 
 from model_prep.errors import UpstreamChanged
 from model_prep.export.smolvlm import _wrappers
-from model_prep.export.tracing import _shape_inference_without_values, traceable_masks
+from model_prep.export.tracing import traceable_masks
 from model_prep.sources.smolvlm_model import fixed_forward, fixed_vision_positions, has_upstream_fix
 
-PASS = "_jit_pass_onnx_graph_shape_type_inference"
 PINNED = r"was written for torch 2\.13\.0 / transformers 4\.57\.6"
-
-
-def test_the_shape_inference_patch_installs_and_restores_on_the_pinned_torch() -> None:
-    original = getattr(torch._C, PASS)
-    with _shape_inference_without_values():
-        assert getattr(torch._C, PASS) is not original
-    assert getattr(torch._C, PASS) is original
-
-
-@pytest.mark.parametrize(
-    ("replacement", "detail"),
-    [
-        (lambda graph, params_dict, opset_version, strict: None, r"takes \(graph, params_dict, opset_version, str"),
-        (torch._C._jit_pass_lint, r"takes \(arg0\), not \(graph, params_dict, opset_version\)"),  # pybind docstring
-        (None, "does not exist"),
-    ],
-)
-def test_the_shape_inference_patch_refuses_another_signature(
-    monkeypatch: pytest.MonkeyPatch, replacement: object, detail: str
-) -> None:
-    if replacement is None:
-        monkeypatch.delattr(torch._C, PASS)
-    else:
-        monkeypatch.setattr(torch._C, PASS, replacement)
-    with pytest.raises(UpstreamChanged, match=rf"torch\._C\.{PASS} {detail}.*tracing\.py {PINNED}"):
-        with _shape_inference_without_values():
-            pass
 
 
 @pytest.mark.parametrize(
