@@ -1,5 +1,6 @@
-"""The page's pure modules, run in the real page: device choice (device.js) and the markdown sanitizer
-(markdown.js). No model is loaded, so these run even before an export."""
+"""The page's pure modules, run in the real page: device choice (device.js), error codes (errors.js), the worker
+protocol (protocol.js) and the markdown sanitizer (markdown.js). No model is loaded, so these run even before an
+export."""
 
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def test_forced_device_and_dtype(chat: Any) -> None:
 def test_raw_errors_map_to_typed_messages(chat: Any) -> None:
     result = chat.page.evaluate(
         """async () => {
-          const { describeError, EdgeChatError } = await import('/static/src/device.js');
+          const { describeError, EdgeChatError } = await import('/static/src/errors.js');
           const quota = new Error('The quota has been exceeded.');
           quota.name = 'QuotaExceededError';
           const cases = {
@@ -141,6 +142,101 @@ def test_raw_errors_map_to_typed_messages(chat: Any) -> None:
     assert "site data" in result["quota"]["message"]
     assert "strange things" in result["other"]["message"]
     assert all(value["message"] for value in result.values())
+
+
+def test_every_error_code_has_a_message(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async () => {
+          const { ErrorCode, ERROR_MESSAGES, EdgeChatError } = await import('/static/src/errors.js');
+          const made = Object.values(ErrorCode).map((code) => new EdgeChatError(code));
+          return {
+            codes: Object.values(ErrorCode),
+            messages: Object.values(ErrorCode).map((code) => ERROR_MESSAGES[code]),
+            made: made.map((e) => [e.code, e.message]),
+            bogus: new EdgeChatError('no-such-code').code,
+          };
+        }"""
+    )
+    assert {"not-an-image", "text-only-model", "context-full", "bad-import"} <= set(result["codes"])
+    assert all(m and len(m) > 20 for m in result["messages"])
+    assert [c for c, _ in result["made"]] == result["codes"]
+    assert result["bogus"] == "unknown"
+
+
+PROTOCOL_JS = """async () => {
+  const { Request, Reply, serveRequests, WorkerClient, WorkerError } = await import('/static/src/protocol.js');
+  const { EdgeChatError, ErrorCode } = await import('/static/src/errors.js');
+  // A MessageChannel stands in for the worker: port1 is the page's end, port2 the worker's global scope.
+  const { port1, port2 } = new MessageChannel();
+  port1.start();
+  port2.start();
+  const log = [];
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  serveRequests(port2, {
+    async [Request.GENERATE](message, reply) {
+      log.push(`start ${message.id}`);
+      reply({ type: Reply.TOKEN, text: message.messages[0].content });
+      if (message.messages[0].content === 'slow') await gate;
+      if (message.messages[0].content === 'fail') {
+        throw new EdgeChatError(ErrorCode.CONTEXT_FULL, 'too long', '', { tokens: 9, limit: 8 });
+      }
+      log.push(`end ${message.id}`);
+      return { type: Reply.DONE, text: message.messages[0].content };
+    },
+    [Request.INTERRUPT](message) {
+      log.push(`interrupt ${message.target}`);
+      release();
+    },
+  });
+  const client = new WorkerClient(port1);
+  const tokens = {};
+  const ask = (content) => {
+    const r = client.request(
+      { type: Request.GENERATE, messages: [{ role: 'user', content }] },
+      { onMessage: (m) => { if (m.type === Reply.TOKEN) (tokens[r.id] ??= []).push(m.text); } },
+    );
+    return r;
+  };
+  const slow = ask('slow');
+  const failing = ask('fail');
+  const fine = ask('fine');
+  // The interrupt overtakes the queued requests: it reaches the worker while 'slow' still runs.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  client.post({ type: Request.INTERRUPT, target: slow.id });
+  const settled = await Promise.allSettled([slow.done, failing.done, fine.done]);
+  const unknown = client.request({ type: Request.COUNT, messages: [] });
+  let unknownError = null;
+  try { await unknown.done; } catch (err) { unknownError = { code: err.code, id: err.requestId, name: err.name }; }
+  let noReply = null;
+  try { client.request({ type: Request.INTERRUPT }); } catch (err) { noReply = err.code; }
+  return {
+    ids: [slow.id, failing.id, fine.id, unknown.id],
+    log,
+    tokens,
+    settled: settled.map((s) => s.status === 'fulfilled'
+      ? { ok: s.value.text, id: s.value.id }
+      : { code: s.reason.code, id: s.reason.requestId, data: s.reason.data, isWorkerError: s.reason instanceof WorkerError }),
+    unknownError,
+    noReply,
+    pending: client.pending.size,
+  };
+}"""
+
+
+def test_protocol_matches_replies_and_errors_to_requests(chat: Any) -> None:
+    r = chat.page.evaluate(PROTOCOL_JS)
+    slow, failing, fine, unknown = r["ids"]
+    assert len(set(r["ids"])) == 4
+    # One request at a time, in order; the interrupt did not wait in that queue.
+    assert r["log"] == [f"start {slow}", f"interrupt {slow}", f"end {slow}", f"start {failing}", f"start {fine}", f"end {fine}"]
+    assert r["tokens"] == {slow: ["slow"], failing: ["fail"], fine: ["fine"]}
+    assert r["settled"][0] == {"ok": "slow", "id": slow}
+    assert r["settled"][1] == {"code": "context-full", "id": failing, "data": {"tokens": 9, "limit": 8}, "isWorkerError": True}
+    assert r["settled"][2] == {"ok": "fine", "id": fine}
+    assert r["unknownError"] == {"code": "bad-request", "id": unknown, "name": "WorkerError"}
+    assert r["noReply"] == "bad-request"
+    assert r["pending"] == 0
 
 
 MALICIOUS = [

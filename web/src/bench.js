@@ -13,7 +13,8 @@
 // State: body[data-state] = idle|running|done|failed; body[data-results] = JSON of the rows of this run.
 
 import { BENCH_PROMPTS } from "./bench-prompts.js";
-import { chooseDevice, describeError, ErrorCode } from "./device.js";
+import { chooseDevice } from "./device.js";
+import { describeError, ErrorCode } from "./errors.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {

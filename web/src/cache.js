@@ -5,7 +5,7 @@
 // evicted and fetched again. Runs in the page and in the worker (no DOM).
 
 import { createSHA256 } from "/static/vendor/hash-wasm.esm.js";
-import { EdgeChatError, ErrorCode } from "./device.js";
+import { EdgeChatError, ErrorCode } from "./errors.js";
 
 export const MODEL_CACHE_PREFIX = "edge-chat-model-";
 // Where Transformers.js 4.x keeps files by default; Edge Chat turns that off, and deletes what an older

@@ -1,5 +1,5 @@
 // The chat page: model picker, loading progress, transcript, composer and metrics. It never runs the
-// model itself; it talks to worker.js with the message protocol of docs/architecture.md.
+// model itself; it talks to worker.js through protocol.js (requests with ids, replies matched by id).
 //
 // Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype>
 // ?max_new_tokens=<n> ?threads=<n> ?autoload=1 ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs,
@@ -11,7 +11,9 @@
 // model cache did on the last load), body[data-memory-warning], #storage-list li[data-cache-name][data-bytes].
 
 import { cachedManifest, deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
-import { chooseDevice, describeError } from "./device.js";
+import { chooseDevice } from "./device.js";
+import { describeError } from "./errors.js";
+import { Reply, Request, WorkerClient } from "./protocol.js";
 import { setMarkdown } from "./markdown.js";
 import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
 
@@ -57,6 +59,7 @@ const app = {
   choice: null, // {device, dtype, reason}
   messages: [], // [{role, content}] — the conversation as the model sees it
   current: null, // the assistant message being streamed: {node, body, raw}
+  generating: null, // id of the generate request in flight
   files: new Map(), // file → {loaded, total, row}
   renderPending: false,
 };
@@ -250,41 +253,13 @@ function scheduleRender() {
 // ---------------------------------------------------------------- worker
 
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-const attachments = createAttachments({ worker, showError, clearError, params });
+const client = new WorkerClient(worker);
+const attachments = createAttachments({ showError, clearError, params });
 
-worker.addEventListener("message", (event) => {
-  const msg = event.data;
-  switch (msg.type) {
-    case "capabilities":
-      onCapabilities(msg);
-      break;
-    case "progress":
-      onProgress(msg);
-      break;
-    case "ready":
-      onReady(msg);
-      break;
-    case "cache":
-      onCache(msg);
-      break;
-    case "token":
-      onToken(msg);
-      break;
-    case "text-inputs": // ?expose_inputs=1: the turn's exact token ids, for tests
-      window.__edgeChatTextInputs = msg;
-      break;
-    case "done":
-      onDone(msg);
-      break;
-    case "error":
-      onWorkerError(msg);
-      break;
-    default:
-      break;
-  }
-});
 worker.addEventListener("error", (event) => {
-  showError(new Error(`The model worker failed to start: ${event.message || "unknown error"}`));
+  const err = new Error(`The model worker failed to start: ${event.message || "unknown error"}`);
+  client.failAll(err);
+  showError(err);
   setState("idle");
 });
 
@@ -294,7 +269,7 @@ app.capabilitiesReady = new Promise((resolve) => {
 });
 
 function onCapabilities(caps) {
-  const { type: _type, ...rest } = caps;
+  const { type: _type, id: _id, ...rest } = caps;
   app.capabilities = rest;
   document.body.dataset.webgpu = String(Boolean(rest.webgpu));
   const gpu = rest.webgpu
@@ -311,7 +286,7 @@ function onReady(msg) {
   el.prompt.focus();
 }
 
-function onCache({ type: _type, ...report }) {
+function onCache({ type: _type, id: _id, ...report }) {
   document.body.dataset.cache = JSON.stringify(report);
   refreshStorage();
 }
@@ -348,30 +323,32 @@ function onDone({ text, metrics, context }) {
   setState("ready");
 }
 
-function onWorkerError({ code, message, detail }) {
-  console.error("[edge-chat]", code, message, detail);
-  el.error.hidden = false;
-  el.error.textContent = message;
-  el.error.title = detail ?? "";
-  document.body.dataset.error = code;
-  const state = document.body.dataset.state;
-  if (state === "loading") {
-    el.progress.hidden = true;
-    app.choice = null;
-    el.deviceStatus.textContent = "Loading failed.";
-    setState("idle");
-  } else if (state === "generating") {
-    const cur = app.current;
-    app.current = null;
-    if (cur) {
-      cur.node.dataset.done = "true";
-      cur.node.dataset.error = code;
-      // The failed turn is dropped from the conversation; the worker's KV cache no longer matches it.
-      app.messages.pop();
-      worker.postMessage({ type: "reset" });
-    }
-    setState("ready");
+/** Drops the worker's KV cache (the next turn prefills the whole conversation). */
+function resetWorker() {
+  client.request({ type: Request.RESET }).done.catch((err) => console.warn("reset", err));
+}
+
+function onLoadFailed(err) {
+  showError(err);
+  el.progress.hidden = true;
+  app.choice = null;
+  el.deviceStatus.textContent = "Loading failed.";
+  setState("idle");
+}
+
+function onGenerateFailed(err) {
+  const { code } = describeError(err);
+  showError(err);
+  const cur = app.current;
+  app.current = null;
+  if (cur) {
+    cur.node.dataset.done = "true";
+    cur.node.dataset.error = code;
+    // The failed turn is dropped from the conversation; the worker's KV cache no longer matches it.
+    app.messages.pop();
+    resetWorker();
   }
+  setState("ready");
 }
 
 // ---------------------------------------------------------------- actions
@@ -413,18 +390,31 @@ async function loadModel() {
   }
   if (manifest?.revision !== model.revision) manifest = await cachedManifest(model.id, model.revision).catch(() => null);
   const files = manifest?.dtypes?.[choice.dtype]?.files;
-  worker.postMessage({
-    type: "load",
-    model: { id: model.id, revision: model.revision },
+  const request = client.request(
+    {
+      type: Request.LOAD,
+      model: { id: model.id, revision: model.revision },
     dtype: choice.dtype,
     device: choice.device,
     files,
     artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
     manifest: manifest ?? undefined,
-    threads: THREADS,
-    task: model.task,
-    capabilities: model.capabilities,
-  });
+      threads: THREADS,
+      task: model.task,
+      capabilities: model.capabilities,
+    },
+    {
+      onMessage(reply) {
+        if (reply.type === Reply.PROGRESS) onProgress(reply);
+        else if (reply.type === Reply.CACHE) onCache(reply);
+      },
+    },
+  );
+  try {
+    onReady(await request.done);
+  } catch (err) {
+    onLoadFailed(err);
+  }
 }
 
 /** The manifest entries a dtype loads: its ONNX files plus every file that belongs to no dtype. */
@@ -559,16 +549,34 @@ async function send() {
   node.dataset.raw = "";
   node.dataset.done = "false";
   app.current = { node, body, raw: "" };
-  worker.postMessage({
-    type: "generate",
-    messages: app.messages.map(({ role, content }) => ({ role, content })),
-    images: turn.images,
-    options: { max_new_tokens: maxNewTokens(), ...turn.options },
-  }, turn.transfer);
+  const request = client.request(
+    {
+      type: Request.GENERATE,
+      messages: app.messages.map(({ role, content }) => ({ role, content })),
+      images: turn.images,
+      options: { max_new_tokens: maxNewTokens(), ...turn.options },
+    },
+    { onMessage: onGenerateReply, transfer: turn.transfer },
+  );
+  app.generating = request.id;
+  try {
+    onDone(await request.done);
+  } catch (err) {
+    onGenerateFailed(err);
+  } finally {
+    app.generating = null;
+  }
+}
+
+function onGenerateReply(reply) {
+  if (reply.type === Reply.TOKEN) onToken(reply);
+  // ?expose_inputs=1: the turn's exact token ids (and for image models the pixels), for tests
+  else if (reply.type === Reply.TEXT_INPUTS) window.__edgeChatTextInputs = reply;
+  else if (reply.type === Reply.VLM_INPUTS) window.__edgeChatVLMInputs = reply;
 }
 
 function stop() {
-  if (document.body.dataset.state === "generating") worker.postMessage({ type: "interrupt" });
+  if (app.generating) client.post({ type: Request.INTERRUPT, target: app.generating });
 }
 
 function newChat() {
@@ -578,7 +586,7 @@ function newChat() {
   el.metrics.textContent = "";
   el.metrics.dataset.metrics = "";
   clearError();
-  worker.postMessage({ type: "reset" });
+  resetWorker();
   el.prompt.focus();
 }
 
@@ -603,5 +611,5 @@ fillModelPicker();
 setState("idle");
 registerServiceWorker();
 refreshStorage();
-worker.postMessage({ type: "check" });
+client.request({ type: Request.CHECK }).done.then(onCapabilities, showError);
 if (params.get("autoload") === "1") loadModel();

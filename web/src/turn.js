@@ -2,20 +2,21 @@
 // then the KV cache kept for the next turn and the one metrics schema (docs/architecture.md).
 
 import { TextStreamer } from "/static/vendor/transformers.min.js";
+import { Reply } from "./protocol.js";
 
 /**
  * Greedy `model.generate` (the e2e tests compare with Python onnxruntime token for token), streaming each piece of
- * text to `post` and stopping within a token on `stopper.interrupt()`. Returns the output (return_dict_in_generate)
+ * text to `reply` and stopping within a token on `stopper.interrupt()`. Returns the output (return_dict_in_generate)
  * and the performance.now() marks of the first and last streamed token.
  */
-export async function greedyTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, post }) {
+export async function greedyTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply }) {
   const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
   const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
   const marks = { first: 0, last: 0, count: 0 };
   const streamer = new TextStreamer(tokenizer, {
     skip_prompt: true,
     skip_special_tokens: true,
-    callback_function: (text) => post({ type: "token", text }),
+    callback_function: (text) => reply({ type: Reply.TOKEN, text }),
     token_callback_function: () => {
       marks.last = performance.now();
       if (marks.count++ === 0) marks.first = marks.last;

@@ -1,7 +1,8 @@
 // Worker side of image chat: SmolVLM / Idefics3 (image-text-to-text) with Transformers.js. worker.js routes
 // load/generate/reset here when the model takes images (catalog task "image-text-to-text" or
 // capabilities.image); it shares the worker's interrupt (InterruptableStoppingCriteria), its macrotask yield
-// and its message protocol (token / done with the same metrics schema).
+// and its message protocol (protocol.js: token / done with the same metrics schema). `reply` posts with the
+// request's id; load and generate return their final reply.
 //
 // Images arrive once, with the turn they belong to: generate's `images` is [{id, width, height, data}] (RGBA
 // bytes, transferred, already downscaled by the page to the preprocessor's size.longest_edge); message content
@@ -12,7 +13,7 @@
 // turns and text follow-ups both reuse it (Transformers.js' generic_text_to_text_forward encodes whatever
 // pixel_values come with a multi-token step and merges them over the <image> tokens of that step).
 //
-// Debug (tests): generate options.expose_inputs = true posts {type:"vlm-inputs", ...} before "done": the
+// Debug (tests): generate options.expose_inputs = true posts {type: Reply.VLM_INPUTS, ...} before "done": the
 // exact pixel_values/pixel_attention_mask fed to the vision encoder this turn, the prompt ids, rows/cols and
 // the generated ids.
 
@@ -22,7 +23,8 @@ import {
   cat,
   RawImage,
 } from "/static/vendor/transformers.min.js";
-import { EdgeChatError, ErrorCode } from "./device.js";
+import { EdgeChatError, ErrorCode } from "./errors.js";
+import { Reply } from "./protocol.js";
 import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
 
 const FAKE = "<fake_token_around_image>";
@@ -67,9 +69,9 @@ function toBase(tensor) {
 }
 
 /**
- * @param {{post: Function, stopper: any, nextTask: () => Promise<void>, externalData: Function, env: any}} deps
+ * @param {{stopper: any, nextTask: () => Promise<void>, externalData: Function, env: any}} deps
  */
-export function createVLM({ post, stopper, nextTask, externalData, env }) {
+export function createVLM({ stopper, nextTask, externalData, env }) {
   const s = {
     processor: null,
     model: null,
@@ -100,7 +102,7 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
   async function prepareImage({ width, height, data }) {
     const bytes = data instanceof Uint8ClampedArray ? data : new Uint8ClampedArray(data);
     if (!(width > 0 && height > 0) || bytes.length !== width * height * 4) {
-      throw new EdgeChatError(ErrorCode.UNKNOWN, "An attached image arrived damaged; attach it again.");
+      throw new EdgeChatError(ErrorCode.BAD_REQUEST, "An attached image arrived damaged; attach it again.");
     }
     const image = new RawImage(bytes, width, height, 4).rgb();
     const out = await s.processor.image_processor(image, { return_row_col_info: true });
@@ -115,15 +117,15 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     };
   }
 
-  async function load({ model, dtype, device, files, threads }, parsed) {
+  async function load({ dtype, device, files, threads }, parsed, reply) {
     const t0 = performance.now();
     const { id, revision } = parsed;
     await unload();
     if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
     const modelId = `${id}/${revision}`;
     const progress_callback = (p) => {
-      if (p.status === "progress") post({ type: "progress", file: p.file, loaded: p.loaded, total: p.total });
-      else if (p.status === "initiate" || p.status === "done") post({ type: "progress", file: p.file, status: p.status });
+      if (p.status === "progress") reply({ type: Reply.PROGRESS, file: p.file, loaded: p.loaded, total: p.total });
+      else if (p.status === "initiate" || p.status === "done") reply({ type: Reply.PROGRESS, file: p.file, status: p.status });
     };
     // One dtype and device for all three graphs (the device table's choice; see the report in
     // docs/architecture.md: the vision encoder follows it).
@@ -158,11 +160,11 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     });
     const load_s = (performance.now() - t0) / 1000;
     s.info = { id, revision, device, dtype, load_s };
-    post({ type: "ready", load_s, model: id, revision, device, dtype, vision: true });
+    return { type: Reply.READY, load_s, model: id, revision, device, dtype, vision: true };
   }
 
-  async function generate({ messages, images = [], options = {} }) {
-    if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "No model is loaded yet.");
+  async function generate({ messages, images = [], options = {} }, reply) {
+    if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
     const { processor, model, info } = s;
     const { tokenizer } = processor;
     const t0 = performance.now();
@@ -170,12 +172,12 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
 
     const { messages: chat, imageIds } = normaliseMessages(messages);
     const missing = imageIds.filter((id) => !s.images.has(id));
-    if (missing.length) throw new EdgeChatError(ErrorCode.UNKNOWN, "An image of this conversation is gone; start a new chat.");
+    if (missing.length) throw new EdgeChatError(ErrorCode.BAD_REQUEST, "An image of this conversation is gone; start a new chat.");
     for (const id of s.images.keys()) if (!imageIds.includes(id)) s.images.delete(id); // no longer in the chat
     const templated = tokenizer.apply_chat_template(chat, { add_generation_prompt: true, tokenize: false });
     const pieces = templated.split(IMAGE);
     if (pieces.length - 1 !== imageIds.length) {
-      throw new EdgeChatError(ErrorCode.UNKNOWN, `Messages may not contain the text "${IMAGE}".`);
+      throw new EdgeChatError(ErrorCode.BAD_REQUEST, `Messages may not contain the text "${IMAGE}".`);
     }
     const imageSeqLen = processor.config.image_seq_len;
     let prompt = pieces[0];
@@ -222,7 +224,7 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     try {
       const pastKeyValues = reused ? s.cache.pkv : null;
       const turnInputs = { ...inputs, ...pixels };
-      turn = await greedyTurn({ model, tokenizer, inputs: turnInputs, pastKeyValues, options, stopper, post });
+      turn = await greedyTurn({ model, tokenizer, inputs: turnInputs, pastKeyValues, options, stopper, reply });
     } catch (err) {
       await disposeCache();
       throw err;
@@ -237,7 +239,7 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
     if (options.expose_inputs) {
       const exposed = {
-        type: "vlm-inputs",
+        type: Reply.VLM_INPUTS,
         prompt_ids: ids.map(Number),
         new_ids: newIds.map(Number),
         images: imageIds.map((id) => {
@@ -248,10 +250,10 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
         pixel_values: pixels.pixel_values ? toBase(pixels.pixel_values) : null,
         pixel_attention_mask: pixels.pixel_attention_mask ? toBase(pixels.pixel_attention_mask) : null,
       };
-      post(exposed);
+      reply(exposed);
     }
-    post({
-      type: "done",
+    return {
+      type: Reply.DONE,
       text,
       metrics,
       context: {
@@ -261,7 +263,7 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
         images: imageIds.length,
         encoded_images: fresh.length,
       },
-    });
+    };
   }
 
   return {
