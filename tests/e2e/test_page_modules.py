@@ -216,7 +216,8 @@ PROTOCOL_JS = """async () => {
     tokens,
     settled: settled.map((s) => s.status === 'fulfilled'
       ? { ok: s.value.text, id: s.value.id }
-      : { code: s.reason.code, id: s.reason.requestId, data: s.reason.data, isWorkerError: s.reason instanceof WorkerError }),
+      : { code: s.reason.code, id: s.reason.requestId, data: s.reason.data,
+          isWorkerError: s.reason instanceof WorkerError }),
     unknownError,
     noReply,
     pending: client.pending.size,
@@ -229,10 +230,22 @@ def test_protocol_matches_replies_and_errors_to_requests(chat: Any) -> None:
     slow, failing, fine, unknown = r["ids"]
     assert len(set(r["ids"])) == 4
     # One request at a time, in order; the interrupt did not wait in that queue.
-    assert r["log"] == [f"start {slow}", f"interrupt {slow}", f"end {slow}", f"start {failing}", f"start {fine}", f"end {fine}"]
+    assert r["log"] == [
+        f"start {slow}",
+        f"interrupt {slow}",
+        f"end {slow}",
+        f"start {failing}",
+        f"start {fine}",
+        f"end {fine}",
+    ]
     assert r["tokens"] == {slow: ["slow"], failing: ["fail"], fine: ["fine"]}
     assert r["settled"][0] == {"ok": "slow", "id": slow}
-    assert r["settled"][1] == {"code": "context-full", "id": failing, "data": {"tokens": 9, "limit": 8}, "isWorkerError": True}
+    assert r["settled"][1] == {
+        "code": "context-full",
+        "id": failing,
+        "data": {"tokens": 9, "limit": 8},
+        "isWorkerError": True,
+    }
     assert r["settled"][2] == {"ok": "fine", "id": fine}
     assert r["unknownError"] == {"code": "bad-request", "id": unknown, "name": "WorkerError"}
     assert r["noReply"] == "bad-request"
