@@ -379,6 +379,74 @@ def test_sampling_defaults_follow_generation_config(chat: Any) -> None:
     assert result["badQuery"] == "bad-setting"
 
 
+THINKING_CASES = [
+    # (reply, thinking, answer): a Qwen3 reply; a reply that never thinks (its "<" and ">" are not tags); a reply
+    # still thinking.
+    ("<think>\nplan the answer\n</think>\n\nParis is the capital.", "plan the answer", "Paris is the capital."),
+    ("No thinking here: a < b and c > d.", None, "No thinking here: a < b and c > d."),
+    ("<think>\nstill going", "still going", ""),
+]
+# Split like Qwen3's template once whole, but not monotonic while streaming: thinking whose opening tag was in the
+# prompt (Qwen3-2507 templates; it shows as answer until "</think>" arrives: Edge Chat's models open the block
+# themselves), and two closing tags (the template keeps only the text after the last).
+FINAL_ONLY = [
+    ("reasoning, opened by the prompt</think>\n\nAnswer.", "reasoning, opened by the prompt", "Answer."),
+    ("<think>a</think>b</think>\nc", "a", "c"),
+]
+
+SPLIT_JS = """async (cases) => {
+  const { splitThinking } = await import('/static/src/thinking.js');
+  return cases.map(([raw]) => {
+    const steps = [];
+    for (let i = 0; i <= raw.length; i++) steps.push(splitThinking(raw.slice(0, i)));
+    return { final: splitThinking(raw), steps };
+  });
+}"""
+
+
+def test_thinking_never_streams_into_the_answer(chat: Any) -> None:
+    # Every prefix of each reply, as it would arrive token by token: the answer shown is always a prefix of the final
+    # answer (nothing shown is taken back), the thinking shown a prefix of the final thinking, and neither a tag nor
+    # a piece of one ever shows.
+    result = chat.page.evaluate(SPLIT_JS, [*THINKING_CASES, *FINAL_ONLY])
+    for (raw, thinking, answer), got in zip([*THINKING_CASES, *FINAL_ONLY], result, strict=True):
+        assert (got["final"]["thinking"], got["final"]["answer"]) == (thinking, answer), raw
+    for (raw, thinking, answer), got in zip(THINKING_CASES, result[: len(THINKING_CASES)], strict=True):
+        for step in got["steps"]:
+            assert answer.startswith(step["answer"]), (raw, step)
+            assert "<think" not in step["answer"] and "</th" not in step["answer"], (raw, step)
+            if step["thinking"] is not None:
+                assert thinking is not None and thinking.startswith(step["thinking"].rstrip("\n")), (raw, step)
+                assert "<" not in step["thinking"], (raw, step)
+
+
+def test_thinking_renders_through_the_sanitizer(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async (reply) => {
+          window.__xss = 0;
+          const { paintReply } = await import('/static/src/transcript.js');
+          const node = document.createElement('article');
+          node.innerHTML = '<details class="thinking"><summary></summary><div class="thinking-body"></div></details>'
+            + '<div class="body"></div>';
+          document.body.append(node);
+          paintReply(node, reply);
+          await new Promise((r) => setTimeout(r, 200));
+          const out = {
+            xss: window.__xss,
+            thinking: node.querySelector('.thinking-body').innerHTML,
+            body: node.querySelector('.body').innerHTML,
+            hidden: node.querySelector('.thinking').hidden,
+          };
+          node.remove();
+          return out;
+        }""",
+        '<think>\n<img src=x onerror="window.__xss=1">**plan**\n</think>\n\n<script>window.__xss=2</script>ok',
+    )
+    assert result["xss"] == 0 and result["hidden"] is False
+    assert "<strong>plan</strong>" in result["thinking"] and "<img" not in result["thinking"]
+    assert "&lt;script&gt;" in result["body"] and "plan" not in result["body"]
+
+
 MALICIOUS = [
     '<img src=x onerror="window.__xss = 1">',
     "<script>window.__xss = 2</script>",
