@@ -95,6 +95,34 @@ def test_defaults_come_from_the_models_generation_config(chat: Any, model_dir: P
     assert "generation_config.json" in chat.page.text_content("#settings-source")
 
 
+def test_the_model_card_shows_source_sizes_context_and_fidelity(
+    chat: Any, model_dir: Path, manifest: dict[str, Any]
+) -> None:
+    verification = json.loads((model_dir / "verification.json").read_text())
+    chat.page.click("#model-card summary")
+    card = chat.page.locator("#model-card-body")
+    card.locator("table").wait_for(timeout=10_000)
+    facts = card.locator("dl").text_content()
+    assert manifest["source"] in facts and manifest["revision"] in facts
+    assert f"{manifest['context_length']:,} tokens" in facts
+    rows = chat.page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('#model-card-body tr[data-dtype]')]
+             .map((tr) => [tr.dataset.dtype, [...tr.querySelectorAll('td')].map((td) => td.textContent)]))"""
+    )
+    assert set(rows) == set(manifest["dtypes"])
+    reference = verification["reference"]["perplexity"]
+    for dtype, (name, size, used, top1, perplexity) in rows.items():
+        scores = verification["variants"][dtype]
+        assert name == dtype
+        assert size == f"{manifest['dtypes'][dtype]['bytes'] / 1e6:.0f} MB"
+        assert top1 == f"{100 * scores['top1_agreement']:.1f} %"
+        delta = 100 * (scores["perplexity"] / reference - 1)
+        assert perplexity == f"{scores['perplexity']:.2f} ({'+' if delta >= 0 else ''}{delta:.1f} %)"
+        devices = [d for d, v in manifest["devices"].items() if v == dtype]
+        assert (used == "–") == (not devices)
+    assert f"{reference:.2f}" in card.text_content()
+
+
 def test_a_repetition_penalty_decoded_greedily_equals_python(
     chat: Any, model_dir: Path, manifest: dict[str, Any], tokenizer: Any
 ) -> None:
