@@ -77,9 +77,9 @@ function toBase(tensor) {
 }
 
 /**
- * @param {{stopper: any, nextTask: () => Promise<void>, externalData: Function, env: any}} deps
+ * @param {{stopper: any, nextTask: () => Promise<void>, externalData: Function}} deps
  */
-export function createVLM({ stopper, nextTask, externalData, env }) {
+export function createVLM({ stopper, nextTask, externalData }) {
   const s = {
     processor: null,
     model: null,
@@ -125,11 +125,9 @@ export function createVLM({ stopper, nextTask, externalData, env }) {
     };
   }
 
-  async function load({ dtype, device, files, threads }, parsed, reply) {
-    const t0 = performance.now();
-    const { id, revision } = parsed;
+  /** Builds the model from the revision's cache, which worker.js's load has verified (or filled) first. */
+  async function load({ dtype, device, files }, { id, revision, t0 = performance.now() }, reply) {
     await unload();
-    if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
     const modelId = `${id}/${revision}`;
     const progress_callback = (p) => {
       if (p.status === "progress") reply({ type: Reply.PROGRESS, file: p.file, loaded: p.loaded, total: p.total });

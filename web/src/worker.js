@@ -130,19 +130,32 @@ async function prepareCache(id, revision, artifacts, manifest, reply) {
   return cache;
 }
 
-async function load({ model, dtype, device, files, threads, artifacts, manifest }, reply) {
+/**
+ * One load path for text and image models: free what is loaded, verify (or download) the dtype's artifacts into
+ * the revision's model cache (sha256 against the manifest, the offline copy, old revisions deleted: cache.js),
+ * then build the model from that cache: the text model here, an image model in vlm.js.
+ */
+async function load(message, reply) {
   const t0 = performance.now();
-  const { id, revision } = parseModel(model);
+  const { id, revision } = parseModel(message.model);
   if (!id || !revision) throw new EdgeChatError(ErrorCode.BAD_REQUEST, "The load request names no model id/revision.");
   await disposeCache();
   await state.model?.dispose?.();
   state.model = state.tokenizer = state.info = null;
+  await vlm.unload();
+  const { threads, artifacts, manifest } = message;
   if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
-
-  const modelId = `${id}/${revision}`;
   env.customCache = transformersCache(id, revision);
   const cache =
     Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest, reply) : null;
+  const ready = isVisionModel(message)
+    ? await vlm.load(message, { id, revision, t0 }, reply)
+    : await loadText(message, { id, revision, t0 }, reply);
+  return { ...ready, cache };
+}
+
+async function loadText({ dtype, device, files }, { id, revision, t0 }, reply) {
+  const modelId = `${id}/${revision}`;
   const progress_callback = (p) => {
     if (p.status === "progress") {
       reply({ type: Reply.PROGRESS, file: p.file, loaded: p.loaded, total: p.total });
@@ -174,7 +187,7 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest 
   state.info = { id, revision, device, dtype, load_s };
   // The page shows the thinking switch when the template takes enable_thinking (Qwen3).
   const chat = { thinking: templateTakes(tokenizer, "enable_thinking") };
-  return { type: Reply.READY, load_s, model: id, revision, device, dtype, cache, chat };
+  return { type: Reply.READY, load_s, model: id, revision, device, dtype, chat };
 }
 
 /** The context a turn may fill: the page's limit, never more than the model's own. */
@@ -244,22 +257,11 @@ async function generate({ messages, options = {} }, reply) {
 }
 
 // Image-text-to-text models (SmolVLM) live in vlm.js; the text path above is untouched by them.
-const vlm = createVLM({ stopper, nextTask, externalData, env });
+const vlm = createVLM({ stopper, nextTask, externalData });
 
 serveRequests(self, {
   [Request.CHECK]: check,
-  async [Request.LOAD](message, reply) {
-    if (!isVisionModel(message)) {
-      await vlm.unload();
-      return load(message, reply);
-    }
-    const { id, revision } = parseModel(message.model);
-    if (!id || !revision) throw new EdgeChatError(ErrorCode.BAD_REQUEST, "The load request names no model id/revision.");
-    await disposeCache();
-    await state.model?.dispose?.();
-    state.model = state.tokenizer = state.info = null;
-    return vlm.load(message, { id, revision }, reply);
-  },
+  [Request.LOAD]: load,
   async [Request.GENERATE](message, reply) {
     checkSampling(message.options?.sampling); // a bad setting fails before the KV cache is touched
     running = message.id;
