@@ -299,9 +299,8 @@ async function showLoadSize() {
     return null;
   }
   const missing = await bytesToDownload(model, app.manifest, choice.dtype);
-  if (document.body.dataset.state === "idle" || document.body.dataset.state === undefined) {
-    el.loadButton.textContent = missing > 0 ? `Load model (${fmtBytes(missing)} download)` : "Load model";
-  }
+  if (app.selected !== model) return null;
+  el.loadButton.textContent = missing > 0 ? `Load model (${fmtBytes(missing)} download)` : "Load model";
   el.loadButton.dataset.download = String(missing);
   return missing;
 }
