@@ -1,5 +1,7 @@
-// The chat page: model picker and card, loading, saved chats, transcript, composer, settings and metrics. It never
-// runs the model itself; it talks to worker.js through protocol.js (requests with ids, replies matched by id).
+// The chat page: wires the picker (models.js), saved chats (chats.js, sidebar.js), transcript (transcript.js),
+// settings (settings.js) and the context meter (context-meter.js) to the model worker, and runs the load and the
+// turn flows. It never runs the model itself; it talks to worker.js through protocol.js (requests with ids,
+// replies matched by id).
 //
 // Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype> ?threads=<n>
 // ?autoload=1 (load at once) | 0 (never load on open; by default a model already in the verified cache loads on open)
@@ -15,19 +17,14 @@
 // model cache did on the last load), body[data-memory-warning], #storage-list li[data-cache-name][data-bytes].
 
 import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
-import { cachedManifest, modelBaseUrl, modelCacheName } from "./cache.js";
-import {
-  exportConversations,
-  newConversation,
-  openConversationStore,
-  parseImport,
-} from "./conversations.js";
+import { createChats } from "./chats.js";
+import { createContextMeter, dropOldestTurns } from "./context-meter.js";
 import { chooseDevice } from "./device.js";
 import { describeError, EdgeChatError, ErrorCode } from "./errors.js";
-import { renderModelCard } from "./modelcard.js";
+import { artifactsFor, createModels } from "./models.js";
 import { createProgress, fmtBytes } from "./progress.js";
 import { Reply, Request, WorkerClient } from "./protocol.js";
-import { contextCap, createSettings, settingsFromQuery } from "./settings.js";
+import { createSettings, settingsFromQuery } from "./settings.js";
 import { createSidebar } from "./sidebar.js";
 import { createStoragePanel } from "./storage-panel.js";
 import { historyContent, splitThinking } from "./thinking.js";
@@ -37,8 +34,6 @@ const $ = (id) => document.getElementById(id);
 const el = {
   modelSelect: $("model-select"),
   loadButton: $("load-button"),
-  modelInfo: $("model-info"),
-  modelCard: $("model-card-body"),
   deviceStatus: $("device-status"),
   memoryWarning: $("memory-warning"),
   error: $("error"),
@@ -49,9 +44,6 @@ const el = {
   stop: $("stop-button"),
   newChat: $("new-chat-button"),
   metrics: $("metrics"),
-  contextMeter: $("context-meter"),
-  contextWarning: $("context-warning"),
-  contextWarningText: $("context-warning-text"),
   update: $("update-banner"),
 };
 
@@ -59,23 +51,13 @@ const params = new URLSearchParams(location.search);
 const forced = { device: params.get("device"), dtype: params.get("dtype") };
 const positiveInt = (v) => (/^\d+$/.test(v ?? "") && Number(v) > 0 ? Number(v) : undefined);
 const THREADS = positiveInt(params.get("threads"));
-const LAST_MODEL_KEY = "edge-chat-last-model";
-const CURRENT_CHAT_KEY = "edge-chat-current-conversation";
-// Above this share of the context the page says so and offers a new chat or dropping the oldest turns.
-const NEAR_CONTEXT = 0.75;
 
 const app = {
   catalog: readCatalog(),
   capabilities: null,
-  capabilitiesReady: null,
-  selected: null, // the catalog entry the picker shows
-  manifest: null, // its full manifest (GET /api/models/{id}, or the verified copy in the model cache offline)
   model: null, // catalog entry loaded / being loaded
   choice: null, // {device, dtype, reason}
   vision: false, // the loaded model takes images
-  store: null, // conversations.js store
-  stored: [], // stored conversations, newest first (the sidebar's list)
-  conversation: newConversation(),
   generating: null, // id of the generate request in flight
   liveImages: new Set(), // ids of images the worker holds (sent in this page's session)
 };
@@ -90,21 +72,6 @@ function readCatalog() {
     return [];
   }
 }
-
-const remember = (key, value) => {
-  try {
-    localStorage.setItem(key, value);
-  } catch {
-    // storage off: nothing to remember across reloads
-  }
-};
-const recall = (key) => {
-  try {
-    return localStorage.getItem(key);
-  } catch {
-    return null;
-  }
-};
 
 // ---------------------------------------------------------------- state
 
@@ -168,12 +135,30 @@ try {
   settings = createSettings({ query: {}, onChange: showContext });
 }
 const transcript = createTranscript({ container: el.transcript, onAction: onMessageAction });
+const idle = () => !app.generating;
 const sidebar = createSidebar({
-  onOpen: openConversation,
-  onRename: renameConversation,
-  onDelete: deleteConversation,
-  onExport: exportAll,
-  onImport: importFile,
+  onOpen: (id) => idle() && chats.open(id),
+  onRename: (id, title) => chats.rename(id, title),
+  onDelete: (id) => idle() && chats.remove(id),
+  onExport: () => chats.exportAll(),
+  onImport: (file) => {
+    clearError();
+    chats.importFile(file);
+  },
+});
+const chats = createChats({ sidebar, onShow: onChatShown, onError: showError });
+const meter = createContextMeter({ meter: $("context-meter"), box: $("context-warning"), text: $("context-warning-text") });
+let resolveCapabilities;
+const capabilities = new Promise((resolve) => {
+  resolveCapabilities = resolve;
+});
+const models = createModels({
+  catalog: app.catalog,
+  params,
+  forced,
+  capabilities,
+  settings,
+  el: { select: el.modelSelect, info: $("model-info"), card: $("model-card-body"), loadButton: el.loadButton },
 });
 
 worker.addEventListener("error", (event) => {
@@ -181,11 +166,6 @@ worker.addEventListener("error", (event) => {
   client.failAll(err);
   showError(err);
   setState("idle");
-});
-
-let resolveCapabilities;
-app.capabilitiesReady = new Promise((resolve) => {
-  resolveCapabilities = resolve;
 });
 
 function onCapabilities(caps) {
@@ -199,112 +179,6 @@ function onCapabilities(caps) {
   resolveCapabilities(rest);
 }
 
-// ---------------------------------------------------------------- model picker, card and start-up
-
-function fillModelPicker() {
-  el.modelSelect.replaceChildren();
-  for (const m of app.catalog) {
-    const option = document.createElement("option");
-    option.value = m.id;
-    option.textContent = m.name ? `${m.name} (${m.id})` : m.id;
-    if (m.capabilities?.image) option.textContent += " · [image]"; // takes images (no emoji: fonts vary)
-    option.dataset.image = String(Boolean(m.capabilities?.image));
-    el.modelSelect.append(option);
-  }
-  if (app.catalog.length === 0) {
-    const option = document.createElement("option");
-    option.textContent = "No models on this server";
-    el.modelSelect.append(option);
-    el.modelInfo.textContent = "Export a model with model_prep into the server's models folder, then reload.";
-    return;
-  }
-  const wanted = params.get("model") ?? recall(LAST_MODEL_KEY);
-  const initial = app.catalog.find((m) => m.id === wanted) ?? app.catalog.find((m) => m.id === "smollm2-135m");
-  if (initial) el.modelSelect.value = initial.id;
-}
-
-const selectedModel = () => app.catalog.find((m) => m.id === el.modelSelect.value) ?? null;
-
-/** The full manifest: from the server, or (offline) the copy stored with the verified cache. */
-async function fetchManifest(model) {
-  let manifest = null;
-  try {
-    const response = await fetch(`/api/models/${encodeURIComponent(model.id)}`);
-    if (response.ok) manifest = await response.json();
-  } catch (err) {
-    console.warn("manifest", err);
-  }
-  if (manifest?.revision !== model.revision) manifest = await cachedManifest(model.id, model.revision).catch(() => null);
-  return manifest;
-}
-
-async function fetchVerification(model) {
-  try {
-    const response = await fetch(new URL("verification.json", modelBaseUrl(model.id, model.revision)));
-    return response.ok ? await response.json() : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Shows the picker's model: one line, its card, its settings. */
-async function selectModel() {
-  const model = selectedModel();
-  app.selected = model;
-  if (!model) return;
-  const sizes = Object.entries(model.dtypes ?? {})
-    .map(([dtype, v]) => `${dtype} ${fmtBytes(typeof v === "number" ? v : v?.bytes)}`)
-    .join(", ");
-  el.modelInfo.textContent = `${model.name ?? model.id} · revision ${model.revision}${sizes ? ` · variants: ${sizes}` : ""}`;
-  const [manifest, verification] = await Promise.all([fetchManifest(model), fetchVerification(model)]);
-  if (app.selected !== model) return; // the picker moved on meanwhile
-  app.manifest = manifest;
-  const contextLength = manifest?.context_length ?? null;
-  if (manifest) renderModelCard(el.modelCard, manifest, verification, { contextLimit: contextCap(contextLength) });
-  else el.modelCard.textContent = "The model's manifest could not be read (offline and never loaded here).";
-  await settings.setModel(model, { contextLength, contextCap: contextCap(contextLength) });
-  showLoadSize();
-}
-
-/** The manifest entries a dtype loads: its ONNX files plus every file that belongs to no dtype. */
-function artifactsFor(manifest, dtype) {
-  const variantFiles = new Set(Object.values(manifest.dtypes ?? {}).flatMap((d) => d.files ?? []));
-  const wanted = new Set(manifest.dtypes?.[dtype]?.files ?? []);
-  return (manifest.files ?? []).filter((f) => wanted.has(f.path) || !variantFiles.has(f.path));
-}
-
-/** Bytes a load of `model` with `dtype` still has to download (entries already in its verified cache count 0). */
-async function bytesToDownload(model, manifest, dtype) {
-  const files = artifactsFor(manifest, dtype);
-  const total = files.reduce((sum, f) => sum + f.bytes, 0);
-  if (typeof caches === "undefined" || !(await caches.has(modelCacheName(model.id, model.revision)))) return total;
-  const cache = await caches.open(modelCacheName(model.id, model.revision));
-  let missing = 0;
-  for (const f of files) {
-    const url = new URL(f.path.split("/").map(encodeURIComponent).join("/"), modelBaseUrl(model.id, model.revision));
-    if (!(await cache.match(url.href))) missing += f.bytes;
-  }
-  return missing;
-}
-
-/** The load button says what a click costs: the download, or nothing when the model is cached. */
-async function showLoadSize() {
-  const model = app.selected;
-  const caps = await app.capabilitiesReady;
-  if (!model || !app.manifest || app.selected !== model) return null;
-  let choice;
-  try {
-    choice = chooseDevice(caps, app.manifest, forced);
-  } catch {
-    return null;
-  }
-  const missing = await bytesToDownload(model, app.manifest, choice.dtype);
-  if (app.selected !== model) return null;
-  el.loadButton.textContent = missing > 0 ? `Load model (${fmtBytes(missing)} download)` : "Load model";
-  el.loadButton.dataset.download = String(missing);
-  return missing;
-}
-
 /** On open: the last used model loads by itself when every file it needs is already in the verified cache. */
 async function startUp() {
   if (params.get("autoload") === "1") return loadModel();
@@ -312,25 +186,24 @@ async function startUp() {
     document.body.dataset.autoload = "off";
     return;
   }
-  await selectModelReady;
-  const model = app.selected;
-  // The stored manifest marks a revision whose every file verified once; the dtype's files must still be there.
-  const verified = model && (await cachedManifest(model.id, model.revision).catch(() => null));
-  const missing = verified ? await showLoadSize() : null;
-  document.body.dataset.autoload = verified && missing === 0 ? "cached" : "not-cached";
-  if (verified && missing === 0 && document.body.dataset.state === "idle") return loadModel();
+  const cached = await models.loadsOnOpen();
+  document.body.dataset.autoload = cached ? "cached" : "not-cached";
+  if (cached && document.body.dataset.state === "idle") return loadModel();
 }
 
 // ---------------------------------------------------------------- loading
 
 async function loadModel() {
-  const model = selectedModel();
-  if (!model) return;
   clearError();
   setState("loading");
-  const caps = await app.capabilitiesReady;
-  if (app.selected !== model || !app.manifest) await selectModel();
-  const manifest = app.manifest;
+  const caps = await capabilities;
+  await models.ready();
+  const model = models.selected;
+  const manifest = models.manifest;
+  if (!model) {
+    setState("idle");
+    return;
+  }
   let choice;
   try {
     choice = chooseDevice(caps, manifest ?? model, forced);
@@ -386,7 +259,7 @@ async function loadModel() {
   progress.hide();
   app.vision = Boolean(ready.vision);
   settings.setThinkingSupported(ready.chat?.thinking);
-  remember(LAST_MODEL_KEY, model.id);
+  models.remember(model);
   el.deviceStatus.textContent = `Ready: ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}, loaded in ${fmtNum(ready.load_s, 1)} s. ${choice.reason}`;
   setState("ready");
   el.prompt.focus();
@@ -425,118 +298,6 @@ function requestPersistentStorage() {
     .catch(() => {});
 }
 
-// ---------------------------------------------------------------- conversations
-
-async function saveConversation() {
-  const c = app.conversation;
-  if (!app.store || c.messages.length === 0) return;
-  c.updated = new Date().toISOString();
-  try {
-    await app.store.put(c);
-    app.stored = await app.store.list();
-  } catch (err) {
-    showError(new EdgeChatError(ErrorCode.STORAGE_UNAVAILABLE, undefined, String(err?.message ?? err)));
-  }
-  sidebar.render(app.stored, c.id);
-}
-
-function showConversation() {
-  document.body.dataset.conversation = app.conversation.id;
-  remember(CURRENT_CHAT_KEY, app.conversation.id);
-  transcript.render(app.conversation);
-  sidebar.render(app.stored, app.conversation.id);
-  el.metrics.textContent = "";
-  el.metrics.dataset.metrics = "";
-  hideContextWarning();
-  countContext();
-}
-
-async function openConversation(id) {
-  if (app.generating) return;
-  const stored = await app.store.get(id);
-  if (!stored) return;
-  app.conversation = stored; // as stored: images are counts, the worker no longer has their pixels
-  clearError();
-  showConversation();
-}
-
-function newChat() {
-  if (app.generating) return;
-  app.conversation = newConversation(app.model?.id ?? null);
-  clearError();
-  showConversation();
-  resetWorker();
-  el.prompt.focus();
-}
-
-async function renameConversation(id, title) {
-  if (title) {
-    const c = id === app.conversation.id ? app.conversation : await app.store.get(id);
-    if (c) {
-      c.title = title;
-      await app.store.put(c);
-      app.stored = await app.store.list();
-    }
-  }
-  sidebar.render(app.stored, app.conversation.id);
-}
-
-async function deleteConversation(id) {
-  await app.store.delete(id);
-  app.stored = await app.store.list();
-  if (id === app.conversation.id) {
-    app.conversation = newConversation(app.model?.id ?? null);
-    showConversation();
-  } else {
-    sidebar.render(app.stored, app.conversation.id);
-  }
-  sidebar.say("Chat deleted.");
-}
-
-async function exportAll() {
-  const all = await app.store.list();
-  const blob = new Blob([exportConversations(all)], { type: "application/json" });
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = `edge-chat-${new Date().toISOString().slice(0, 10)}.json`;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
-  sidebar.say(`Exported ${all.length} chat${all.length === 1 ? "" : "s"}.`);
-}
-
-async function importFile(file) {
-  clearError();
-  let imported;
-  try {
-    const existing = new Set((await app.store.list()).map((c) => c.id));
-    imported = parseImport(await file.text(), existing);
-    await app.store.putAll(imported); // one transaction: all of them or none
-  } catch (err) {
-    showError(err);
-    sidebar.say("Nothing was imported.");
-    return;
-  }
-  app.stored = await app.store.list();
-  sidebar.render(app.stored, app.conversation.id);
-  sidebar.say(`Imported ${imported.length} chat${imported.length === 1 ? "" : "s"}.`);
-}
-
-async function startConversations() {
-  app.store = await openConversationStore();
-  if (!app.store.persistent) showError(new EdgeChatError(ErrorCode.STORAGE_UNAVAILABLE));
-  try {
-    app.stored = await app.store.list();
-    const current = recall(CURRENT_CHAT_KEY);
-    const found = current ? await app.store.get(current) : null;
-    if (found) app.conversation = found;
-  } catch (err) {
-    console.warn("[conversations]", err);
-  }
-  showConversation();
-}
-
 // ---------------------------------------------------------------- context
 
 /** The conversation as the model gets it: system prompt, user turns (images while the worker has them), replies
@@ -567,46 +328,31 @@ function generationOptions(chat) {
   };
 }
 
-const contextState = { tokens: null, limit: null };
+/** A different chat is open: draw it and count it. */
+function onChatShown() {
+  clearError();
+  transcript.render(chats.current);
+  el.metrics.textContent = "";
+  el.metrics.dataset.metrics = "";
+  meter.hide();
+  countContext();
+}
 
-/** Shows how much of the context the conversation uses; near the limit, the warning with its two ways out. */
-function showContext() {
+function newChat() {
+  if (app.generating) return;
+  chats.startNew(app.model?.id ?? null);
+  resetWorker();
+  el.prompt.focus();
+}
+
+function showContext(tokens) {
   let chat;
   try {
     chat = settings.current();
   } catch {
     return;
   }
-  const { tokens } = contextState;
-  const limit = chat.context_limit ?? contextState.limit;
-  el.contextMeter.dataset.tokens = tokens ?? "";
-  el.contextMeter.dataset.limit = limit ?? "";
-  if (tokens == null || !limit) {
-    el.contextMeter.textContent = "";
-    return;
-  }
-  const share = tokens / limit;
-  el.contextMeter.textContent = `${tokens.toLocaleString("en")} / ${limit.toLocaleString("en")} tokens`;
-  el.contextMeter.dataset.near = String(share >= NEAR_CONTEXT);
-  if (share >= NEAR_CONTEXT || tokens + chat.max_new_tokens > limit) {
-    showContextWarning(
-      `This chat uses ${tokens.toLocaleString("en")} of the ${limit.toLocaleString("en")} tokens the model can attend to` +
-        ` (${Math.round(100 * share)} %). Start a new chat, or drop the oldest turns to make room.`,
-    );
-  } else if (!el.contextWarning.dataset.error) hideContextWarning();
-}
-
-function showContextWarning(text, { error = false } = {}) {
-  el.contextWarningText.textContent = text;
-  el.contextWarning.hidden = false;
-  if (error) el.contextWarning.dataset.error = "true";
-  document.body.dataset.contextWarning = "true";
-}
-
-function hideContextWarning() {
-  el.contextWarning.hidden = true;
-  delete el.contextWarning.dataset.error;
-  delete document.body.dataset.contextWarning;
+  meter.show({ tokens, limit: chat.context_limit, maxNewTokens: chat.max_new_tokens });
 }
 
 /** Asks the worker how many tokens `messages` template to (null without a loaded model). */
@@ -617,7 +363,6 @@ async function countTokens(messages, chat) {
     messages: workerMessages(messages, chat),
     options: generationOptions(chat),
   }).done;
-  contextState.limit = reply.limit;
   return reply.tokens;
 }
 
@@ -628,37 +373,29 @@ async function countContext() {
   } catch {
     return;
   }
+  const messages = chats.current.messages;
+  let tokens = null;
   try {
-    contextState.tokens = app.conversation.messages.length ? await countTokens(app.conversation.messages, chat) : 0;
+    tokens = messages.length ? await countTokens(messages, chat) : app.choice ? 0 : null;
   } catch (err) {
     console.warn("count", err);
-    contextState.tokens = null;
   }
-  showContext();
+  showContext(tokens);
 }
 
-/** Drops whole turns from the start (the oldest user message and the replies up to the next one) until the chat,
- * with room for a reply, fits in half the context, or only the latest exchange is left. Nothing goes silently:
- * the transcript says how many messages were dropped. */
-async function dropOldestTurns() {
+/** Drops the oldest turns until the chat, the typed message and a reply fit (context-meter.js); the transcript
+ * says how many messages went, so nothing goes silently. */
+async function dropOldest() {
   if (app.generating) return;
   const chat = settings.current();
-  const c = app.conversation;
+  const c = chats.current;
   const pending = el.prompt.value.trim();
-  const probe = () => (pending ? [...c.messages, { role: "user", content: pending }] : c.messages);
-  let tokens = await countTokens(probe(), chat);
-  const limit = chat.context_limit ?? contextState.limit;
-  while (tokens != null && limit && (tokens + chat.max_new_tokens > limit || tokens > limit / 2)) {
-    const next = c.messages.findIndex((m, i) => i > 0 && m.role === "user");
-    if (next <= 0) break; // only the latest exchange is left
-    c.messages.splice(0, next);
-    c.dropped = (c.dropped ?? 0) + next;
-    tokens = await countTokens(probe(), chat);
-  }
-  el.contextWarning.hidden = true;
-  delete el.contextWarning.dataset.error;
+  const count = (messages) => countTokens(pending ? [...messages, { role: "user", content: pending }] : messages, chat);
+  const dropped = await dropOldestTurns(c.messages, count, { limit: chat.context_limit, maxNewTokens: chat.max_new_tokens });
+  c.dropped = (c.dropped ?? 0) + dropped;
+  meter.hide();
   clearError();
-  await saveConversation();
+  await chats.save();
   transcript.render(c);
   await countContext();
 }
@@ -671,7 +408,7 @@ async function dropOldestTurns() {
  * conversation is put back as it was and `restore()` gives the person back what they typed.
  */
 async function runTurn({ chat, edit = () => {}, continueFinal = false, images = [], transfer = [], options = {}, restore }) {
-  const c = app.conversation;
+  const c = chats.current;
   const before = c.messages.slice();
   edit(c.messages);
   const target = continueFinal ? c.messages.at(-1) : { role: "assistant", content: "" };
@@ -681,7 +418,7 @@ async function runTurn({ chat, edit = () => {}, continueFinal = false, images = 
   transcript.render(c);
   const index = c.messages.length - 1;
   const stream = transcript.streaming(index);
-  hideContextWarning();
+  meter.hide();
   setState("generating");
   for (const image of images) app.liveImages.add(image.id); // sent with this turn: the worker keeps them
   let streamed = "";
@@ -711,7 +448,7 @@ async function runTurn({ chat, edit = () => {}, continueFinal = false, images = 
     c.messages = before;
     transcript.render(c);
     showError(err);
-    if (err.code === ErrorCode.CONTEXT_FULL) showContextWarning(err.message, { error: true });
+    if (err.code === ErrorCode.CONTEXT_FULL) meter.warn(err.message, { error: true });
     restore?.();
     resetWorker(); // a failed turn may have left a half-extended KV cache behind
     app.generating = null;
@@ -729,10 +466,9 @@ async function runTurn({ chat, edit = () => {}, continueFinal = false, images = 
   el.metrics.dataset.metrics = JSON.stringify(done.metrics);
   el.metrics.dataset.context = JSON.stringify(done.context ?? {});
   el.metrics.textContent = `Last reply: ${metricsLine(done.metrics)}`;
-  contextState.tokens = (done.context?.context_tokens ?? 0) + (done.metrics?.new_tokens ?? 0);
   setState("ready");
-  showContext();
-  await saveConversation();
+  showContext((done.context?.context_tokens ?? 0) + (done.metrics?.new_tokens ?? 0));
+  await chats.save();
 }
 
 function currentSettings() {
@@ -760,7 +496,7 @@ async function send() {
   }
   el.prompt.value = "";
   const user = { role: "user", content: text, imageIds: turn.images.map((i) => i.id), thumbs: turn.thumbs };
-  if (!app.conversation.model) app.conversation.model = app.model?.id ?? null;
+  if (!chats.current.model) chats.current.model = app.model?.id ?? null;
   await runTurn({
     chat,
     edit: (messages) => messages.push(user),
@@ -776,7 +512,7 @@ async function send() {
 const exposeOptions = () => (params.get("expose_inputs") === "1" ? { expose_inputs: true } : {});
 
 async function onMessageAction(action, index, text) {
-  const c = app.conversation;
+  const c = chats.current;
   if (action === "render") {
     transcript.render(c);
     return;
@@ -851,7 +587,6 @@ function registerServiceWorker() {
 // ---------------------------------------------------------------- wiring
 
 el.loadButton.addEventListener("click", loadModel);
-el.modelSelect.addEventListener("change", selectModel);
 el.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   send();
@@ -865,14 +600,12 @@ el.prompt.addEventListener("keydown", (event) => {
 el.stop.addEventListener("click", stop);
 el.newChat.addEventListener("click", newChat);
 $("context-new-chat").addEventListener("click", newChat);
-$("context-drop").addEventListener("click", () => dropOldestTurns().catch(showError));
+$("context-drop").addEventListener("click", () => dropOldest().catch(showError));
 $("update-reload").addEventListener("click", () => location.reload());
 $("storage-refresh").addEventListener("click", storagePanel.refresh);
 
-fillModelPicker();
 setState("idle");
 registerServiceWorker();
 storagePanel.refresh();
 client.request({ type: Request.CHECK }).done.then(onCapabilities, showError);
-const selectModelReady = selectModel();
-startConversations().then(startUp);
+chats.start().then(startUp);
