@@ -35,8 +35,9 @@ METRIC_KEYS = {
 @pytest.fixture(scope="module")
 def chat(new_chat_page: Any, model_dir: Path, model_id: str) -> Any:
     page = new_chat_page()
-    # temperature 0: greedy, which Python onnxruntime reproduces token for token (the page samples by default)
-    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0)
+    # Plain greedy decoding, which Python onnxruntime reproduces token for token: the page's defaults sample, with a
+    # repetition penalty (the model's generation_config.json).
+    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0, repetition_penalty=1)
     page.load(timeout_s=300)
     return page
 
