@@ -57,7 +57,7 @@ def pwa(
         viewport={"width": 1000, "height": 860},
     )
     chat = ChatPage(context.new_page(), server)
-    chat.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0)  # greedy: repeatable
+    chat.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0)  # deterministic
     wait_controlled(chat)  # first visit: the SW installs (precaching the shell) and claims the page
     chat.load(timeout_s=300)
     chat.first_reply = chat.ask(QUESTION)["raw"]
@@ -128,6 +128,7 @@ def test_offline_reload_chats_from_the_cache(pwa: Any, manifest: dict[str, Any])
         page.reload()
         wait_controlled(pwa)
         wait_autoloaded(pwa)
+        pwa.new_chat()  # the reload reopened the saved chat; the same question in a new one has the same reply
         pwa.send(QUESTION)
         pwa.wait_for(
             "() => ([...document.querySelectorAll('[data-role=\"assistant\"]')].at(-1)?.dataset.raw ?? '') !== ''", 120
@@ -164,6 +165,7 @@ def test_a_damaged_cache_entry_is_detected_and_fetched_again(pwa: Any, model_id:
     report = cache_report(pwa)
     assert sorted(report["repaired"]) == ["config.json", "tokenizer.json"]
     assert sorted(report["downloaded"]) == ["config.json", "tokenizer.json"]
+    pwa.new_chat()
     assert pwa.ask(QUESTION)["raw"] == pwa.first_reply
 
 
