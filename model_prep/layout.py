@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 from edge_contracts import revision_of
@@ -65,6 +66,20 @@ def inline_chat_template(source: Path, config_path: Path) -> None:
     else:
         return
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def write_sampling_defaults(folder: Path, recipe: Recipe) -> None:
+    """The recipe's chat sampling, merged into generation_config.json under HF's names (`do_sample`, `temperature`,
+    `top_p`, `top_k`, `min_p`, `repetition_penalty`); a thinking model's other mode goes under
+    `sampling_without_thinking`. The page reads this file to fill its settings."""
+    if recipe.sampling is None:
+        return
+    path = folder / "generation_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config.update(do_sample=True, **asdict(recipe.sampling))
+    if recipe.sampling_without_thinking is not None:
+        config["sampling_without_thinking"] = asdict(recipe.sampling_without_thinking)
+    path.write_text(json.dumps(config, indent=2))
 
 
 def sha256_file(path: Path) -> str:

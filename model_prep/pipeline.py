@@ -73,6 +73,7 @@ def run_recipe(recipe: Recipe, models_dir: Path, source: str | None = None, cach
                     for file in (path, path.with_suffix(".onnx_data")):
                         file.unlink(missing_ok=True)
             layout.copy_configs(source_dir, tmp)
+            layout.write_sampling_defaults(tmp, recipe)
             dtype_files = {
                 d: [p.relative_to(tmp).as_posix() for p in paths.values()]
                 for d, paths in graphs.items()

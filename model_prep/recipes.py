@@ -36,6 +36,24 @@ HUB_BF16_FLOOR = Floor(min_top1=0.80, max_perplexity_ratio=1.25)
 # (the traced graph of main scored the same), +6 % perplexity; chance is 1/384. The floor sits at half the measured
 # agreement: a wrong scale, a transposed or misplaced weight drops a variant to chance.
 TINY_FLOOR = Floor(min_top1=0.14, max_perplexity_ratio=1.5)
+class Sampling:
+    """Chat sampling defaults. layout.py writes them into generation_config.json (HF's keys), where the page reads
+    them; temperature 0 would mean greedy decoding."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+
+# Qwen3's model card (best practices): thinking mode 0.6 / 0.95 / 20 with min_p 0, non-thinking 0.7 / 0.8 / 20;
+# "DO NOT use greedy decoding, as it can lead to performance degradation and endless repetitions".
+QWEN3_THINKING = Sampling(temperature=0.6, top_p=0.95, top_k=20)
+QWEN3_WITHOUT_THINKING = Sampling(temperature=0.7, top_p=0.8, top_k=20)
+# SmolLM2-135M-Instruct: its card samples with temperature 0.2, top_p 0.9 (top_k 50, HF's default); on our prompt
+# set that still loops on lists and follow-up summaries, which a repetition penalty stops (README, "Chat settings").
+SMOLLM2_CHAT = Sampling(temperature=0.2, top_p=0.9, top_k=50, repetition_penalty=1.2)
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,8 @@ class Recipe:
     devices: dict[str, str] = field(default_factory=lambda: dict(WEB_DEVICES))
     q4_block_size: int = 32
     floor: Floor = HUB_BF16_FLOOR
+    sampling: Sampling | None = None  # None: generation_config.json as the source has it
+    sampling_without_thinking: Sampling | None = None  # models whose chat template takes enable_thinking
     # Fixed chat turns that verification and the reference generator use.
     verify_prompts: tuple[str, ...] = (
         "What is the capital of France?",
@@ -73,6 +93,7 @@ RECIPES: dict[str, Recipe] = {
             architecture="LlamaForCausalLM",
             family="decoder",
             floor=GGUF_FLOOR,
+            sampling=SMOLLM2_CHAT,
         ),
         Recipe(
             id="qwen3-0.6b",
@@ -82,6 +103,8 @@ RECIPES: dict[str, Recipe] = {
             family="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
             devices=dict(LARGE_MODEL_DEVICES),
+            sampling=QWEN3_THINKING,
+            sampling_without_thinking=QWEN3_WITHOUT_THINKING,
         ),
         Recipe(
             id="smolvlm-256m",
@@ -121,6 +144,8 @@ RECIPES: dict[str, Recipe] = {
             devices=dict(LARGE_MODEL_DEVICES),
             q4_block_size=16,
             floor=TINY_FLOOR,
+            sampling=QWEN3_THINKING,  # the page's two sampling modes, tested on random weights
+            sampling_without_thinking=QWEN3_WITHOUT_THINKING,
         ),
         Recipe(
             id="tiny-smolvlm",

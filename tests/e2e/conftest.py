@@ -127,6 +127,21 @@ def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture(scope="session")
+def qwen3_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding tiny-qwen3 (random-weight Qwen3 built by the real pipeline), once per session.
+    EDGE_CHAT_QWEN3_MODELS=<folder> reuses a folder that already holds it."""
+    given = os.environ.get("EDGE_CHAT_QWEN3_MODELS")
+    if given:
+        return Path(given).resolve()
+    from model_prep.pipeline import run_recipe
+    from model_prep.recipes import get_recipe
+
+    models = tmp_path_factory.mktemp("qwen3-models")
+    run_recipe(get_recipe("tiny-qwen3"), models)
+    return models
+
+
+@pytest.fixture(scope="session")
 def playwright_driver() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p

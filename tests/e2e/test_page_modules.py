@@ -1,10 +1,12 @@
-"""The page's pure modules, run in the real page: device choice (device.js) and the markdown sanitizer
-(markdown.js). No model is loaded, so these run even before an export."""
+"""The page's pure modules, run in the real page: device choice (device.js), error codes (errors.js), the worker
+protocol (protocol.js) and the markdown sanitizer (markdown.js). No model is loaded, so these run even before an
+export."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -109,7 +111,7 @@ def test_forced_device_and_dtype(chat: Any) -> None:
 def test_raw_errors_map_to_typed_messages(chat: Any) -> None:
     result = chat.page.evaluate(
         """async () => {
-          const { describeError, EdgeChatError } = await import('/static/src/device.js');
+          const { describeError, EdgeChatError } = await import('/static/src/errors.js');
           const quota = new Error('The quota has been exceeded.');
           quota.name = 'QuotaExceededError';
           const cases = {
@@ -141,6 +143,308 @@ def test_raw_errors_map_to_typed_messages(chat: Any) -> None:
     assert "site data" in result["quota"]["message"]
     assert "strange things" in result["other"]["message"]
     assert all(value["message"] for value in result.values())
+
+
+def test_every_error_code_has_a_message(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async () => {
+          const { ErrorCode, ERROR_MESSAGES, EdgeChatError } = await import('/static/src/errors.js');
+          const made = Object.values(ErrorCode).map((code) => new EdgeChatError(code));
+          return {
+            codes: Object.values(ErrorCode),
+            messages: Object.values(ErrorCode).map((code) => ERROR_MESSAGES[code]),
+            made: made.map((e) => [e.code, e.message]),
+            bogus: new EdgeChatError('no-such-code').code,
+          };
+        }"""
+    )
+    assert {"not-an-image", "text-only-model", "context-full", "bad-import"} <= set(result["codes"])
+    assert all(m and len(m) > 20 for m in result["messages"])
+    assert [c for c, _ in result["made"]] == result["codes"]
+    assert result["bogus"] == "unknown"
+
+
+PROTOCOL_JS = """async () => {
+  const { Request, Reply, serveRequests, WorkerClient, WorkerError } = await import('/static/src/protocol.js');
+  const { EdgeChatError, ErrorCode } = await import('/static/src/errors.js');
+  // A MessageChannel stands in for the worker: port1 is the page's end, port2 the worker's global scope.
+  const { port1, port2 } = new MessageChannel();
+  port1.start();
+  port2.start();
+  const log = [];
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  serveRequests(port2, {
+    async [Request.GENERATE](message, reply) {
+      log.push(`start ${message.id}`);
+      reply({ type: Reply.TOKEN, text: message.messages[0].content });
+      if (message.messages[0].content === 'slow') await gate;
+      if (message.messages[0].content === 'fail') {
+        throw new EdgeChatError(ErrorCode.CONTEXT_FULL, 'too long', '', { tokens: 9, limit: 8 });
+      }
+      log.push(`end ${message.id}`);
+      return { type: Reply.DONE, text: message.messages[0].content };
+    },
+    [Request.INTERRUPT](message) {
+      log.push(`interrupt ${message.target}`);
+      release();
+    },
+  });
+  const client = new WorkerClient(port1);
+  const tokens = {};
+  const ask = (content) => {
+    const r = client.request(
+      { type: Request.GENERATE, messages: [{ role: 'user', content }] },
+      { onMessage: (m) => { if (m.type === Reply.TOKEN) (tokens[r.id] ??= []).push(m.text); } },
+    );
+    return r;
+  };
+  const slow = ask('slow');
+  const failing = ask('fail');
+  const fine = ask('fine');
+  // The interrupt overtakes the queued requests: it reaches the worker while 'slow' still runs.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  client.post({ type: Request.INTERRUPT, target: slow.id });
+  const settled = await Promise.allSettled([slow.done, failing.done, fine.done]);
+  const unknown = client.request({ type: Request.COUNT, messages: [] });
+  let unknownError = null;
+  try { await unknown.done; } catch (err) { unknownError = { code: err.code, id: err.requestId, name: err.name }; }
+  let noReply = null;
+  try { client.request({ type: Request.INTERRUPT }); } catch (err) { noReply = err.code; }
+  return {
+    ids: [slow.id, failing.id, fine.id, unknown.id],
+    log,
+    tokens,
+    settled: settled.map((s) => s.status === 'fulfilled'
+      ? { ok: s.value.text, id: s.value.id }
+      : { code: s.reason.code, id: s.reason.requestId, data: s.reason.data,
+          isWorkerError: s.reason instanceof WorkerError }),
+    unknownError,
+    noReply,
+    pending: client.pending.size,
+  };
+}"""
+
+
+def test_protocol_matches_replies_and_errors_to_requests(chat: Any) -> None:
+    r = chat.page.evaluate(PROTOCOL_JS)
+    slow, failing, fine, unknown = r["ids"]
+    assert len(set(r["ids"])) == 4
+    # One request at a time, in order; the interrupt did not wait in that queue.
+    assert r["log"] == [
+        f"start {slow}",
+        f"interrupt {slow}",
+        f"end {slow}",
+        f"start {failing}",
+        f"start {fine}",
+        f"end {fine}",
+    ]
+    assert r["tokens"] == {slow: ["slow"], failing: ["fail"], fine: ["fine"]}
+    assert r["settled"][0] == {"ok": "slow", "id": slow}
+    assert r["settled"][1] == {
+        "code": "context-full",
+        "id": failing,
+        "data": {"tokens": 9, "limit": 8},
+        "isWorkerError": True,
+    }
+    assert r["settled"][2] == {"ok": "fine", "id": fine}
+    assert r["unknownError"] == {"code": "bad-request", "id": unknown, "name": "WorkerError"}
+    assert r["noReply"] == "bad-request"
+    assert r["pending"] == 0
+
+
+FILTER_JS = """async ([rows, settings]) => {
+  const { filterLogits } = await import('/static/src/sampling.js');
+  return rows.map((row) => {
+    const data = Float32Array.from(row);
+    filterLogits(data, settings);
+    return [...data.keys()].filter((i) => data[i] !== -Infinity);
+  });
+}"""
+
+
+def hf_kept(rows: list[list[float]], top_k: int, top_p: float, min_p: float) -> list[list[int]]:
+    """The tokens HF transformers' warpers keep, applied in its order: top_k → top_p → min_p."""
+    import torch
+    from transformers.generation.logits_process import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    scores = torch.tensor(rows, dtype=torch.float32)
+    ids = torch.zeros((len(rows), 1), dtype=torch.long)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(ids, scores)
+    if top_p < 1:
+        scores = TopPLogitsWarper(top_p)(ids, scores)
+    if min_p:
+        scores = MinPLogitsWarper(min_p)(ids, scores)
+    return [torch.nonzero(torch.isfinite(row)).flatten().tolist() for row in scores]
+
+
+@pytest.mark.parametrize(
+    ("top_k", "top_p", "min_p"),
+    [(0, 0.9, 0.0), (20, 0.95, 0.0), (50, 0.8, 0.0), (0, 1.0, 0.05), (20, 0.95, 0.1), (5, 1.0, 0.0), (0, 0.3, 0.0)],
+)
+def test_top_p_and_min_p_keep_what_hf_transformers_keeps(chat: Any, top_k: int, top_p: float, min_p: float) -> None:
+    # Transformers.js 4.3.1 has no working top_p and no min_p: sampling.js adds them. Peaked and flat rows alike.
+    rng = np.random.default_rng(0)
+    rows = [(rng.standard_normal(2000) * scale).astype(np.float32).tolist() for scale in (0.5, 1.0, 3.0, 8.0)]
+    got = chat.page.evaluate(FILTER_JS, [rows, {"top_k": top_k, "top_p": top_p, "min_p": min_p}])
+    want = hf_kept(rows, top_k, top_p, min_p)
+    assert [len(g) for g in got] == [len(w) for w in want]
+    assert got == want
+
+
+def test_sampling_settings_are_checked(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async () => {
+          const { checkSampling, generateArguments, GREEDY } = await import('/static/src/sampling.js');
+          const bad = {};
+          for (const s of [{temperature: -1}, {temperature: 'hot'}, {top_p: 0}, {top_k: 2.5}, {min_p: 1},
+                           {repetition_penalty: 0.5}, {seed: -3}]) {
+            try { checkSampling(s); bad[JSON.stringify(s)] = null; } catch (err) { bad[JSON.stringify(s)] = err.code; }
+          }
+          const greedy = generateArguments({ temperature: 0, top_p: 0.5, repetition_penalty: 1.3 });
+          const sampled = generateArguments({ temperature: 0.7, top_p: 0.8, top_k: 20, seed: 4 });
+          const topKOnly = generateArguments({ temperature: 0.7, top_k: 20 });
+          return {
+            bad,
+            none: checkSampling(undefined),
+            GREEDY,
+            greedy: { kwargs: greedy.kwargs, echo: greedy.echo },
+            sampled: { ...sampled.kwargs, logits_processor: sampled.kwargs.logits_processor?.length,
+                       echo: sampled.echo },
+            topKOnly: 'logits_processor' in topKOnly.kwargs,
+          };
+        }"""
+    )
+    assert set(result["bad"].values()) == {"bad-setting"}
+    assert (
+        result["none"]
+        == result["GREEDY"]
+        == {
+            "temperature": 0,
+            "top_p": 1,
+            "top_k": 0,
+            "min_p": 0,
+            "repetition_penalty": 1,
+        }
+    )
+    assert result["greedy"]["kwargs"] == {"do_sample": False, "repetition_penalty": 1.3}
+    assert result["greedy"]["echo"]["do_sample"] is False
+    assert result["sampled"] == {
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_k": 20,
+        "repetition_penalty": 1,
+        "logits_processor": 1,
+        "echo": {
+            "temperature": 0.7,
+            "top_p": 0.8,
+            "top_k": 20,
+            "min_p": 0,
+            "repetition_penalty": 1,
+            "seed": 4,
+            "do_sample": True,
+        },
+    }
+    assert result["topKOnly"] is False  # the sampler's own top_k suffices
+
+
+def test_sampling_defaults_follow_generation_config(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async () => {
+          const { samplingDefaults, settingsFromQuery } = await import('/static/src/settings.js');
+          const qwen3 = { do_sample: true, temperature: 0.6, top_p: 0.95, top_k: 20, min_p: 0,
+                          sampling_without_thinking: { temperature: 0.7, top_p: 0.8, top_k: 20, min_p: 0 } };
+          let badQuery = null;
+          try { settingsFromQuery(new URLSearchParams('temperature=9')); } catch (err) { badQuery = err.code; }
+          return {
+            thinking: samplingDefaults(qwen3, { thinking: true }),
+            plain: samplingDefaults(qwen3, { thinking: false }),
+            hfDefaults: samplingDefaults({ do_sample: true, temperature: 0.3 }),
+            greedy: samplingDefaults({ eos_token_id: 2 }),
+            greedyPenalty: samplingDefaults({ do_sample: false, repetition_penalty: 1.2 }),
+            missing: samplingDefaults(null),
+            query: settingsFromQuery(
+              new URLSearchParams('temperature=0&top_k=20&thinking=0&system_prompt=Be+brief&x=1')),
+            badQuery,
+          };
+        }"""
+    )
+    assert result["thinking"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0, "repetition_penalty": 1}
+    assert result["plain"] == {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0, "repetition_penalty": 1}
+    assert result["hfDefaults"] == {"temperature": 0.3, "top_p": 1, "top_k": 50, "min_p": 0, "repetition_penalty": 1}
+    assert result["greedy"]["temperature"] == result["missing"]["temperature"] == 0
+    assert result["greedyPenalty"]["repetition_penalty"] == 1.2
+    assert result["query"] == {"temperature": 0, "top_k": 20, "thinking": False, "system_prompt": "Be brief"}
+    assert result["badQuery"] == "bad-setting"
+
+
+THINKING_CASES = [
+    # (reply, thinking, answer): a Qwen3 reply; a reply that never thinks (its "<" and ">" are not tags); a reply
+    # still thinking.
+    ("<think>\nplan the answer\n</think>\n\nParis is the capital.", "plan the answer", "Paris is the capital."),
+    ("No thinking here: a < b and c > d.", None, "No thinking here: a < b and c > d."),
+    ("<think>\nstill going", "still going", ""),
+]
+# Split like Qwen3's template once whole, but not monotonic while streaming: thinking whose opening tag was in the
+# prompt (Qwen3-2507 templates; it shows as answer until "</think>" arrives: Edge Chat's models open the block
+# themselves), and two closing tags (the template keeps only the text after the last).
+FINAL_ONLY = [
+    ("reasoning, opened by the prompt</think>\n\nAnswer.", "reasoning, opened by the prompt", "Answer."),
+    ("<think>a</think>b</think>\nc", "a", "c"),
+]
+
+SPLIT_JS = """async (cases) => {
+  const { splitThinking } = await import('/static/src/thinking.js');
+  return cases.map(([raw]) => {
+    const steps = [];
+    for (let i = 0; i <= raw.length; i++) steps.push(splitThinking(raw.slice(0, i)));
+    return { final: splitThinking(raw), steps };
+  });
+}"""
+
+
+def test_thinking_never_streams_into_the_answer(chat: Any) -> None:
+    # Every prefix of each reply, as it would arrive token by token: the answer shown is always a prefix of the final
+    # answer (nothing shown is taken back), the thinking shown a prefix of the final thinking, and neither a tag nor
+    # a piece of one ever shows.
+    result = chat.page.evaluate(SPLIT_JS, [*THINKING_CASES, *FINAL_ONLY])
+    for (raw, thinking, answer), got in zip([*THINKING_CASES, *FINAL_ONLY], result, strict=True):
+        assert (got["final"]["thinking"], got["final"]["answer"]) == (thinking, answer), raw
+    for (raw, thinking, answer), got in zip(THINKING_CASES, result[: len(THINKING_CASES)], strict=True):
+        for step in got["steps"]:
+            assert answer.startswith(step["answer"]), (raw, step)
+            assert "<think" not in step["answer"] and "</th" not in step["answer"], (raw, step)
+            if step["thinking"] is not None:
+                assert thinking is not None and thinking.startswith(step["thinking"].rstrip("\n")), (raw, step)
+                assert "<" not in step["thinking"], (raw, step)
+
+
+def test_thinking_renders_through_the_sanitizer(chat: Any) -> None:
+    result = chat.page.evaluate(
+        """async (reply) => {
+          window.__xss = 0;
+          const { paintReply } = await import('/static/src/transcript.js');
+          const node = document.createElement('article');
+          node.innerHTML = '<details class="thinking"><summary></summary><div class="thinking-body"></div></details>'
+            + '<div class="body"></div>';
+          document.body.append(node);
+          paintReply(node, reply);
+          await new Promise((r) => setTimeout(r, 200));
+          const out = {
+            xss: window.__xss,
+            thinking: node.querySelector('.thinking-body').innerHTML,
+            body: node.querySelector('.body').innerHTML,
+            hidden: node.querySelector('.thinking').hidden,
+          };
+          node.remove();
+          return out;
+        }""",
+        '<think>\n<img src=x onerror="window.__xss=1">**plan**\n</think>\n\n<script>window.__xss=2</script>ok',
+    )
+    assert result["xss"] == 0 and result["hidden"] is False
+    assert "<strong>plan</strong>" in result["thinking"] and "<img" not in result["thinking"]
+    assert "&lt;script&gt;" in result["body"] and "plan" not in result["body"]
 
 
 MALICIOUS = [

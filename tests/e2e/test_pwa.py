@@ -1,5 +1,6 @@
 """The offline PWA: installability, the service worker's app-shell precache, the verified model cache
-(offline reload, a damaged entry repaired), the storage panel, and the phone layout.
+(offline reload, a damaged entry repaired; after the first load the model loads on open), the storage panel, and
+the phone layout.
 
 One browser context carries the main flow in file order (first visit → offline reload → damaged cache →
 delete), so the WASM model is compiled three times in all; the phone checks use their own small context.
@@ -37,6 +38,14 @@ def wait_controlled(chat: Any) -> None:
     chat.wait_for("() => navigator.serviceWorker.controller !== null", 60)
 
 
+def wait_autoloaded(chat: Any) -> None:
+    """After a reload: the model is in the verified cache, so the page loads it on open (no click)."""
+    chat.wait_for("() => document.body.dataset.autoload !== undefined", 60)
+    assert chat.page.evaluate("() => document.body.dataset.autoload") == "cached"
+    chat.wait_for("() => document.body.dataset.state === 'ready' || !!document.body.dataset.error", 300)
+    assert chat.state == "ready", f"loading failed: {chat.error_text()}\n{chat.console_problems()}"
+
+
 @pytest.fixture(scope="module")
 def pwa(
     playwright_driver: Any, chromium_path: str, server: str, model_dir: Path, model_id: str, tmp_path_factory: Any
@@ -50,7 +59,7 @@ def pwa(
         viewport={"width": 1000, "height": 860},
     )
     chat = ChatPage(context.new_page(), server)
-    chat.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS)
+    chat.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0)  # deterministic
     wait_controlled(chat)  # first visit: the SW installs (precaching the shell) and claims the page
     chat.load(timeout_s=300)
     chat.first_reply = chat.ask(QUESTION)["raw"]
@@ -120,8 +129,8 @@ def test_offline_reload_chats_from_the_cache(pwa: Any, manifest: dict[str, Any])
         started = time.monotonic()
         page.reload()
         wait_controlled(pwa)
-        pwa.wait_for("() => document.getElementById('device-status').textContent.startsWith('This browser')", 30)
-        pwa.load(timeout_s=300)
+        wait_autoloaded(pwa)
+        pwa.new_chat()  # the reload reopened the saved chat; the same question in a new one has the same reply
         pwa.send(QUESTION)
         pwa.wait_for(
             "() => ([...document.querySelectorAll('[data-role=\"assistant\"]')].at(-1)?.dataset.raw ?? '') !== ''", 120
@@ -154,11 +163,11 @@ def test_a_damaged_cache_entry_is_detected_and_fetched_again(pwa: Any, model_id:
         [model_cache_name(model_id, manifest["revision"]), base],
     )
     page.reload()
-    pwa.wait_for("() => document.getElementById('device-status').textContent.startsWith('This browser')", 30)
-    pwa.load(timeout_s=300)
+    wait_autoloaded(pwa)  # the start-up check sees every file present; verifying them finds the damage
     report = cache_report(pwa)
     assert sorted(report["repaired"]) == ["config.json", "tokenizer.json"]
     assert sorted(report["downloaded"]) == ["config.json", "tokenizer.json"]
+    pwa.new_chat()
     assert pwa.ask(QUESTION)["raw"] == pwa.first_reply
 
 

@@ -6,29 +6,30 @@ pipeline, loaded in Chromium with Transformers.js: its greedy token ids equal Py
   `wasm` is the page's own choice (?device=wasm); the others are forced with ?dtype=. So a new variant or a new
   graph shape for an old one that ORT-web cannot load, or that computes differently, fails here with the browser's
   console in the message. The reference runs MatMulNBits without int8 activations, as ORT-web's WASM build does.
-  The `wasm` variant also runs second turns: the KV cache is reused exactly when the re-templated conversation
-  starts with the cached ids (a random-weight reply does not survive decode → template → encode, so a one-token
-  first turn makes sure it is reused once), and the tokens always equal a full prefill's.
+  The `wasm` variant also runs second turns: the KV cache keeps the part of the cached ids the re-templated
+  conversation starts with, cut back when they part (a random-weight reply does not survive decode → template →
+  encode, so the cache is cut inside the reply; a one-token first turn is reused whole), and the tokens always
+  equal a full prefill's.
 - WebGPU: Chromium's SwiftShader adapter (no shader-f16) makes the page pick the manifest's `webgpu` dtype (q4);
   a few tokens only, SwiftShader is slow.
 
 The page runs with ?expose_inputs=1: the worker reports each text turn's prompt and generated ids
 (window.__edgeChatTextInputs). The prompt ids are rebuilt independently in Python and must match.
 
-A module-level `server` overrides conftest's: it serves a temporary models folder holding tiny-qwen3, exported
-once per session (~6 s). EDGE_CHAT_QWEN3_MODELS=<folder> reuses a folder that already holds it.
+A module-level `server` overrides conftest's: it serves a temporary models folder holding tiny-qwen3 (conftest's
+`qwen3_models`, exported once per session; EDGE_CHAT_QWEN3_MODELS=<folder> reuses a folder that already holds it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import serve_app, strip_eos
+from references import Native, common_prefix
 
 from model_prep.recipes import get_recipe
 
@@ -52,18 +53,6 @@ SECOND = "And of Germany?"
 MAX_NEW_TOKENS = 16
 WEBGPU_NEW_TOKENS = 8  # SwiftShader: fp32 "GPU" on the CPU
 CHROMIUM_ARGS = ["--enable-unsafe-webgpu"]  # WASM pages force ?device=wasm, so one browser serves both
-
-
-@pytest.fixture(scope="session")
-def qwen3_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("EDGE_CHAT_QWEN3_MODELS")
-    if given:
-        return Path(given).resolve()
-    from model_prep.pipeline import run_recipe
-
-    models = tmp_path_factory.mktemp("qwen3-models")
-    run_recipe(RECIPE, models)
-    return models
 
 
 @pytest.fixture(scope="module")
@@ -98,61 +87,6 @@ def eos(qwen3_dir: Path) -> set[int]:
     from model_prep.verify.replies import eos_ids
 
     return eos_ids(qwen3_dir)
-
-
-def without_int8_activations(graph: Path, out: Path) -> Path:
-    """`graph` with every MatMulNBits' accuracy_level at 0: what ORT-web's WASM build computes.
-
-    Native x86 onnxruntime honours accuracy_level 4 (RTN weights) with int8 activations; ORT-web's WASM MatMulNBits
-    has no such path and stays in fp32 (tiny-qwen3 q4: browser logits within 6e-6 of native at level 0, 0.12 off at
-    level 4), which flips near-tie tokens (q4f16: 339 vs 258, margin 0.01).
-    """
-    import onnx
-
-    model = onnx.load(graph)
-    for node in model.graph.node:
-        for a in node.attribute:
-            if node.op_type == "MatMulNBits" and a.name == "accuracy_level":
-                a.i = 0
-    onnx.save(model, out)
-    return out
-
-
-class Native:
-    """Python onnxruntime on a variant's graph file (read from the manifest), as that device's ORT-web computes it:
-    greedy ids when called, and each chosen token's distance from the greedy choice."""
-
-    def __init__(self, folder: Path, manifest: dict[str, Any], eos: set[int], scratch: Path) -> None:
-        self.folder, self.manifest, self.eos, self.scratch = folder, manifest, eos, scratch
-        self.sessions: dict[tuple[str, str], Any] = {}
-
-    def session(self, dtype: str, device: str) -> Any:
-        from model_prep.verify.onnx_runner import DecoderSession
-
-        if (dtype, device) not in self.sessions:
-            [graph] = [f for f in self.manifest["dtypes"][dtype]["files"] if f.endswith(".onnx")]
-            path = self.folder / graph
-            if device == "wasm":
-                path = without_int8_activations(path, self.scratch / f"{device}-{path.name}")
-            self.sessions[dtype, device] = DecoderSession(path)
-        return self.sessions[dtype, device]
-
-    def __call__(self, dtype: str, device: str, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-        from model_prep.verify.onnx_runner import greedy
-
-        return greedy(self.session(dtype, device), prompt_ids, max_new_tokens, self.eos)
-
-    def shortfalls(self, dtype: str, device: str, prompt_ids: list[int], chosen: list[int]) -> list[float]:
-        """max(logits) − logits[chosen[k]] at each step k, token by token as the browser ran them (one call a
-        token: dynamic int8 activations are quantized per call, so a one-shot prefill would compute otherwise)."""
-        session = self.session(dtype, device)
-        session.reset()
-        logits = session.forward(prompt_ids)[-1]
-        gaps = []
-        for token in chosen:
-            gaps.append(float(logits.max() - logits[token]))
-            logits = session.forward([token])[-1]
-        return gaps
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +132,9 @@ def check_turn(
 def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: Any, reference: Any, eos: set) -> int:
     """Asks SECOND after the turn `x`/`reply`; returns the reused token count, which is what it must be.
 
-    The worker keeps the cache of prompt + reply minus its last token (never fed back) and reuses it iff the
-    re-templated conversation starts with exactly those ids; either way the tokens equal a full prefill's.
+    The worker keeps the cache of prompt + reply minus its last token (never fed back) and reuses the longest prefix
+    the re-templated conversation shares with those ids (at least one id left to prefill), cutting the cache back to
+    it; either way the tokens equal a full prefill's.
     """
     messages = [
         {"role": "user", "content": FIRST},
@@ -209,7 +144,7 @@ def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: An
     second = ask(chat, SECOND)
     y = check_turn(chat, second, dtype, messages, MAX_NEW_TOKENS, tokenizer, reference, eos)
     cached, full = (x["prompt_ids"] + x["new_ids"])[:-1], y["prompt_ids"]
-    reusable = len(cached) if len(cached) < len(full) and full[: len(cached)] == cached else 0
+    reusable = min(common_prefix(cached, full), len(full) - 1)
     context = chat.context()
     assert (context["context_tokens"], context["reused_tokens"]) == (len(full), reusable)
     assert chat.metrics()["prompt_tokens"] == len(full) - reusable
@@ -228,7 +163,9 @@ def test_wasm_greedy_tokens_equal_onnxruntime(
 ) -> None:
     mapped = qwen3_manifest["devices"]["wasm"]
     chat = new_chat_page()
+    # temperature 0: greedy (the recipe carries Qwen3's sampling defaults)
     query: dict[str, Any] = {"model": MODEL, "device": "wasm", "max_new_tokens": MAX_NEW_TOKENS, "expose_inputs": 1}
+    query["temperature"] = 0
     if dtype != mapped:
         query["dtype"] = dtype
     chat.open(**query)
@@ -244,8 +181,9 @@ def test_wasm_greedy_tokens_equal_onnxruntime(
     print(f"wasm {dtype}: {len(x['new_ids'])} tokens equal; metrics {json.dumps(chat.metrics())}")
 
     if dtype == mapped:
-        # Random weights: this reply does not survive decode → template → encode, so the cache is not reused.
-        check_second_turn(chat, x, reply, dtype, tokenizer, reference, eos)
+        # Random weights: this reply does not survive decode → template → encode, so the cache is cut back.
+        reused = check_second_turn(chat, x, reply, dtype, tokenizer, reference, eos)
+        assert 0 < reused < len(x["prompt_ids"]) + len(x["new_ids"]) - 1
         # A one-token first turn caches exactly the prompt, which the next turn starts with: the cache is reused.
         chat.new_chat()
         chat.set_max_new_tokens(1)
@@ -263,7 +201,7 @@ def test_webgpu_greedy_tokens_equal_onnxruntime(
     new_chat_page: Any, qwen3_manifest: dict[str, Any], tokenizer: Any, reference: Any, eos: set[int]
 ) -> None:
     chat = new_chat_page()
-    chat.open(model=MODEL, max_new_tokens=WEBGPU_NEW_TOKENS, expose_inputs=1)
+    chat.open(model=MODEL, max_new_tokens=WEBGPU_NEW_TOKENS, expose_inputs=1, temperature=0)
     if chat.page.evaluate("() => document.body.dataset.webgpu") != "true":
         pytest.skip(f"this Chromium offers no WebGPU adapter: {chat.page.text_content('#device-status')}")
     chat.load(timeout_s=300)

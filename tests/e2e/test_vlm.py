@@ -323,6 +323,47 @@ def test_dropped_image(chat: Any, tokenizer: Any, vlm_dir: Path, reference: Any)
     check_image_turn(chat, reply, tokenizer, vlm_dir, reference)
 
 
+def test_image_models_load_through_the_verified_cache(chat: Any, tokenizer: Any, vlm_dir: Path, reference: Any) -> None:
+    """The same load path as text models: every file checked against the manifest's sha256 into the revision's cache,
+    a damaged entry fetched again, other revisions deleted (before, vlm.load skipped all of it)."""
+    manifest = json.loads((vlm_dir / "manifest.json").read_text())
+    name = f"edge-chat-model-{VLM}-{manifest['revision']}"
+    dtype = chat.page.evaluate("() => document.body.dataset.dtype")
+    graphs = manifest["dtypes"][dtype]["files"]
+    report = json.loads(chat.page.evaluate("() => document.body.dataset.cache || '{}'"))
+    assert set(graphs) <= set(report["verified"]) | set(report["downloaded"]), report
+    assert "preprocessor_config.json" in set(report["verified"]) | set(report["downloaded"])
+    assert name in chat.page.evaluate("() => caches.keys()")
+    decoder = next(f for f in graphs if "decoder" in f)
+    stale = f"edge-chat-model-{VLM}-000000000000"
+    chat.page.evaluate(
+        """async ([name, stale, base, staleBase, decoder]) => {
+          const cache = await caches.open(name);
+          const graph = await (await cache.match(base + decoder)).arrayBuffer();
+          await cache.put(base + decoder, new Response(graph.slice(0, graph.byteLength - 8)));  // truncated
+          await cache.put(base + 'preprocessor_config.json', new Response('{"not": "the processor"}'));
+          await (await caches.open(stale)).put(staleBase + 'config.json', new Response('{}'));
+        }""",
+        [name, stale, f"/models/{VLM}/{manifest['revision']}/", f"/models/{VLM}/000000000000/", decoder],
+    )
+    chat.page.reload()
+    chat.wait_for("() => document.body.dataset.autoload !== undefined", 60)
+    assert chat.page.evaluate("() => document.body.dataset.autoload") == "cached"  # the last model, loading on open
+    chat.wait_for("() => document.body.dataset.state === 'ready' || !!document.body.dataset.error", 300)
+    assert chat.state == "ready", chat.error_text()
+    report = json.loads(chat.page.evaluate("() => document.body.dataset.cache"))
+    assert sorted(report["repaired"]) == sorted([decoder, "preprocessor_config.json"])
+    assert sorted(report["downloaded"]) == sorted([decoder, "preprocessor_config.json"])
+    assert stale not in chat.page.evaluate("() => caches.keys()")
+    # The repaired files compute what onnxruntime computes.
+    chat.new_chat()
+    chat.page.set_input_files(
+        "#attach-input", files=[{"name": "again.png", "mimeType": "image/png", "buffer": png(120, 90, seed=3)}]
+    )
+    wait_attachments(chat, 1)
+    check_image_turn(chat, ask(chat, QUESTION), tokenizer, vlm_dir, reference)
+
+
 def test_everything_stayed_on_this_origin(chat: Any) -> None:
     assert chat.foreign_requests() == []
     assert chat.csp_violations() == []

@@ -14,7 +14,8 @@
 
 import { BENCH_PROMPTS } from "./bench-prompts.js";
 import { BENCH_NUMBERS, BENCH_TEXTS, DEFAULT_MODEL, METRICS } from "/static/src/contracts.js";
-import { chooseDevice, describeError, ErrorCode } from "/static/src/device.js";
+import { chooseDevice } from "/static/src/device.js";
+import { describeError, ErrorCode } from "/static/src/errors.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {

@@ -4,10 +4,10 @@
 //
 // main.js calls: createAttachments(...), setModel(model) when a model loads, takeTurn(text, model) when
 // sending (null: refused with a message, nothing sent), showIn(node, turn) to put thumbnails in the
-// user's message. Tests: ?expose_inputs=1 makes the worker report the exact tensors it fed
-// (window.__edgeChatVLMInputs), #attachments[data-count], #attach-input.
+// user's message. Tests: #attachments[data-count], #attach-input (the exact tensors the worker fed come back
+// as vlm-inputs replies with ?expose_inputs=1: main.js stores them as window.__edgeChatVLMInputs).
 
-import { EdgeChatError } from "./device.js";
+import { EdgeChatError, ErrorCode } from "./errors.js";
 
 const DEFAULT_LONGEST_EDGE = 2048; // when a model's preprocessor_config.json says nothing
 const THUMB = 96;
@@ -52,17 +52,13 @@ export async function decodeImage(blob, limit) {
   }
 }
 
-export function createAttachments({ worker, showError, clearError, params }) {
+export function createAttachments({ showError, clearError, params }) {
   const $ = (id) => document.getElementById(id);
   const el = { input: $("attach-input"), button: $("attach-button"), strip: $("attachments"), composer: $("composer") };
   const pending = []; // {id, blob, name, url, node}
   let limit = DEFAULT_LONGEST_EDGE;
   let busy = false;
   const expose = params.get("expose_inputs") === "1";
-
-  worker.addEventListener("message", (event) => {
-    if (event.data?.type === "vlm-inputs") window.__edgeChatVLMInputs = event.data;
-  });
 
   function render() {
     el.strip.dataset.count = String(pending.length);
@@ -79,7 +75,7 @@ export function createAttachments({ worker, showError, clearError, params }) {
 
   function notAnImage(name) {
     const message = `“${name || "That file"}” is not an image this browser can read, so nothing was attached or sent.`;
-    showError(new EdgeChatError("not-an-image", message));
+    showError(new EdgeChatError(ErrorCode.NOT_AN_IMAGE, message));
   }
 
   async function add(files) {
@@ -181,7 +177,7 @@ export function createAttachments({ worker, showError, clearError, params }) {
       if (!model?.capabilities?.image) {
         const name = model?.name ?? model?.id ?? "This model";
         const why = `${name} reads text only, so nothing was sent. Load a model tagged “[image]” to ask about images, or remove the image.`;
-        showError(new EdgeChatError("text-only-model", why));
+        showError(new EdgeChatError(ErrorCode.TEXT_ONLY_MODEL, why));
         return null;
       }
       busy = true;

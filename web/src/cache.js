@@ -10,7 +10,7 @@
 
 import { createSHA256 } from "/static/vendor/hash-wasm.esm.js";
 import { modelCacheName, parseModelCacheName, revisionOf } from "./contracts.js";
-import { EdgeChatError, ErrorCode } from "./device.js";
+import { EdgeChatError, ErrorCode } from "./errors.js";
 // Where Transformers.js 4.x keeps files by default; Edge Chat turns that off, and deletes what an older
 // version of the page left there so nothing is stored twice.
 const LEGACY_CACHES = ["transformers-cache"];

@@ -1,81 +1,9 @@
 // Device choice: which backend (WebGPU or WASM) and which dtype variant of a model to load, and why.
 //
 // `chooseDevice` is pure (capabilities + manifest in, decision out) so it can be tested with synthetic
-// inputs; `probeCapabilities` is the only part that touches the browser. Typed errors turn the raw
-// messages of WebGPU / ORT / the Cache API into something a person can act on.
+// inputs; `probeCapabilities` is the only part that touches the browser. Its errors are errors.js's codes.
 
-/** Error codes the UI understands. */
-export const ErrorCode = Object.freeze({
-  NO_WEBGPU: "no-webgpu",
-  NO_F16: "no-f16",
-  DEVICE_LOST: "device-lost",
-  OUT_OF_MEMORY: "out-of-memory",
-  QUOTA_EXCEEDED: "quota-exceeded",
-  NO_VARIANT: "no-variant",
-  MODEL_MISSING: "model-missing",
-  UNKNOWN: "unknown",
-});
-
-const MESSAGES = {
-  [ErrorCode.NO_WEBGPU]:
-    "This browser has no usable WebGPU adapter. Edge Chat can still run on the CPU (WASM): reload without ?device=webgpu.",
-  [ErrorCode.NO_F16]:
-    "The GPU does not support 16-bit floats (shader-f16), which this model variant needs. Choose the q4 variant (?dtype=q4) or the CPU (?device=wasm).",
-  [ErrorCode.DEVICE_LOST]:
-    "The GPU device was lost (driver reset, sleep or another tab using too much GPU memory). Reload the page to start again.",
-  [ErrorCode.OUT_OF_MEMORY]:
-    "Not enough memory to load or run this model. Close other tabs, pick a smaller model, or try the other device.",
-  [ErrorCode.QUOTA_EXCEEDED]:
-    "The browser's storage quota is full, so the model cannot be cached. Free some site data (browser settings → site data) and reload.",
-  [ErrorCode.NO_VARIANT]: "This model has no variant that can run on this device.",
-  [ErrorCode.MODEL_MISSING]:
-    "A model file could not be fetched from the server. Check that the server is running and the model folder is complete.",
-  [ErrorCode.UNKNOWN]: "Something went wrong.",
-};
-
-/** An error with a code from `ErrorCode` and a message meant for a person. */
-export class EdgeChatError extends Error {
-  constructor(code, message = MESSAGES[code] ?? MESSAGES[ErrorCode.UNKNOWN], detail = "") {
-    super(message);
-    this.name = "EdgeChatError";
-    this.code = code;
-    this.detail = detail;
-  }
-}
-
-/**
- * Maps anything thrown by WebGPU, ORT-web, Transformers.js or the Cache API to {code, message, detail}.
- * `message` is for a person, `detail` is the raw text (for logs and bug reports).
- */
-export function describeError(err) {
-  if (err instanceof EdgeChatError || (err && err.name === "EdgeChatError" && err.code)) {
-    return { code: err.code, message: err.message, detail: err.detail ?? "" };
-  }
-  const detail = String(err?.message ?? err ?? "");
-  const name = String(err?.name ?? "");
-  const text = `${name} ${detail}`.toLowerCase();
-  let code = ErrorCode.UNKNOWN;
-  if (name === "QuotaExceededError" || text.includes("quota")) code = ErrorCode.QUOTA_EXCEEDED;
-  else if (text.includes("device lost") || text.includes("device was lost") || text.includes("devicelost"))
-    code = ErrorCode.DEVICE_LOST;
-  else if (text.includes("does not support fp16") || text.includes("shader-f16") || text.includes("shader_f16"))
-    code = ErrorCode.NO_F16;
-  else if (
-    text.includes("out of memory") ||
-    text.includes("outofmemory") ||
-    text.includes("cannot allocate") ||
-    text.includes("failed to allocate") ||
-    text.includes("array buffer allocation failed") ||
-    name === "RangeError"
-  )
-    code = ErrorCode.OUT_OF_MEMORY;
-  else if (text.includes("webgpu") && (text.includes("not supported") || text.includes("no adapter") || text.includes("no available backend")))
-    code = ErrorCode.NO_WEBGPU;
-  else if (text.includes("404") || text.includes("could not locate file") || text.includes("failed to fetch"))
-    code = ErrorCode.MODEL_MISSING;
-  const message = code === ErrorCode.UNKNOWN ? `Something went wrong: ${detail || name}` : MESSAGES[code];
-  return { code, message, detail };
-}
+import { EdgeChatError, ErrorCode } from "./errors.js";
 
 // dtypes a GPU without shader-f16 cannot run (their graphs carry fp16 tensors).
 const F16_DTYPES = new Set(["fp16", "q4f16"]);

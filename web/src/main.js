@@ -1,31 +1,41 @@
-// The chat page: model picker, loading progress, transcript, composer and metrics. It never runs the
-// model itself; it talks to worker.js with the message protocol of docs/architecture.md.
+// The chat page: wires the picker (models.js), saved chats (chats.js, sidebar.js), transcript (transcript.js),
+// settings (settings.js) and the context meter (context-meter.js) to the model worker, and runs the load and the
+// turn flows. It never runs the model itself; it talks to worker.js through protocol.js (requests with ids,
+// replies matched by id).
 //
-// Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype>
-// ?max_new_tokens=<n> ?threads=<n> ?autoload=1 ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs,
-// or window.__edgeChatVLMInputs for image models)
+// Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype> ?threads=<n>
+// ?autoload=1 (load at once) | 0 (never load on open; by default a model already in the verified cache loads on open)
+// ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs, or window.__edgeChatVLMInputs for image
+// models); chat settings for this page only (settings.js): ?temperature ?top_p ?top_k ?min_p ?repetition_penalty
+// ?seed ?max_new_tokens ?system_prompt ?thinking=0|1 ?context_limit
 // State for tests: body[data-state] = idle|loading|ready|generating, body[data-device|data-dtype],
-// #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use of that turn),
-// assistant messages [data-role=assistant][data-raw][data-streamed][data-done],
+// body[data-settings] (JSON: the settings the next reply uses; "null" while one is invalid),
+// body[data-autoload] = cached|not-cached|off (what the start-up check found), body[data-conversation] (its id),
+// #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use and generate() arguments of that
+// turn), #context-meter[data-tokens][data-limit], the transcript's data attributes (transcript.js),
 // body[data-sw] = unsupported|registering|registered|controlled|updated, body[data-cache] (JSON: what the
 // model cache did on the last load), body[data-memory-warning], #storage-list li[data-cache-name][data-bytes].
 
-import { cachedManifest, deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
-import { DEFAULT_MODEL } from "./contracts.js";
-import { chooseDevice, describeError } from "./device.js";
-import { setMarkdown } from "./markdown.js";
 import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
+import { createChats } from "./chats.js";
+import { createContextMeter, dropOldestTurns } from "./context-meter.js";
+import { chooseDevice } from "./device.js";
+import { describeError, EdgeChatError, ErrorCode } from "./errors.js";
+import { artifactsFor, createModels } from "./models.js";
+import { createProgress, fmtBytes } from "./progress.js";
+import { Reply, Request, WorkerClient } from "./protocol.js";
+import { createSettings, settingsFromQuery } from "./settings.js";
+import { createSidebar } from "./sidebar.js";
+import { createStoragePanel } from "./storage-panel.js";
+import { historyContent, splitThinking } from "./thinking.js";
+import { createTranscript } from "./transcript.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
   modelSelect: $("model-select"),
   loadButton: $("load-button"),
-  modelInfo: $("model-info"),
   deviceStatus: $("device-status"),
-  progress: $("progress"),
-  progressTotal: $("progress-total"),
-  progressTotalText: $("progress-total-text"),
-  progressFiles: $("progress-files"),
+  memoryWarning: $("memory-warning"),
   error: $("error"),
   transcript: $("transcript"),
   composer: $("composer"),
@@ -34,32 +44,22 @@ const el = {
   stop: $("stop-button"),
   newChat: $("new-chat-button"),
   metrics: $("metrics"),
-  maxNewTokens: $("max-new-tokens"),
-  memoryWarning: $("memory-warning"),
   update: $("update-banner"),
-  updateReload: $("update-reload"),
-  storageSummary: $("storage-summary"),
-  storageList: $("storage-list"),
-  storageRefresh: $("storage-refresh"),
 };
 
 const params = new URLSearchParams(location.search);
 const forced = { device: params.get("device"), dtype: params.get("dtype") };
 const positiveInt = (v) => (/^\d+$/.test(v ?? "") && Number(v) > 0 ? Number(v) : undefined);
-el.maxNewTokens.value = String(positiveInt(params.get("max_new_tokens")) ?? 512);
-const maxNewTokens = () => positiveInt(el.maxNewTokens.value) ?? 512;
 const THREADS = positiveInt(params.get("threads"));
 
 const app = {
   catalog: readCatalog(),
   capabilities: null,
-  capabilitiesReady: null,
-  model: null, // catalog entry being loaded / loaded
+  model: null, // catalog entry loaded / being loaded
   choice: null, // {device, dtype, reason}
-  messages: [], // [{role, content}] — the conversation as the model sees it
-  current: null, // the assistant message being streamed: {node, body, raw}
-  files: new Map(), // file → {loaded, total, row}
-  renderPending: false,
+  vision: false, // the loaded model takes images
+  generating: null, // id of the generate request in flight
+  liveImages: new Set(), // ids of images the worker holds (sent in this page's session)
 };
 
 function readCatalog() {
@@ -83,7 +83,9 @@ function setState(state) {
   el.prompt.disabled = !loaded;
   el.send.disabled = state !== "ready";
   el.stop.disabled = state !== "generating";
-  el.newChat.disabled = !loaded || state === "generating";
+  el.newChat.disabled = state === "generating";
+  transcript.setBusy(state !== "ready");
+  sidebar.setBusy(state === "generating");
 }
 
 function showError(err) {
@@ -100,14 +102,6 @@ function clearError() {
   delete document.body.dataset.error;
 }
 
-// ---------------------------------------------------------------- formatting
-
-const fmtBytes = (n) => {
-  if (!Number.isFinite(n) || n <= 0) return "0 B";
-  const units = ["B", "kB", "MB", "GB"];
-  const i = Math.min(units.length - 1, Math.floor(Math.log(n) / Math.log(1000)));
-  return `${(n / 1000 ** i).toFixed(i >= 2 ? 1 : 0)} ${units[i]}`;
-};
 const fmtNum = (x, digits = 2) => (x == null || !Number.isFinite(x) ? "–" : x.toFixed(digits));
 const deviceLabel = (d) => (d === "webgpu" ? "WebGPU" : "WASM (CPU)");
 
@@ -121,181 +115,61 @@ function metricsLine(m) {
   ].join(" · ");
 }
 
-// ---------------------------------------------------------------- model picker
-
-function fillModelPicker() {
-  el.modelSelect.replaceChildren();
-  for (const m of app.catalog) {
-    const option = document.createElement("option");
-    option.value = m.id;
-    option.textContent = m.name ? `${m.name} (${m.id})` : m.id;
-    if (m.capabilities?.image) option.textContent += " · [image]"; // takes images (no emoji: fonts vary)
-    option.dataset.image = String(Boolean(m.capabilities?.image));
-    el.modelSelect.append(option);
-  }
-  if (app.catalog.length === 0) {
-    const option = document.createElement("option");
-    option.textContent = "No models on this server";
-    el.modelSelect.append(option);
-    el.modelInfo.textContent = "Export a model with model_prep into the server's models folder, then reload.";
-    return;
-  }
-  const wanted = params.get("model");
-  const initial = app.catalog.find((m) => m.id === wanted) ?? app.catalog.find((m) => m.id === DEFAULT_MODEL);
-  if (initial) el.modelSelect.value = initial.id;
-  describeSelectedModel();
-}
-
-function selectedModel() {
-  return app.catalog.find((m) => m.id === el.modelSelect.value) ?? null;
-}
-
-function describeSelectedModel() {
-  const m = selectedModel();
-  if (!m) return;
-  const sizes = Object.entries(m.dtypes ?? {})
-    .map(([dtype, v]) => `${dtype} ${fmtBytes(typeof v === "number" ? v : v?.bytes)}`)
-    .join(", ");
-  el.modelInfo.textContent = `${m.name ?? m.id} · revision ${m.revision}${sizes ? ` · variants: ${sizes}` : ""}`;
-}
-
-// ---------------------------------------------------------------- progress
-
-function resetProgress() {
-  app.files.clear();
-  el.progressFiles.replaceChildren();
-  el.progressTotal.value = 0;
-  el.progressTotalText.textContent = "";
-  el.progress.hidden = false;
-}
-
-function fileRow(file) {
-  let entry = app.files.get(file);
-  if (entry) return entry;
-  const row = document.createElement("li");
-  row.dataset.file = file;
-  const name = document.createElement("span");
-  name.className = "progress-label";
-  name.textContent = file.replace(/^\//, "");
-  const bar = document.createElement("progress");
-  bar.max = 1;
-  bar.value = 0;
-  const text = document.createElement("span");
-  text.className = "progress-text";
-  row.append(name, bar, text);
-  el.progressFiles.append(row);
-  entry = { loaded: 0, total: 0, bar, text, done: false };
-  app.files.set(file, entry);
-  return entry;
-}
-
-function onProgress({ file, loaded, total, status }) {
-  if (!file) return;
-  const entry = fileRow(file);
-  if (Number.isFinite(loaded)) entry.loaded = loaded;
-  if (Number.isFinite(total) && total > 0) entry.total = total;
-  if (status === "done") {
-    entry.done = true;
-    if (entry.total) entry.loaded = entry.total;
-  }
-  const fraction = entry.total ? entry.loaded / entry.total : entry.done ? 1 : 0;
-  entry.bar.value = fraction;
-  entry.text.textContent = entry.total ? `${fmtBytes(entry.loaded)} / ${fmtBytes(entry.total)}` : entry.done ? "done" : "";
-  let sumLoaded = 0;
-  let sumTotal = 0;
-  for (const f of app.files.values()) {
-    sumLoaded += f.loaded;
-    sumTotal += f.total;
-  }
-  el.progressTotal.value = sumTotal ? sumLoaded / sumTotal : 0;
-  el.progressTotalText.textContent = `${fmtBytes(sumLoaded)} / ${fmtBytes(sumTotal)}`;
-}
-
-// ---------------------------------------------------------------- transcript
-
-function clearTranscript() {
-  el.transcript.replaceChildren();
-}
-
-function addMessage(role, text) {
-  el.transcript.querySelector(".empty")?.remove();
-  const node = document.createElement("article");
-  node.className = `message ${role}`;
-  node.dataset.role = role;
-  const who = document.createElement("div");
-  who.className = "who";
-  who.textContent = role === "user" ? "You" : "Assistant";
-  const body = document.createElement("div");
-  body.className = "body";
-  if (role === "user") {
-    body.textContent = text; // user text is shown as typed, never parsed
-  }
-  node.append(who, body);
-  el.transcript.append(node);
-  node.scrollIntoView({ block: "end" });
-  return { node, body };
-}
-
-function scheduleRender() {
-  if (app.renderPending) return;
-  app.renderPending = true;
-  requestAnimationFrame(() => {
-    app.renderPending = false;
-    const cur = app.current;
-    if (!cur) return;
-    setMarkdown(cur.body, cur.raw);
-    cur.node.scrollIntoView({ block: "end" });
-  });
-}
-
-// ---------------------------------------------------------------- worker
+// ---------------------------------------------------------------- modules
 
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-const attachments = createAttachments({ worker, showError, clearError, params });
-
-worker.addEventListener("message", (event) => {
-  const msg = event.data;
-  switch (msg.type) {
-    case "capabilities":
-      onCapabilities(msg);
-      break;
-    case "progress":
-      onProgress(msg);
-      break;
-    case "ready":
-      onReady(msg);
-      break;
-    case "cache":
-      onCache(msg);
-      break;
-    case "token":
-      onToken(msg);
-      break;
-    case "text-inputs": // ?expose_inputs=1: the turn's exact token ids, for tests
-      window.__edgeChatTextInputs = msg;
-      break;
-    case "done":
-      onDone(msg);
-      break;
-    case "error":
-      onWorkerError(msg);
-      break;
-    default:
-      break;
-  }
+const client = new WorkerClient(worker);
+const attachments = createAttachments({ showError, clearError, params });
+const progress = createProgress({
+  box: $("progress"),
+  total: $("progress-total"),
+  totalText: $("progress-total-text"),
+  list: $("progress-files"),
 });
+const storagePanel = createStoragePanel({ summary: $("storage-summary"), list: $("storage-list"), catalog: app.catalog });
+let settings;
+try {
+  settings = createSettings({ query: settingsFromQuery(params), onChange: showContext });
+} catch (err) {
+  showError(err); // a bad query parameter: the stored settings and the model's defaults apply
+  settings = createSettings({ query: {}, onChange: showContext });
+}
+const transcript = createTranscript({ container: el.transcript, onAction: onMessageAction });
+const idle = () => !app.generating;
+const sidebar = createSidebar({
+  onOpen: (id) => idle() && chats.open(id),
+  onRename: (id, title) => chats.rename(id, title),
+  onDelete: (id) => idle() && chats.remove(id),
+  onExport: () => chats.exportAll(),
+  onImport: (file) => {
+    clearError();
+    chats.importFile(file);
+  },
+});
+const chats = createChats({ sidebar, onShow: onChatShown, onError: showError });
+const meter = createContextMeter({ meter: $("context-meter"), box: $("context-warning"), text: $("context-warning-text") });
+let resolveCapabilities;
+const capabilities = new Promise((resolve) => {
+  resolveCapabilities = resolve;
+});
+const models = createModels({
+  catalog: app.catalog,
+  params,
+  forced,
+  capabilities,
+  settings,
+  el: { select: el.modelSelect, info: $("model-info"), card: $("model-card-body"), loadButton: el.loadButton },
+});
+
 worker.addEventListener("error", (event) => {
-  showError(new Error(`The model worker failed to start: ${event.message || "unknown error"}`));
+  const err = new Error(`The model worker failed to start: ${event.message || "unknown error"}`);
+  client.failAll(err);
+  showError(err);
   setState("idle");
 });
 
-let resolveCapabilities;
-app.capabilitiesReady = new Promise((resolve) => {
-  resolveCapabilities = resolve;
-});
-
 function onCapabilities(caps) {
-  const { type: _type, ...rest } = caps;
+  const { type: _type, id: _id, ...rest } = caps;
   app.capabilities = rest;
   document.body.dataset.webgpu = String(Boolean(rest.webgpu));
   const gpu = rest.webgpu
@@ -305,87 +179,34 @@ function onCapabilities(caps) {
   resolveCapabilities(rest);
 }
 
-function onReady(msg) {
-  el.progress.hidden = true;
-  el.deviceStatus.textContent = `Ready: ${app.model.name ?? app.model.id} on ${deviceLabel(app.choice.device)} with ${app.choice.dtype}, loaded in ${fmtNum(msg.load_s, 1)} s. ${app.choice.reason}`;
-  setState("ready");
-  el.prompt.focus();
-}
-
-function onCache({ type: _type, ...report }) {
-  document.body.dataset.cache = JSON.stringify(report);
-  refreshStorage();
-}
-
-function onToken({ text }) {
-  const cur = app.current;
-  if (!cur) return;
-  cur.raw += text;
-  cur.node.dataset.raw = cur.raw;
-  cur.node.dataset.streamed = cur.raw;
-  scheduleRender();
-}
-
-function onDone({ text, metrics, context }) {
-  const cur = app.current;
-  app.current = null;
-  if (cur) {
-    // data-streamed keeps what arrived token by token; data-raw becomes the worker's full decode.
-    cur.raw = text;
-    cur.node.dataset.raw = text;
-    cur.node.dataset.done = "true";
-    if (context?.interrupted) cur.node.dataset.interrupted = "true";
-    setMarkdown(cur.body, text);
-    const meta = document.createElement("div");
-    meta.className = "meta muted";
-    const cache = context?.reused_tokens ? ` · ${context.reused_tokens} tokens reused from the KV cache` : "";
-    meta.textContent = `${metricsLine(metrics)}${cache}${context?.interrupted ? " · stopped" : ""}`;
-    cur.node.append(meta);
+/** On open: the last used model loads by itself when every file it needs is already in the verified cache. */
+async function startUp() {
+  if (params.get("autoload") === "1") return loadModel();
+  if (params.get("autoload") === "0") {
+    document.body.dataset.autoload = "off";
+    return;
   }
-  app.messages.push({ role: "assistant", content: text });
-  el.metrics.dataset.metrics = JSON.stringify(metrics);
-  el.metrics.dataset.context = JSON.stringify(context ?? {});
-  el.metrics.textContent = `Last reply: ${metricsLine(metrics)}`;
-  setState("ready");
+  const cached = await models.loadsOnOpen();
+  document.body.dataset.autoload = cached ? "cached" : "not-cached";
+  if (cached && document.body.dataset.state === "idle") return loadModel();
 }
 
-function onWorkerError({ code, message, detail }) {
-  console.error("[edge-chat]", code, message, detail);
-  el.error.hidden = false;
-  el.error.textContent = message;
-  el.error.title = detail ?? "";
-  document.body.dataset.error = code;
-  const state = document.body.dataset.state;
-  if (state === "loading") {
-    el.progress.hidden = true;
-    app.choice = null;
-    el.deviceStatus.textContent = "Loading failed.";
-    setState("idle");
-  } else if (state === "generating") {
-    const cur = app.current;
-    app.current = null;
-    if (cur) {
-      cur.node.dataset.done = "true";
-      cur.node.dataset.error = code;
-      // The failed turn is dropped from the conversation; the worker's KV cache no longer matches it.
-      app.messages.pop();
-      worker.postMessage({ type: "reset" });
-    }
-    setState("ready");
-  }
-}
-
-// ---------------------------------------------------------------- actions
+// ---------------------------------------------------------------- loading
 
 async function loadModel() {
-  const model = selectedModel();
-  if (!model) return;
   clearError();
   setState("loading");
-  const caps = await app.capabilitiesReady;
+  const caps = await capabilities;
+  await models.ready();
+  const model = models.selected;
+  const manifest = models.manifest;
+  if (!model) {
+    setState("idle");
+    return;
+  }
   let choice;
   try {
-    choice = chooseDevice(caps, model, forced);
+    choice = chooseDevice(caps, manifest ?? model, forced);
   } catch (err) {
     showError(err);
     setState(app.choice ? "ready" : "idle");
@@ -393,48 +214,61 @@ async function loadModel() {
   }
   app.model = model;
   app.choice = choice;
-  app.messages = [];
-  clearTranscript();
+  app.liveImages.clear();
   document.body.dataset.device = choice.device;
   document.body.dataset.dtype = choice.dtype;
+  el.loadButton.textContent = "Load model";
   el.deviceStatus.textContent = `Loading ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}. ${choice.reason}`;
   el.deviceStatus.dataset.reason = choice.reason;
-  resetProgress();
+  progress.reset();
   attachments.setModel(model);
   warnAboutMemory(model, choice);
   requestPersistentStorage();
-  // The full manifest says which files the chosen dtype needs (external data chunks, if any) and their
-  // sha256, which the worker checks every cached byte against. Offline: the copy stored with the cache.
-  let manifest = null;
+  const request = client.request(
+    {
+      type: Request.LOAD,
+      model: { id: model.id, revision: model.revision },
+      dtype: choice.dtype,
+      device: choice.device,
+      files: manifest?.dtypes?.[choice.dtype]?.files,
+      // Every file is checked against the manifest's sha256 into the model cache first (cache.js).
+      artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
+      manifest: manifest ?? undefined,
+      threads: THREADS,
+      task: model.task,
+      capabilities: model.capabilities,
+    },
+    {
+      onMessage(reply) {
+        if (reply.type === Reply.PROGRESS) progress.update(reply);
+        else if (reply.type === Reply.CACHE) onCache(reply);
+      },
+    },
+  );
+  let ready;
   try {
-    const response = await fetch(`/api/models/${encodeURIComponent(model.id)}`);
-    if (response.ok) manifest = await response.json();
+    ready = await request.done;
   } catch (err) {
-    console.warn("manifest", err);
+    showError(err);
+    progress.hide();
+    app.choice = null;
+    el.deviceStatus.textContent = "Loading failed.";
+    setState("idle");
+    return;
   }
-  if (manifest?.revision !== model.revision) manifest = await cachedManifest(model.id, model.revision).catch(() => null);
-  const files = manifest?.dtypes?.[choice.dtype]?.files;
-  worker.postMessage({
-    type: "load",
-    model: { id: model.id, revision: model.revision },
-    dtype: choice.dtype,
-    device: choice.device,
-    files,
-    artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
-    manifest: manifest ?? undefined,
-    threads: THREADS,
-    task: model.task,
-    capabilities: model.capabilities,
-  });
+  progress.hide();
+  app.vision = Boolean(ready.vision);
+  settings.setThinkingSupported(ready.chat?.thinking);
+  models.remember(model);
+  el.deviceStatus.textContent = `Ready: ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}, loaded in ${fmtNum(ready.load_s, 1)} s. ${choice.reason}`;
+  setState("ready");
+  el.prompt.focus();
+  countContext();
 }
 
-/** The manifest entries a dtype loads: its ONNX files plus every file that belongs to no dtype. */
-function artifactsFor(manifest, dtype) {
-  const variantFiles = new Set(Object.values(manifest.dtypes ?? {}).flatMap((d) => d.files ?? []));
-  const wanted = new Set(manifest.dtypes?.[dtype]?.files ?? []);
-  return (manifest.files ?? []).filter(
-    (f) => wanted.has(f.path) || (!variantFiles.has(f.path) && f.path !== "verification.json"),
-  );
+function onCache({ type: _type, id: _id, ...report }) {
+  document.body.dataset.cache = JSON.stringify(report);
+  storagePanel.refresh();
 }
 
 /** Warns (without blocking) when the dtype's working memory exceeds what the device reports. */
@@ -464,51 +298,260 @@ function requestPersistentStorage() {
     .catch(() => {});
 }
 
-// ---------------------------------------------------------------- storage panel
+// ---------------------------------------------------------------- context
 
-async function refreshStorage() {
-  if (typeof caches === "undefined") {
-    el.storageSummary.textContent = "This browser has no Cache Storage here (it needs https or localhost).";
+/** The conversation as the model gets it: system prompt, user turns (images while the worker has them), replies
+ * without their thinking (as Qwen3's template does) except a reply being continued. */
+function workerMessages(messages, chat, { continueFinal = false } = {}) {
+  const out = chat.system_prompt.trim() ? [{ role: "system", content: chat.system_prompt }] : [];
+  messages.forEach((m, i) => {
+    if (m.role === "user") {
+      const images = app.vision ? (m.imageIds ?? []).filter((id) => app.liveImages.has(id)) : [];
+      const content = images.length
+        ? [...images.map((id) => ({ type: "image", id })), ...(m.content ? [{ type: "text", text: m.content }] : [])]
+        : m.content;
+      out.push({ role: "user", content });
+    } else {
+      const last = i === messages.length - 1;
+      out.push({ role: "assistant", content: continueFinal && last ? m.content : historyContent(m.content) });
+    }
+  });
+  return out;
+}
+
+function generationOptions(chat) {
+  return {
+    max_new_tokens: chat.max_new_tokens,
+    sampling: chat.sampling,
+    context_limit: chat.context_limit,
+    ...(chat.thinking === null ? {} : { chat_template_kwargs: { enable_thinking: chat.thinking } }),
+  };
+}
+
+/** A different chat is open: draw it and count it. */
+function onChatShown() {
+  clearError();
+  transcript.render(chats.current);
+  el.metrics.textContent = "";
+  el.metrics.dataset.metrics = "";
+  meter.hide();
+  countContext();
+}
+
+function newChat() {
+  if (app.generating) return;
+  chats.startNew(app.model?.id ?? null);
+  resetWorker();
+  el.prompt.focus();
+}
+
+function showContext(tokens) {
+  let chat;
+  try {
+    chat = settings.current();
+  } catch {
     return;
   }
-  const [models, numbers, persisted] = await Promise.all([
-    listModelCaches(),
-    storageNumbers(),
-    navigator.storage?.persisted?.().catch(() => false) ?? false,
-  ]);
-  el.storageList.replaceChildren();
-  for (const m of models) {
-    const row = document.createElement("li");
-    row.dataset.cacheName = m.name;
-    row.dataset.bytes = String(m.bytes);
-    const label = document.createElement("span");
-    const known = app.catalog.find((c) => c.id === m.id);
-    const stale = known && known.revision !== m.revision ? " (not the served revision)" : "";
-    label.textContent = `${known?.name ?? m.id} · revision ${m.revision}${stale} · ${fmtBytes(m.bytes)} in ${m.files} files`;
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "storage-delete";
-    button.textContent = "Delete";
-    button.setAttribute("aria-label", `Delete ${m.id} revision ${m.revision} from this device`);
-    button.addEventListener("click", async () => {
-      button.disabled = true;
-      await deleteModelCache(m.name);
-      await refreshStorage();
+  meter.show({ tokens, limit: chat.context_limit, maxNewTokens: chat.max_new_tokens });
+}
+
+/** Asks the worker how many tokens `messages` template to (null without a loaded model). */
+async function countTokens(messages, chat) {
+  if (!app.choice || document.body.dataset.state === "loading") return null;
+  const reply = await client.request({
+    type: Request.COUNT,
+    messages: workerMessages(messages, chat),
+    options: generationOptions(chat),
+  }).done;
+  return reply.tokens;
+}
+
+async function countContext() {
+  let chat;
+  try {
+    chat = settings.current();
+  } catch {
+    return;
+  }
+  const messages = chats.current.messages;
+  let tokens = null;
+  try {
+    tokens = messages.length ? await countTokens(messages, chat) : app.choice ? 0 : null;
+  } catch (err) {
+    console.warn("count", err);
+  }
+  showContext(tokens);
+}
+
+/** Drops the oldest turns until the chat, the typed message and a reply fit (context-meter.js); the transcript
+ * says how many messages went, so nothing goes silently. */
+async function dropOldest() {
+  if (app.generating) return;
+  const chat = settings.current();
+  const c = chats.current;
+  const pending = el.prompt.value.trim();
+  const count = (messages) => countTokens(pending ? [...messages, { role: "user", content: pending }] : messages, chat);
+  const dropped = await dropOldestTurns(c.messages, count, { limit: chat.context_limit, maxNewTokens: chat.max_new_tokens });
+  c.dropped = (c.dropped ?? 0) + dropped;
+  meter.hide();
+  clearError();
+  await chats.save();
+  transcript.render(c);
+  await countContext();
+}
+
+// ---------------------------------------------------------------- turns
+
+/**
+ * One reply: `edit(messages)` prepares the conversation (adds the user turn, drops what an edit replaces, …);
+ * then a new reply is generated, or with `continueFinal` the last reply is continued. On any error the
+ * conversation is put back as it was and `restore()` gives the person back what they typed.
+ */
+async function runTurn({ chat, edit = () => {}, continueFinal = false, images = [], transfer = [], options = {}, restore }) {
+  const c = chats.current;
+  const before = c.messages.slice();
+  edit(c.messages);
+  const target = continueFinal ? c.messages.at(-1) : { role: "assistant", content: "" };
+  if (!continueFinal) c.messages.push(target);
+  const history = continueFinal ? c.messages : c.messages.slice(0, -1);
+  const prefix = target.content;
+  transcript.render(c);
+  const index = c.messages.length - 1;
+  const stream = transcript.streaming(index);
+  meter.hide();
+  setState("generating");
+  for (const image of images) app.liveImages.add(image.id); // sent with this turn: the worker keeps them
+  let streamed = "";
+  const request = client.request(
+    {
+      type: Request.GENERATE,
+      messages: workerMessages(history, chat, { continueFinal }),
+      images,
+      options: { ...generationOptions(chat), ...(continueFinal ? { continue_final: true } : {}), ...options },
+    },
+    {
+      transfer,
+      onMessage(reply) {
+        if (reply.type === Reply.TOKEN) {
+          streamed += reply.text;
+          stream.update(prefix + streamed, streamed);
+        } else if (reply.type === Reply.TEXT_INPUTS) window.__edgeChatTextInputs = reply; // ?expose_inputs=1
+        else if (reply.type === Reply.VLM_INPUTS) window.__edgeChatVLMInputs = reply;
+      },
+    },
+  );
+  app.generating = request.id;
+  let done;
+  try {
+    done = await request.done;
+  } catch (err) {
+    c.messages = before;
+    transcript.render(c);
+    showError(err);
+    if (err.code === ErrorCode.CONTEXT_FULL) meter.warn(err.message, { error: true });
+    restore?.();
+    resetWorker(); // a failed turn may have left a half-extended KV cache behind
+    app.generating = null;
+    setState("ready");
+    return;
+  }
+  app.generating = null;
+  target.content = prefix + done.text;
+  target.interrupted = Boolean(done.context?.interrupted) || undefined;
+  const cache = done.context?.reused_tokens ? ` · ${done.context.reused_tokens} tokens reused from the KV cache` : "";
+  target.meta = `${metricsLine(done.metrics)}${cache}${target.interrupted ? " · stopped" : ""}`;
+  transcript.render(c);
+  const node = transcript.node(index);
+  node.dataset.streamed = streamed;
+  el.metrics.dataset.metrics = JSON.stringify(done.metrics);
+  el.metrics.dataset.context = JSON.stringify(done.context ?? {});
+  el.metrics.textContent = `Last reply: ${metricsLine(done.metrics)}`;
+  setState("ready");
+  showContext((done.context?.context_tokens ?? 0) + (done.metrics?.new_tokens ?? 0));
+  await chats.save();
+}
+
+function currentSettings() {
+  try {
+    return settings.current();
+  } catch (err) {
+    showError(err); // an out-of-range setting: nothing is sent, what was typed stays
+    return null;
+  }
+}
+
+async function send() {
+  const text = el.prompt.value.trim();
+  if ((!text && !attachments.count) || document.body.dataset.state !== "ready") return;
+  clearError();
+  const chat = currentSettings();
+  if (!chat) return;
+  // Busy from the click on: preparing images is async, and a second Enter or click must not send twice.
+  setState("generating");
+  // Attached images (attachments.js): null means refused with a message shown, and nothing is sent.
+  const turn = await attachments.takeTurn(text, app.model);
+  if (!turn) {
+    setState("ready");
+    return;
+  }
+  el.prompt.value = "";
+  const user = { role: "user", content: text, imageIds: turn.images.map((i) => i.id), thumbs: turn.thumbs };
+  if (!chats.current.model) chats.current.model = app.model?.id ?? null;
+  await runTurn({
+    chat,
+    edit: (messages) => messages.push(user),
+    images: turn.images,
+    transfer: turn.transfer,
+    options: turn.options,
+    restore: () => {
+      if (!el.prompt.value) el.prompt.value = text;
+    },
+  });
+}
+
+const exposeOptions = () => (params.get("expose_inputs") === "1" ? { expose_inputs: true } : {});
+
+async function onMessageAction(action, index, text) {
+  const c = chats.current;
+  if (action === "render") {
+    transcript.render(c);
+    return;
+  }
+  if (action === "copy") {
+    const answer = splitThinking(c.messages[index]?.content ?? "").answer;
+    try {
+      await navigator.clipboard.writeText(answer);
+      transcript.node(index).dataset.copied = "true";
+    } catch (err) {
+      showError(new EdgeChatError(ErrorCode.UNKNOWN, `The browser would not copy to the clipboard: ${err?.message ?? err}`));
+    }
+    return;
+  }
+  if (document.body.dataset.state !== "ready") return;
+  clearError();
+  const chat = currentSettings();
+  if (!chat) return;
+  if (action === "regenerate") {
+    await runTurn({ chat, edit: (messages) => messages.splice(index), options: exposeOptions() });
+  } else if (action === "continue") {
+    await runTurn({ chat, continueFinal: true, options: exposeOptions() });
+  } else if (action === "edit") {
+    // The edited message replaces the old one; everything after it is dropped.
+    await runTurn({
+      chat,
+      edit: (messages) => messages.splice(index, messages.length - index, { role: "user", content: text }),
+      options: exposeOptions(),
     });
-    row.append(label, button);
-    el.storageList.append(row);
   }
-  if (models.length === 0) {
-    const row = document.createElement("li");
-    row.className = "muted";
-    row.textContent = "No model is stored on this device yet.";
-    el.storageList.append(row);
-  }
-  const used = numbers ? `${fmtBytes(numbers.usage)} used of about ${fmtBytes(numbers.quota)} available to this site` : "Usage unknown";
-  el.storageSummary.textContent = `${used}${persisted ? " · persistent storage granted" : ""}.`;
-  el.storageSummary.dataset.usage = String(numbers?.usage ?? "");
-  el.storageSummary.dataset.quota = String(numbers?.quota ?? "");
-  document.body.dataset.storageRefreshed = String(Date.now());
+}
+
+function stop() {
+  if (app.generating) client.post({ type: Request.INTERRUPT, target: app.generating });
+}
+
+/** Drops the worker's KV cache (the next turn prefills the whole conversation). */
+function resetWorker() {
+  client.request({ type: Request.RESET }).done.catch((err) => console.warn("reset", err));
 }
 
 // ---------------------------------------------------------------- service worker
@@ -541,50 +584,9 @@ function registerServiceWorker() {
     });
 }
 
-async function send() {
-  const text = el.prompt.value.trim();
-  if ((!text && !attachments.count) || document.body.dataset.state !== "ready") return;
-  clearError();
-  // Busy from the click on: preparing images is async, and a second Enter or click must not send twice.
-  setState("generating");
-  // Attached images (attachments.js): null means refused with a message shown, and nothing is sent.
-  const turn = await attachments.takeTurn(text, app.model);
-  if (!turn) {
-    setState("ready");
-    return;
-  }
-  el.prompt.value = "";
-  attachments.showIn(addMessage("user", text).node, turn);
-  app.messages.push({ role: "user", content: turn.content });
-  const { node, body } = addMessage("assistant", "");
-  node.dataset.raw = "";
-  node.dataset.done = "false";
-  app.current = { node, body, raw: "" };
-  worker.postMessage({
-    type: "generate",
-    messages: app.messages.map(({ role, content }) => ({ role, content })),
-    images: turn.images,
-    options: { max_new_tokens: maxNewTokens(), ...turn.options },
-  }, turn.transfer);
-}
-
-function stop() {
-  if (document.body.dataset.state === "generating") worker.postMessage({ type: "interrupt" });
-}
-
-function newChat() {
-  if (document.body.dataset.state === "generating") return;
-  app.messages = [];
-  clearTranscript();
-  el.metrics.textContent = "";
-  el.metrics.dataset.metrics = "";
-  clearError();
-  worker.postMessage({ type: "reset" });
-  el.prompt.focus();
-}
+// ---------------------------------------------------------------- wiring
 
 el.loadButton.addEventListener("click", loadModel);
-el.modelSelect.addEventListener("change", describeSelectedModel);
 el.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   send();
@@ -596,13 +598,14 @@ el.prompt.addEventListener("keydown", (event) => {
   }
 });
 el.stop.addEventListener("click", stop);
-el.updateReload.addEventListener("click", () => location.reload());
-el.storageRefresh.addEventListener("click", refreshStorage);
 el.newChat.addEventListener("click", newChat);
+$("context-new-chat").addEventListener("click", newChat);
+$("context-drop").addEventListener("click", () => dropOldest().catch(showError));
+$("update-reload").addEventListener("click", () => location.reload());
+$("storage-refresh").addEventListener("click", storagePanel.refresh);
 
-fillModelPicker();
 setState("idle");
 registerServiceWorker();
-refreshStorage();
-worker.postMessage({ type: "check" });
-if (params.get("autoload") === "1") loadModel();
+storagePanel.refresh();
+client.request({ type: Request.CHECK }).done.then(onCapabilities, showError);
+chats.start().then(startUp);

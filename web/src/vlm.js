@@ -1,7 +1,8 @@
 // Worker side of image chat: SmolVLM / Idefics3 (image-text-to-text) with Transformers.js. worker.js routes
 // load/generate/reset here when the model takes images (catalog task "image-text-to-text" or
 // capabilities.image); it shares the worker's interrupt (InterruptableStoppingCriteria), its macrotask yield
-// and its message protocol (token / done with the same metrics schema).
+// and its message protocol (protocol.js: token / done with the same metrics schema). `reply` posts with the
+// request's id; load and generate return their final reply.
 //
 // Images arrive once, with the turn they belong to: generate's `images` is [{id, width, height, data}] (RGBA
 // bytes, transferred, already downscaled by the page to the preprocessor's size.longest_edge); message content
@@ -12,7 +13,7 @@
 // turns and text follow-ups both reuse it (Transformers.js' generic_text_to_text_forward encodes whatever
 // pixel_values come with a multi-token step and merges them over the <image> tokens of that step).
 //
-// Debug (tests): generate options.expose_inputs = true posts {type:"vlm-inputs", ...} before "done": the
+// Debug (tests): generate options.expose_inputs = true posts {type: Reply.VLM_INPUTS, ...} before "done": the
 // exact pixel_values/pixel_attention_mask fed to the vision encoder this turn, the prompt ids, rows/cols and
 // the generated ids.
 
@@ -22,8 +23,17 @@ import {
   cat,
   RawImage,
 } from "/static/vendor/transformers.min.js";
-import { EdgeChatError, ErrorCode } from "./device.js";
-import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
+import { EdgeChatError, ErrorCode } from "./errors.js";
+import { Reply } from "./protocol.js";
+import {
+  cacheAfter,
+  checkContext,
+  decodeTurn,
+  sameTokens,
+  templateKwargs,
+  templateTakes,
+  turnMetrics,
+} from "./turn.js";
 
 const FAKE = "<fake_token_around_image>";
 const IMAGE = "<image>";
@@ -67,9 +77,9 @@ function toBase(tensor) {
 }
 
 /**
- * @param {{post: Function, stopper: any, nextTask: () => Promise<void>, externalData: Function, env: any}} deps
+ * @param {{stopper: any, nextTask: () => Promise<void>, externalData: Function}} deps
  */
-export function createVLM({ post, stopper, nextTask, externalData, env }) {
+export function createVLM({ stopper, nextTask, externalData }) {
   const s = {
     processor: null,
     model: null,
@@ -100,7 +110,7 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
   async function prepareImage({ width, height, data }) {
     const bytes = data instanceof Uint8ClampedArray ? data : new Uint8ClampedArray(data);
     if (!(width > 0 && height > 0) || bytes.length !== width * height * 4) {
-      throw new EdgeChatError(ErrorCode.UNKNOWN, "An attached image arrived damaged; attach it again.");
+      throw new EdgeChatError(ErrorCode.BAD_REQUEST, "An attached image arrived damaged; attach it again.");
     }
     const image = new RawImage(bytes, width, height, 4).rgb();
     const out = await s.processor.image_processor(image, { return_row_col_info: true });
@@ -115,15 +125,13 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     };
   }
 
-  async function load({ model, dtype, device, files, threads }, parsed) {
-    const t0 = performance.now();
-    const { id, revision } = parsed;
+  /** Builds the model from the revision's cache, which worker.js's load has verified (or filled) first. */
+  async function load({ dtype, device, files }, { id, revision, t0 = performance.now() }, reply) {
     await unload();
-    if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
     const modelId = `${id}/${revision}`;
     const progress_callback = (p) => {
-      if (p.status === "progress") post({ type: "progress", file: p.file, loaded: p.loaded, total: p.total });
-      else if (p.status === "initiate" || p.status === "done") post({ type: "progress", file: p.file, status: p.status });
+      if (p.status === "progress") reply({ type: Reply.PROGRESS, file: p.file, loaded: p.loaded, total: p.total });
+      else if (p.status === "initiate" || p.status === "done") reply({ type: Reply.PROGRESS, file: p.file, status: p.status });
     };
     // One dtype and device for all three graphs (the device table's choice; see the report in
     // docs/architecture.md: the vision encoder follows it).
@@ -158,34 +166,70 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     });
     const load_s = (performance.now() - t0) / 1000;
     s.info = { id, revision, device, dtype, load_s };
-    post({ type: "ready", load_s, model: id, revision, device, dtype, vision: true });
+    const chat = { thinking: templateTakes(processor.tokenizer, "enable_thinking") };
+    return { type: Reply.READY, load_s, model: id, revision, device, dtype, vision: true, chat };
   }
 
-  async function generate({ messages, images = [], options = {} }) {
-    if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "No model is loaded yet.");
+  /**
+   * The prompt text of `messages` with each image's <image> placeholder expanded to its tiles. Images the worker
+   * has not prepared expand to nothing (count only; generate refuses them first).
+   */
+  function promptFor(messages, options) {
+    const { tokenizer } = s.processor;
+    const { messages: chat, imageIds } = normaliseMessages(messages);
+    const kwargs = { ...templateKwargs(options), add_generation_prompt: true, tokenize: false };
+    let templated;
+    if (options.continue_final) {
+      const last = chat.at(-1);
+      if (last?.role !== "assistant") throw new EdgeChatError(ErrorCode.BAD_REQUEST, "Only an assistant reply can be continued.");
+      templated = tokenizer.apply_chat_template(chat.slice(0, -1), kwargs);
+      templated += last.content.map((p) => (p.type === "text" ? p.text : IMAGE)).join("");
+    } else {
+      templated = tokenizer.apply_chat_template(chat, kwargs);
+    }
+    const pieces = templated.split(IMAGE);
+    if (pieces.length - 1 !== imageIds.length) {
+      throw new EdgeChatError(ErrorCode.BAD_REQUEST, `Messages may not contain the text "${IMAGE}".`);
+    }
+    const imageSeqLen = s.processor.config.image_seq_len;
+    let prompt = pieces[0];
+    imageIds.forEach((id, i) => {
+      const image = s.images.get(id);
+      prompt += (image ? imagePromptString(image.rows, image.cols, imageSeqLen) : "") + pieces[i + 1];
+    });
+    return { prompt, imageIds };
+  }
+
+  async function count({ messages, options = {} }) {
+    if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
+    const { prompt, imageIds } = promptFor(messages, options);
+    const tokens = s.processor.tokenizer(prompt).input_ids.dims.at(-1);
+    const own = s.model.config.text_config?.max_position_embeddings ?? s.model.config.max_position_embeddings;
+    const limit = Math.min(Number(options.context_limit) > 0 ? Number(options.context_limit) : Infinity, own ?? Infinity);
+    // Images not sent yet are not counted: generate counts them before it prefills.
+    const approximate = imageIds.some((id) => !s.images.has(id));
+    return { type: Reply.COUNTED, tokens, limit: Number.isFinite(limit) ? limit : null, approximate };
+  }
+
+  async function generate({ messages, images = [], options = {} }, reply) {
+    if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
     const { processor, model, info } = s;
     const { tokenizer } = processor;
     const t0 = performance.now();
     for (const image of images) if (!s.images.has(image.id)) s.images.set(image.id, await prepareImage(image));
 
-    const { messages: chat, imageIds } = normaliseMessages(messages);
-    const missing = imageIds.filter((id) => !s.images.has(id));
-    if (missing.length) throw new EdgeChatError(ErrorCode.UNKNOWN, "An image of this conversation is gone; start a new chat.");
-    for (const id of s.images.keys()) if (!imageIds.includes(id)) s.images.delete(id); // no longer in the chat
-    const templated = tokenizer.apply_chat_template(chat, { add_generation_prompt: true, tokenize: false });
-    const pieces = templated.split(IMAGE);
-    if (pieces.length - 1 !== imageIds.length) {
-      throw new EdgeChatError(ErrorCode.UNKNOWN, `Messages may not contain the text "${IMAGE}".`);
-    }
+    const { imageIds: wanted } = normaliseMessages(messages);
+    const missing = wanted.filter((id) => !s.images.has(id));
+    if (missing.length) throw new EdgeChatError(ErrorCode.BAD_REQUEST, "An image of this conversation is gone; start a new chat.");
+    for (const id of s.images.keys()) if (!wanted.includes(id)) s.images.delete(id); // no longer in the chat
+    const { prompt, imageIds } = promptFor(messages, options);
     const imageSeqLen = processor.config.image_seq_len;
-    let prompt = pieces[0];
-    imageIds.forEach((id, i) => {
-      const { rows, cols } = s.images.get(id);
-      prompt += imagePromptString(rows, cols, imageSeqLen) + pieces[i + 1];
-    });
     const inputs = tokenizer(prompt);
     const ids = Array.from(inputs.input_ids.data);
     const contextTokens = ids.length;
+    const own = model.config.text_config?.max_position_embeddings ?? model.config.max_position_embeddings;
+    const limit = Math.min(Number(options.context_limit) > 0 ? Number(options.context_limit) : Infinity, own ?? Infinity);
+    checkContext(contextTokens, Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256))), limit);
 
     // Reuse the cache if it covers a prefix of this prompt that ends between whole images.
     let reused = 0;
@@ -222,12 +266,12 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     try {
       const pastKeyValues = reused ? s.cache.pkv : null;
       const turnInputs = { ...inputs, ...pixels };
-      turn = await greedyTurn({ model, tokenizer, inputs: turnInputs, pastKeyValues, options, stopper, post });
+      turn = await decodeTurn({ model, tokenizer, inputs: turnInputs, pastKeyValues, options, stopper, reply });
     } catch (err) {
       await disposeCache();
       throw err;
     }
-    const { output, first, last, count, interrupted } = turn;
+    const { output, first, last, count, interrupted, generation } = turn;
     const sequence = Array.from(output.sequences.data);
     const newIds = sequence.slice(contextTokens);
     const text = tokenizer.decode(newIds, { skip_special_tokens: true });
@@ -237,7 +281,7 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
     if (options.expose_inputs) {
       const exposed = {
-        type: "vlm-inputs",
+        type: Reply.VLM_INPUTS,
         prompt_ids: ids.map(Number),
         new_ids: newIds.map(Number),
         images: imageIds.map((id) => {
@@ -248,20 +292,21 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
         pixel_values: pixels.pixel_values ? toBase(pixels.pixel_values) : null,
         pixel_attention_mask: pixels.pixel_attention_mask ? toBase(pixels.pixel_attention_mask) : null,
       };
-      post(exposed);
+      reply(exposed);
     }
-    post({
-      type: "done",
+    return {
+      type: Reply.DONE,
       text,
       metrics,
       context: {
         context_tokens: contextTokens,
         reused_tokens: reused,
         interrupted,
+        generation,
         images: imageIds.length,
         encoded_images: fresh.length,
       },
-    });
+    };
   }
 
   return {
@@ -270,6 +315,7 @@ export function createVLM({ post, stopper, nextTask, externalData, env }) {
     },
     load,
     unload,
+    count,
     generate,
     async reset() {
       await disposeCache(); // images stay: the page may resend earlier turns (unused ones go at the next turn)

@@ -1,15 +1,6 @@
-// The model worker: owns the tokenizer, the ONNX sessions and the KV cache. The UI thread never runs
-// inference. Protocol (docs/architecture.md):
-//   UI → worker: {type:"check"} {type:"load", model, dtype, device} {type:"generate", messages, options}
-//                {type:"interrupt"} {type:"reset"}
-//   (load also takes optional `files`, the dtype's manifest files, and `threads`; model is {id, revision}
-//   or "id/revision"; generate options: {max_new_tokens, min_new_tokens, reuse_cache}: min_new_tokens keeps
-//   EOS out until that many tokens (benchmarks decode a fixed count); reuse_cache: false prefills from scratch;
-//   expose_inputs: true posts {type:"text-inputs", prompt_ids, new_ids} before "done", for tests)
-//   (load's optional `artifacts` [{path, bytes, sha256}] and `manifest`: files to verify into the model cache)
-//   worker → UI: {type:"capabilities", ...} {type:"progress", file, loaded, total} {type:"ready", load_s}
-//                {type:"cache", downloaded, repaired, verified, bytes, seconds}
-//                {type:"token", text} {type:"done", text, metrics} {type:"error", code, message}
+// The model worker (Transformers.js): owns the tokenizer, the ONNX sessions and the KV cache. The UI thread never
+// runs inference. It speaks protocol.js: requests check / load / generate / count / interrupt / reset, each
+// answered with replies carrying the request's id (docs/architecture.md, "Worker protocol").
 
 import {
   AutoModelForCausalLM,
@@ -18,8 +9,20 @@ import {
   InterruptableStoppingCriteria,
 } from "/static/vendor/transformers.min.js";
 import { CacheUnavailable, ensureModelCached, transformersCache } from "./cache.js";
-import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./device.js";
-import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
+import { probeCapabilities } from "./device.js";
+import { EdgeChatError, ErrorCode } from "./errors.js";
+import { Reply, Request, serveRequests } from "./protocol.js";
+import { checkSampling } from "./sampling.js";
+import {
+  cacheAfter,
+  chatPrompt,
+  checkContext,
+  cropCache,
+  decodeTurn,
+  reusableLength,
+  templateTakes,
+  turnMetrics,
+} from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
@@ -63,14 +66,7 @@ const state = {
   cache: null, // {pkv, ids: bigint[]} — KV cache of the conversation so far and the token ids it covers
 };
 const stopper = new InterruptableStoppingCriteria();
-
-const post = (message) => self.postMessage(message);
-
-function postError(err) {
-  const { code, message, detail } = describeError(err);
-  console.error("[worker]", err);
-  post({ type: "error", code, message, detail });
-}
+let running = null; // id of the generate request being decoded (an interrupt names it)
 
 async function disposeCache() {
   const pkv = state.cache?.pkv;
@@ -85,8 +81,7 @@ async function disposeCache() {
 }
 
 async function check() {
-  const caps = await probeCapabilities();
-  post({ type: "capabilities", ...caps });
+  return { type: Reply.CAPABILITIES, ...(await probeCapabilities()) };
 }
 
 function parseModel(model) {
@@ -108,14 +103,14 @@ function externalData(files) {
 }
 
 /** Verifies (or downloads) the artifacts this load needs, posting throttled progress rows. */
-async function prepareCache(id, revision, artifacts, manifest) {
+async function prepareCache(id, revision, artifacts, manifest, reply) {
   const last = new Map();
   const onProgress = ({ file, loaded, total, phase }) => {
     const key = `${phase}: ${file}`;
     const step = Math.max(8 * 1024 * 1024, total / 50);
     if (loaded < total && loaded - (last.get(key) ?? -Infinity) < step) return;
     last.set(key, loaded);
-    post({ type: "progress", file: key, loaded, total, phase });
+    reply({ type: Reply.PROGRESS, file: key, loaded, total, phase });
   };
   const t0 = performance.now();
   let report;
@@ -127,31 +122,45 @@ async function prepareCache(id, revision, artifacts, manifest) {
     console.warn("[worker]", err.message);
     env.customCache = { match: async () => undefined, put: async () => {} };
     const cache = { unavailable: err.message, seconds: Number(((performance.now() - t0) / 1000).toFixed(3)) };
-    post({ type: "cache", ...cache });
+    reply({ type: Reply.CACHE, ...cache });
     return cache;
   }
   const cache = { ...report, seconds: Number(((performance.now() - t0) / 1000).toFixed(3)) };
-  post({ type: "cache", ...cache });
+  reply({ type: Reply.CACHE, ...cache });
   return cache;
 }
 
-async function load({ model, dtype, device, files, threads, artifacts, manifest }) {
+/**
+ * One load path for text and image models: free what is loaded, verify (or download) the dtype's artifacts into
+ * the revision's model cache (sha256 against the manifest, the offline copy, old revisions deleted: cache.js),
+ * then build the model from that cache: the text model here, an image model in vlm.js.
+ */
+async function load(message, reply) {
   const t0 = performance.now();
-  const { id, revision } = parseModel(model);
-  if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
+  const { id, revision } = parseModel(message.model);
+  if (!id || !revision) throw new EdgeChatError(ErrorCode.BAD_REQUEST, "The load request names no model id/revision.");
   await disposeCache();
   await state.model?.dispose?.();
   state.model = state.tokenizer = state.info = null;
+  await vlm.unload();
+  const { threads, artifacts, manifest } = message;
   if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
-
-  const modelId = `${id}/${revision}`;
   env.customCache = transformersCache(id, revision);
-  const cache = Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest) : null;
+  const cache =
+    Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest, reply) : null;
+  const ready = isVisionModel(message)
+    ? await vlm.load(message, { id, revision, t0 }, reply)
+    : await loadText(message, { id, revision, t0 }, reply);
+  return { ...ready, cache };
+}
+
+async function loadText({ dtype, device, files }, { id, revision, t0 }, reply) {
+  const modelId = `${id}/${revision}`;
   const progress_callback = (p) => {
     if (p.status === "progress") {
-      post({ type: "progress", file: p.file, loaded: p.loaded, total: p.total });
+      reply({ type: Reply.PROGRESS, file: p.file, loaded: p.loaded, total: p.total });
     } else if (p.status === "initiate" || p.status === "done") {
-      post({ type: "progress", file: p.file, status: p.status });
+      reply({ type: Reply.PROGRESS, file: p.file, status: p.status });
     }
   };
   const [tokenizer, llm] = await Promise.all([
@@ -176,36 +185,56 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest 
   await llm.generate({ ...warm, max_new_tokens: 1, do_sample: false });
   const load_s = (performance.now() - t0) / 1000;
   state.info = { id, revision, device, dtype, load_s };
-  post({ type: "ready", load_s, model: id, revision, device, dtype, cache });
+  // The page shows the thinking switch when the template takes enable_thinking (Qwen3).
+  const chat = { thinking: templateTakes(tokenizer, "enable_thinking") };
+  return { type: Reply.READY, load_s, model: id, revision, device, dtype, chat };
 }
 
-async function generate({ messages, options = {} }) {
-  if (!state.model) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "No model is loaded yet.");
+/** The context a turn may fill: the page's limit, never more than the model's own. */
+function contextLimit(options) {
+  const own = state.model?.config?.max_position_embeddings;
+  const asked = Number(options.context_limit);
+  return Math.min(asked > 0 ? asked : Infinity, own > 0 ? own : Infinity);
+}
+
+async function count({ messages, options = {} }) {
+  if (!state.tokenizer) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
+  const { ids } = chatPrompt(state.tokenizer, messages, options);
+  const limit = contextLimit(options);
+  return { type: Reply.COUNTED, tokens: ids.length, limit: Number.isFinite(limit) ? limit : null };
+}
+
+async function generate({ messages, options = {} }, reply) {
+  if (!state.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
   const { tokenizer, model, info } = state;
   const t0 = performance.now();
-  const inputs = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, return_dict: true });
-  const ids = Array.from(inputs.input_ids.data); // bigint[]
+  const { inputs, ids } = chatPrompt(tokenizer, messages, options); // ids: bigint[]
   const contextTokens = ids.length;
+  checkContext(contextTokens, Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256))), contextLimit(options));
 
-  // KV reuse: the cache covers `cache.ids`; it is valid for this turn only if the re-templated
-  // conversation starts with exactly those tokens (then only the rest is prefilled).
+  // KV reuse: the cache covers `cache.ids`. The part of it this turn's ids start with is kept and only the rest
+  // is prefilled. Qwen3 drops the thinking of earlier replies from the template, so after such a reply only the
+  // prefix up to it matches: the cache is cut back to that prefix (CPU tensors; a GPU cache is dropped).
   let reused = 0;
   if (options.reuse_cache === false) await disposeCache();
   if (state.cache) {
-    const cached = state.cache.ids;
-    if (cached.length < ids.length && sameTokens(cached, ids, cached.length)) reused = cached.length;
-    else await disposeCache();
+    const n = reusableLength(state.cache.ids, ids);
+    if (n > 0 && n === state.cache.ids.length) reused = n;
+    else if (n > 0 && cropCache(state.cache.pkv, n)) {
+      state.cache.ids = state.cache.ids.slice(0, n);
+      reused = n;
+    } else await disposeCache();
   }
 
   let turn;
   try {
     const pastKeyValues = reused ? state.cache.pkv : null;
-    turn = await greedyTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, post });
+    turn = await decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply });
   } catch (err) {
     await disposeCache(); // a half-extended cache must not leak into the next turn
     throw err;
   }
-  const { output, first, last, count, interrupted } = turn;
+  const { output, first, last, count, interrupted, generation } = turn;
   const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
   const newIds = sequence.slice(contextTokens);
   const text = tokenizer.decode(newIds, { skip_special_tokens: true });
@@ -215,67 +244,45 @@ async function generate({ messages, options = {} }) {
   state.cache = cacheAfter(output, sequence);
   const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
   // Tests: the exact ids, compared with Python onnxruntime token for token (images: vlm.js's "vlm-inputs").
-  if (options.expose_inputs) post({ type: "text-inputs", prompt_ids: ids.map(Number), new_ids: newIds.map(Number) });
-  post({
-    type: "done",
+  if (options.expose_inputs) {
+    reply({ type: Reply.TEXT_INPUTS, prompt_ids: ids.map(Number), new_ids: newIds.map(Number) });
+  }
+  return {
+    type: Reply.DONE,
     text,
     metrics,
     // Beyond the metrics schema: what the KV cache did this turn (shown in the UI, read by tests).
-    context: { context_tokens: contextTokens, reused_tokens: reused, interrupted },
-  });
+    context: { context_tokens: contextTokens, reused_tokens: reused, interrupted, generation },
+  };
 }
 
-// Image-text-to-text models (SmolVLM) live in vlm.js; the text path below is untouched by them.
-const vlm = createVLM({ post, stopper, nextTask, externalData, env });
+// Image-text-to-text models (SmolVLM) live in vlm.js; the text path above is untouched by them.
+const vlm = createVLM({ stopper, nextTask, externalData });
 
-const handlers = {
-  check,
-  async load(message) {
-    if (!isVisionModel(message)) {
-      await vlm.unload();
-      return load(message);
+serveRequests(self, {
+  [Request.CHECK]: check,
+  [Request.LOAD]: load,
+  async [Request.GENERATE](message, reply) {
+    checkSampling(message.options?.sampling); // a bad setting fails before the KV cache is touched
+    running = message.id;
+    try {
+      if (vlm.active) return await vlm.generate(message, reply);
+      if (messagesHaveImages(message.messages)) throw new EdgeChatError(ErrorCode.TEXT_ONLY_MODEL);
+      return await generate(message, reply);
+    } finally {
+      running = null;
     }
-    const { id, revision } = parseModel(message.model);
-    if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
-    await disposeCache();
-    await state.model?.dispose?.();
-    state.model = state.tokenizer = state.info = null;
-    return vlm.load(message, { id, revision });
   },
-  async generate(message) {
-    if (vlm.active) return vlm.generate(message);
-    if (messagesHaveImages(message.messages)) {
-      throw new EdgeChatError(ErrorCode.UNKNOWN, "This model reads text only; load a model tagged “image” to ask about images.");
-    }
-    return generate(message);
+  async [Request.COUNT](message) {
+    return vlm.active ? vlm.count(message) : count(message);
   },
-  async reset() {
+  async [Request.RESET]() {
     await disposeCache();
     await vlm.reset();
+    return { type: Reply.CLEARED };
   },
-  interrupt() {
-    stopper.interrupt();
+  [Request.INTERRUPT]({ target }) {
+    // Only the generate it names: a late interrupt must not stop the next reply.
+    if (running && (!target || target === running)) stopper.interrupt();
   },
-};
-
-// Messages that touch the model run one at a time; an interrupt never waits in that queue.
-let queue = Promise.resolve();
-self.addEventListener("message", (event) => {
-  const message = event.data ?? {};
-  const handler = handlers[message.type];
-  if (!handler) {
-    post({ type: "error", code: ErrorCode.UNKNOWN, message: `Unknown message type "${message.type}".` });
-    return;
-  }
-  if (message.type === "interrupt") {
-    handler(message);
-    return;
-  }
-  queue = queue.then(async () => {
-    try {
-      await handler(message);
-    } catch (err) {
-      postError(err);
-    }
-  });
 });

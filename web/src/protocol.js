@@ -1,0 +1,261 @@
+// The model-worker protocol: every message the page and a model runtime (worker.js: Transformers.js; any other
+// runtime that implements the same requests) exchange, in the spirit of WebLLM's message.ts.
+//
+// Every request carries an `id`; every reply to it (streamed or final) carries the same `id`, so the page
+// matches a reply, and above all an error, to the request that caused it, never to what the page happens to be
+// doing. Each request ends with exactly one final reply (FINAL_REPLY) or one `error`; `interrupt` has none.
+// docs/architecture.md ("Worker protocol") is the prose version of this file.
+
+import { describeError, EdgeChatError, ErrorCode } from "./errors.js";
+
+/** Page → worker. */
+export const Request = Object.freeze({
+  CHECK: "check",
+  LOAD: "load",
+  GENERATE: "generate",
+  COUNT: "count",
+  INTERRUPT: "interrupt",
+  RESET: "reset",
+});
+
+/** Worker → page. */
+export const Reply = Object.freeze({
+  CAPABILITIES: "capabilities",
+  PROGRESS: "progress",
+  CACHE: "cache",
+  READY: "ready",
+  TOKEN: "token",
+  TEXT_INPUTS: "text-inputs",
+  VLM_INPUTS: "vlm-inputs",
+  DONE: "done",
+  COUNTED: "counted",
+  CLEARED: "cleared",
+  ERROR: "error",
+});
+
+/** The reply that ends each request (an `error` ends any of them instead). */
+export const FINAL_REPLY = Object.freeze({
+  [Request.CHECK]: Reply.CAPABILITIES,
+  [Request.LOAD]: Reply.READY,
+  [Request.GENERATE]: Reply.DONE,
+  [Request.COUNT]: Reply.COUNTED,
+  [Request.RESET]: Reply.CLEARED,
+});
+
+// ------------------------------------------------------------------------------------------------ requests
+
+/**
+ * @typedef {{role: "system"|"user"|"assistant", content: string | Array<{type: "text", text: string} | {type: "image", id: string}>}} ChatMessage
+ */
+
+/**
+ * @typedef {Object} LoadRequest
+ * @property {"load"} type
+ * @property {string} id
+ * @property {{id: string, revision: string} | string} model  `{id, revision}` or "id/revision"
+ * @property {string} dtype  a Transformers.js dtype name (fp32, q8, q4, q4f16, fp16)
+ * @property {"webgpu"|"wasm"} device
+ * @property {string[]} [files]  the dtype's ONNX files (external data chunks are counted from them)
+ * @property {Array<{path: string, bytes: number, sha256: string}>} [artifacts]  verified into the model cache first
+ * @property {object} [manifest]  stored with the verified cache (offline loads)
+ * @property {number} [threads]  WASM threads
+ * @property {string} [task]  "text-generation" | "image-text-to-text"
+ * @property {{text: boolean, image: boolean}} [capabilities]
+ */
+
+/**
+ * Sampling. temperature 0 is greedy decoding (the exactness tests use it); top_k 0 and top_p 1, min_p 0,
+ * repetition_penalty 1 turn each one off. `seed` makes a sampled reply reproducible.
+ * @typedef {Object} Sampling
+ * @property {number} temperature
+ * @property {number} top_p
+ * @property {number} top_k
+ * @property {number} min_p
+ * @property {number} repetition_penalty
+ * @property {number} [seed]
+ */
+
+/**
+ * @typedef {Object} GenerateOptions
+ * @property {number} [max_new_tokens]
+ * @property {number} [min_new_tokens]  EOS held off until then (benchmarks decode a fixed count)
+ * @property {Sampling} [sampling]  absent: greedy
+ * @property {Record<string, unknown>} [chat_template_kwargs]  e.g. {enable_thinking: false} for Qwen3
+ * @property {boolean} [continue_final]  the last message is an assistant reply to continue, not a finished turn
+ * @property {number} [context_limit]  tokens the prompt plus max_new_tokens may use; more is a context-full error
+ * @property {boolean} [reuse_cache]  false: drop the KV cache and prefill everything
+ * @property {boolean} [expose_inputs]  tests: post text-inputs / vlm-inputs before done
+ */
+
+/**
+ * @typedef {Object} GenerateRequest
+ * @property {"generate"} type
+ * @property {string} id
+ * @property {ChatMessage[]} messages
+ * @property {Array<{id: string, width: number, height: number, data: ArrayBuffer}>} [images]
+ * @property {GenerateOptions} [options]
+ */
+
+/**
+ * Token count of a conversation as the next generate would template it.
+ * @typedef {{type: "count", id: string, messages: ChatMessage[], options?: GenerateOptions}} CountRequest
+ * Stops the running generate if its id is `target` (any running generate when `target` is absent).
+ * @typedef {{type: "interrupt", id: string, target?: string}} InterruptRequest
+ * @typedef {{type: "reset", id: string}} ResetRequest
+ * @typedef {{type: "check", id: string}} CheckRequest
+ */
+
+// ------------------------------------------------------------------------------------------------- replies
+
+/**
+ * One metrics schema for the UI, the tests and the benchmark (docs/architecture.md).
+ * @typedef {Object} Metrics
+ * @property {number} load_s
+ * @property {number} ttft_s
+ * @property {number} prefill_tokens_per_s
+ * @property {number|null} decode_tokens_per_s
+ * @property {number} prompt_tokens
+ * @property {number} new_tokens
+ * @property {string} device
+ * @property {string} dtype
+ * @property {string} model
+ * @property {string} revision
+ */
+
+/**
+ * @typedef {{type: "capabilities", id: string, webgpu: boolean, f16: boolean, adapter: object|null, error: string|null}} CapabilitiesReply
+ * @typedef {{type: "progress", id: string, file: string, loaded?: number, total?: number, status?: string, phase?: string}} ProgressReply
+ * @typedef {{type: "cache", id: string, downloaded?: string[], repaired?: string[], verified?: string[], bytes?: number, seconds: number, unavailable?: string}} CacheReply
+ * @typedef {{type: "ready", id: string, load_s: number, model: string, revision: string, device: string, dtype: string, vision?: boolean, chat: {thinking: boolean}, cache: object|null}} ReadyReply
+ * @typedef {{type: "token", id: string, text: string}} TokenReply
+ * @typedef {{type: "counted", id: string, tokens: number}} CountedReply
+ * @typedef {{type: "cleared", id: string}} ClearedReply
+ * @typedef {{type: "error", id: string|undefined, code: string, message: string, detail: string, data?: object}} ErrorReply
+ */
+
+/**
+ * @typedef {Object} DoneReply
+ * @property {"done"} type
+ * @property {string} id
+ * @property {string} text  the whole reply, decoded once at the end
+ * @property {Metrics} metrics
+ * @property {{context_tokens: number, reused_tokens: number, interrupted: boolean, generation: object}} context
+ *   what the KV cache did this turn, and `generation`: the sampling and limits generate() was called with
+ */
+
+// ------------------------------------------------------------------------------------------------ worker side
+
+/**
+ * Runs a worker's request handlers: one request at a time in arrival order (they share the model), except
+ * `interrupt`, which must reach a running generate at once. A handler gets (message, reply) — `reply` posts
+ * with the request's id — and returns its final reply; whatever it throws becomes an `error` with that id.
+ *
+ * @param {{addEventListener: Function, postMessage: Function}} scope  the worker's global scope
+ * @param {Record<string, (message: any, reply: (m: object) => void) => any>} handlers  keyed by Request kind
+ */
+export function serveRequests(scope, handlers) {
+  let queue = Promise.resolve();
+  scope.addEventListener("message", (event) => {
+    const message = event.data ?? {};
+    const reply = (m) => scope.postMessage({ ...m, id: message.id });
+    const fail = (err) => {
+      const { code, message: text, detail, data } = describeError(err);
+      console.error("[worker]", err);
+      reply({ type: Reply.ERROR, code, message: text, detail, ...(data !== undefined ? { data } : {}) });
+    };
+    const handler = Object.hasOwn(handlers, message.type) ? handlers[message.type] : null;
+    if (!handler) {
+      fail(new EdgeChatError(ErrorCode.BAD_REQUEST, `Unknown request type "${message.type}".`));
+      return;
+    }
+    if (message.type === Request.INTERRUPT) {
+      handler(message, reply);
+      return;
+    }
+    queue = queue.then(async () => {
+      try {
+        const final = await handler(message, reply);
+        if (final) reply(final);
+      } catch (err) {
+        fail(err);
+      }
+    });
+  });
+}
+
+// -------------------------------------------------------------------------------------------------- page side
+
+/** An `error` reply, as an Error: its code, message (for a person), detail and data, and the request id. */
+export class WorkerError extends Error {
+  constructor({ code, message, detail = "", data, id }) {
+    super(message || "The model worker failed.");
+    this.name = "WorkerError";
+    this.code = code;
+    this.detail = detail;
+    this.data = data;
+    this.requestId = id;
+  }
+}
+
+/**
+ * The page's end of the protocol: `request()` posts a request with a fresh id and resolves with its final
+ * reply (rejects with a WorkerError on its error); replies in between go to that request's `onMessage`.
+ */
+export class WorkerClient {
+  /** @param {Worker} worker */
+  constructor(worker) {
+    this.worker = worker;
+    this.pending = new Map(); // id → {final, resolve, reject, onMessage}
+    this.counter = 0;
+    /** Replies that match no pending request (a late token after an error, say); ignored unless set. */
+    this.onUnmatched = null;
+    worker.addEventListener("message", (event) => this.dispatch(event.data ?? {}));
+  }
+
+  dispatch(message) {
+    const pending = this.pending.get(message.id);
+    if (!pending) {
+      this.onUnmatched?.(message);
+      return;
+    }
+    if (message.type === Reply.ERROR) {
+      this.pending.delete(message.id);
+      pending.reject(new WorkerError(message));
+    } else if (message.type === pending.final) {
+      this.pending.delete(message.id);
+      pending.onMessage?.(message);
+      pending.resolve(message);
+    } else {
+      pending.onMessage?.(message);
+    }
+  }
+
+  /**
+   * @param {object} message  a request without `id` (one is added)
+   * @param {{onMessage?: (reply: object) => void, transfer?: Transferable[]}} [options]
+   * @returns {{id: string, done: Promise<object>}}
+   */
+  request(message, { onMessage, transfer = [] } = {}) {
+    const id = `r${++this.counter}`;
+    const final = FINAL_REPLY[message.type];
+    if (!final) throw new EdgeChatError(ErrorCode.BAD_REQUEST, `"${message.type}" has no reply; use post().`);
+    const done = new Promise((resolve, reject) => this.pending.set(id, { final, resolve, reject, onMessage }));
+    this.worker.postMessage({ ...message, id }, transfer);
+    return { id, done };
+  }
+
+  /** A request without a reply (interrupt). */
+  post(message) {
+    const id = `r${++this.counter}`;
+    this.worker.postMessage({ ...message, id });
+    return id;
+  }
+
+  /** Rejects every pending request (the worker died). */
+  failAll(err) {
+    for (const [id, pending] of this.pending) {
+      this.pending.delete(id);
+      pending.reject(err);
+    }
+  }
+}

@@ -1,0 +1,124 @@
+// Sampling settings → the arguments of Transformers.js's generate(). Pure (no runtime import), so the page can
+// check settings with the same rules and the tests can run the filter on synthetic logits.
+//
+// What Transformers.js 4.3.1 does itself: temperature (TemperatureLogitsWarper), top_k (its multinomial sampler
+// keeps the k largest logits) and repetition_penalty (RepetitionPenaltyLogitsProcessor, HF's rule over prompt
+// and reply ids, applied whether or not it samples). What it does not: its TopPLogitsWarper has no _call and is
+// left out of the processor list (a TODO in modeling_utils.js), and it has no min_p at all. Both are done here,
+// as one logits processor that runs after its temperature, in the order HF transformers applies them:
+// temperature → top_k → top_p → min_p.
+
+import { EdgeChatError, ErrorCode } from "./errors.js";
+
+/** Greedy decoding: the exactness tests' setting, and what a request without sampling gets. */
+export const GREEDY = Object.freeze({ temperature: 0, top_p: 1, top_k: 0, min_p: 0, repetition_penalty: 1 });
+
+/** [min, max] of each setting (integers where noted); the settings panel uses the same table. */
+export const SAMPLING_LIMITS = Object.freeze({
+  temperature: { min: 0, max: 2 },
+  top_p: { min: 0.01, max: 1 },
+  top_k: { min: 0, max: 1000, integer: true },
+  min_p: { min: 0, max: 0.99 },
+  repetition_penalty: { min: 1, max: 2 },
+  seed: { min: 0, max: 2 ** 32 - 1, integer: true },
+});
+
+/**
+ * The sampling to use, every field checked; missing fields come from GREEDY. Throws a bad-setting error naming
+ * the field when one is not a number in its range.
+ * @param {Partial<import("./protocol.js").Sampling> | undefined} sampling
+ * @returns {import("./protocol.js").Sampling}
+ */
+export function checkSampling(sampling) {
+  const out = { ...GREEDY };
+  for (const [key, value] of Object.entries(sampling ?? {})) {
+    if (!(key in SAMPLING_LIMITS)) continue;
+    if (value === undefined || value === null || value === "") continue;
+    const { min, max, integer } = SAMPLING_LIMITS[key];
+    const x = Number(value);
+    if (!Number.isFinite(x) || x < min || x > max || (integer && !Number.isInteger(x))) {
+      throw new EdgeChatError(
+        ErrorCode.BAD_SETTING,
+        `${key} must be ${integer ? "a whole number" : "a number"} from ${min} to ${max} (got ${JSON.stringify(value)}).`,
+      );
+    }
+    out[key] = x;
+  }
+  return out;
+}
+
+/**
+ * Keeps, in one row of logits (already divided by the temperature), the tokens that top_k, then top_p, then
+ * min_p keep, and sets the others to -Infinity. top_p keeps the most probable tokens until their mass reaches
+ * top_p (the token that crosses it included), as HF's TopPLogitsWarper does; min_p keeps tokens at least min_p
+ * times as probable as the most probable one. At least one token always stays.
+ * @param {Float32Array} row
+ * @param {{top_k: number, top_p: number, min_p: number}} settings
+ * @returns {number} how many tokens stayed
+ */
+export function filterLogits(row, { top_k = 0, top_p = 1, min_p = 0 }) {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
+  // Tokens more than 40 below the best have probability < 4e-18 of it: they never reach a top_p below 1 and
+  // never pass a min_p, so only the rest is sorted (a 151k vocabulary stays cheap).
+  const floor = max - 40;
+  let order = [];
+  for (let i = 0; i < row.length; i++) if (row[i] >= floor) order.push(i);
+  order.sort((a, b) => row[b] - row[a] || a - b);
+  if (top_k > 0 && order.length > top_k) order = order.slice(0, top_k);
+  const weights = order.map((i) => Math.exp(row[i] - max));
+  const total = weights.reduce((a, b) => a + b, 0);
+  let keep = order.length;
+  if (top_p < 1) {
+    let mass = 0;
+    for (let k = 0; k < order.length; k++) {
+      if (mass >= top_p) {
+        keep = k;
+        break;
+      }
+      mass += weights[k] / total;
+    }
+  }
+  if (min_p > 0) {
+    let k = 1;
+    while (k < keep && weights[k] >= min_p) k++; // weights[k] is p_k / p_max
+    keep = k;
+  }
+  keep = Math.max(1, keep);
+  const kept = new Uint8Array(row.length);
+  for (let k = 0; k < keep; k++) kept[order[k]] = 1;
+  for (let i = 0; i < row.length; i++) if (!kept[i]) row[i] = -Infinity;
+  return keep;
+}
+
+/**
+ * generate() arguments for `sampling` (checked with checkSampling): greedy at temperature 0, else multinomial
+ * sampling with the missing warpers as a logits processor. `echo` is what the turn reports it used.
+ */
+export function generateArguments(sampling) {
+  const s = checkSampling(sampling);
+  const echo = { ...s, do_sample: s.temperature > 0 };
+  if (s.temperature === 0) {
+    // Greedy: the argmax is the same with or without the warpers; the repetition penalty still applies.
+    return { kwargs: { do_sample: false, repetition_penalty: s.repetition_penalty }, echo };
+  }
+  const needsFilter = s.top_p < 1 || s.min_p > 0;
+  const kwargs = {
+    do_sample: true,
+    temperature: s.temperature,
+    top_k: s.top_k, // the sampler's own top_k: only the k best are sorted and drawn from (0: all)
+    repetition_penalty: s.repetition_penalty,
+  };
+  if (needsFilter) {
+    kwargs.logits_processor = [
+      (_inputIds, logits) => {
+        const vocab = logits.dims.at(-1);
+        for (let b = 0; b * vocab < logits.data.length; b++) {
+          filterLogits(logits.data.subarray(b * vocab, (b + 1) * vocab), s);
+        }
+        return logits;
+      },
+    ];
+  }
+  return { kwargs, echo };
+}

@@ -1,0 +1,56 @@
+// The storage panel: the model caches on this device (size, revision, stale revisions marked) with a delete
+// button each, and the site's usage against its quota.
+
+import { deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
+import { fmtBytes } from "./progress.js";
+
+/** @param {{summary: HTMLElement, list: HTMLElement, catalog: object[]}} options */
+export function createStoragePanel({ summary, list, catalog }) {
+  async function refresh() {
+    if (typeof caches === "undefined") {
+      summary.textContent = "This browser has no Cache Storage here (it needs https or localhost).";
+      return;
+    }
+    const [models, numbers, persisted] = await Promise.all([
+      listModelCaches(),
+      storageNumbers(),
+      navigator.storage?.persisted?.().catch(() => false) ?? false,
+    ]);
+    list.replaceChildren();
+    for (const m of models) {
+      const row = document.createElement("li");
+      row.dataset.cacheName = m.name;
+      row.dataset.bytes = String(m.bytes);
+      const label = document.createElement("span");
+      const known = catalog.find((c) => c.id === m.id);
+      const stale = known && known.revision !== m.revision ? " (not the served revision)" : "";
+      label.textContent = `${known?.name ?? m.id} · revision ${m.revision}${stale} · ${fmtBytes(m.bytes)} in ${m.files} files`;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "storage-delete";
+      button.textContent = "Delete";
+      button.setAttribute("aria-label", `Delete ${m.id} revision ${m.revision} from this device`);
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        await deleteModelCache(m.name);
+        await refresh();
+      });
+      row.append(label, button);
+      list.append(row);
+    }
+    if (models.length === 0) {
+      const row = document.createElement("li");
+      row.className = "muted";
+      row.textContent = "No model is stored on this device yet.";
+      list.append(row);
+    }
+    const used = numbers
+      ? `${fmtBytes(numbers.usage)} used of about ${fmtBytes(numbers.quota)} available to this site`
+      : "Usage unknown";
+    summary.textContent = `${used}${persisted ? " · persistent storage granted" : ""}.`;
+    summary.dataset.usage = String(numbers?.usage ?? "");
+    summary.dataset.quota = String(numbers?.quota ?? "");
+    document.body.dataset.storageRefreshed = String(Date.now());
+  }
+  return { refresh };
+}
