@@ -36,6 +36,8 @@ HUB_BF16_FLOOR = Floor(min_top1=0.80, max_perplexity_ratio=1.25)
 # (the traced graph of main scored the same), +6 % perplexity; chance is 1/384. The floor sits at half the measured
 # agreement: a wrong scale, a transposed or misplaced weight drops a variant to chance.
 TINY_FLOOR = Floor(min_top1=0.14, max_perplexity_ratio=1.5)
+
+
 class Sampling:
     """Chat sampling defaults. layout.py writes them into generation_config.json (HF's keys), where the page reads
     them; temperature 0 would mean greedy decoding."""
