@@ -38,6 +38,7 @@ HUB_BF16_FLOOR = Floor(min_top1=0.80, max_perplexity_ratio=1.25)
 TINY_FLOOR = Floor(min_top1=0.14, max_perplexity_ratio=1.5)
 
 
+@dataclass(frozen=True)
 class Sampling:
     """Chat sampling defaults. layout.py writes them into generation_config.json (HF's keys), where the page reads
     them; temperature 0 would mean greedy decoding."""
