@@ -87,12 +87,11 @@ def mirror(model_dir: Path, root: Path, tamper: str | None = None) -> None:
 
 
 def loaded_files(manifest: dict[str, Any]) -> set[str]:
-    """What the page downloads for DTYPE: its ONNX files plus every file of no dtype but verification.json."""
+    """What the page downloads for DTYPE: its ONNX files plus every file of no dtype (verification.json included:
+    the model card reads it from the cache)."""
     variants = {p for spec in manifest["dtypes"].values() for p in spec["files"]}
     wanted = set(manifest["dtypes"][DTYPE]["files"])
-    return {
-        f["path"] for f in manifest["files"] if f["path"] in wanted or f["path"] not in variants | {"verification.json"}
-    }
+    return {f["path"] for f in manifest["files"] if f["path"] in wanted or f["path"] not in variants}
 
 
 def open_chat(browser: Browser, server: str) -> tuple[ChatPage, list[str]]:

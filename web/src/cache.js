@@ -29,6 +29,25 @@ function sourceBase(id, revision, manifest) {
   return remote ? new URL(remote, self.location.origin).href : modelBaseUrl(id, revision);
 }
 
+/**
+ * A small JSON file of a model (generation_config.json, verification.json) for the page, before or without a load:
+ * the revision's verified cache first (offline), else the network from where its artifacts live (`artifacts_url`
+ * of the catalog entry, else this app). Null when it is neither cached nor reachable.
+ */
+export async function readModelJson(model, path) {
+  try {
+    if (typeof caches !== "undefined") {
+      const cache = await caches.open(modelCacheName(model.id, model.revision));
+      const hit = await cache.match(artifactUrl(model.id, model.revision, path));
+      if (hit) return await hit.json();
+    }
+    const response = await fetch(fileUrl(sourceBase(model.id, model.revision, model), path));
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
 /** A manifest is trusted for a revision's cache only if its files hash to that revision (contracts.js). */
 async function checkManifest(id, revision, manifest) {
   const computed = Array.isArray(manifest.files) ? await revisionOf(manifest.files) : null;

@@ -2,7 +2,7 @@
 // verified copy in the model cache when offline), its card, what a click on "Load" would download, and whether it
 // can load on open (every file the chosen dtype needs already in the verified cache).
 
-import { cachedManifest, modelBaseUrl, modelCacheName } from "./cache.js";
+import { cachedManifest, modelBaseUrl, modelCacheName, readModelJson } from "./cache.js";
 import { DEFAULT_MODEL } from "./contracts.js";
 import { chooseDevice } from "./device.js";
 import { renderModelCard } from "./modelcard.js";
@@ -30,14 +30,7 @@ async function fetchManifest(model) {
   return manifest;
 }
 
-async function fetchVerification(model) {
-  try {
-    const response = await fetch(new URL("verification.json", modelBaseUrl(model.id, model.revision)));
-    return response.ok ? await response.json() : null;
-  } catch {
-    return null;
-  }
-}
+const fetchVerification = (model) => readModelJson(model, "verification.json");
 
 /** Bytes a load of `model` with `dtype` still has to download (entries already in its model cache count 0). */
 async function bytesToDownload(model, manifest, dtype) {

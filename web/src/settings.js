@@ -3,6 +3,7 @@
 // HF's names); what the person changes is kept per model in localStorage; query parameters (tests, the
 // benchmark) override both for this page only. The panel shows the values a reply will use.
 
+import { readModelJson } from "./cache.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
 import { GREEDY, SAMPLING_LIMITS } from "./sampling.js";
 
@@ -89,16 +90,8 @@ function writeStored(modelId, overrides) {
   }
 }
 
-/** generation_config.json of a catalog entry (through the service worker: the model cache when offline). */
-export async function fetchGenerationConfig(model) {
-  const base = model.base_url ?? `/models/${encodeURIComponent(model.id)}/${model.revision}/`;
-  try {
-    const response = await fetch(`${base}generation_config.json`);
-    return response.ok ? await response.json() : null;
-  } catch {
-    return null;
-  }
-}
+/** generation_config.json of a catalog entry (the model cache first: offline too). */
+export const fetchGenerationConfig = (model) => readModelJson(model, "generation_config.json");
 
 const INPUTS = {
   temperature: "set-temperature",
