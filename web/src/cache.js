@@ -228,6 +228,23 @@ export function transformersCache(id, revision) {
   };
 }
 
+/**
+ * One verified artifact as a Blob, for runtimes that take files rather than URLs (wllama reads a GGUF slice by
+ * slice from it). A Blob from Cache Storage is backed by the browser's disk copy, not by a second copy in
+ * memory. Without a cache entry (a private window refused to store the model) it comes from the server.
+ */
+export async function cachedArtifactBlob(id, revision, path, onProgress) {
+  const url = artifactUrl(id, revision, path);
+  const cache = await caches.open(modelCacheName(id, revision));
+  const response = (await cache.match(url)) ?? (await fetch(url, { cache: "no-store" }));
+  if (!response.ok) {
+    throw new EdgeChatError(ErrorCode.MODEL_MISSING, `The server did not deliver ${path} (HTTP ${response.status}).`, url);
+  }
+  const blob = await response.blob();
+  onProgress?.(blob.size, blob.size);
+  return blob;
+}
+
 /** The manifest stored with a verified revision (for loading offline), or null. */
 export async function cachedManifest(id, revision) {
   const name = modelCacheName(id, revision);

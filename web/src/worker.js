@@ -17,9 +17,10 @@ import {
   env,
   InterruptableStoppingCriteria,
 } from "/static/vendor/transformers.min.js";
-import { CacheUnavailable, ensureModelCached, transformersCache } from "./cache.js";
+import { CacheUnavailable, cachedArtifactBlob, ensureModelCached, transformersCache } from "./cache.js";
 import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./device.js";
 import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
+import { isLlamaCppDtype, RUNTIME as LLAMA_CPP, WllamaRuntime } from "./runtime-wllama.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
@@ -59,6 +60,7 @@ function nextTask() {
 const state = {
   tokenizer: null,
   model: null,
+  llama: null, // WllamaRuntime when the dtype is a GGUF (llama.cpp); then `model` stays null
   info: null, // {id, revision, device, dtype, load_s}
   cache: null, // {pkv, ids: bigint[]} — KV cache of the conversation so far and the token ids it covers
 };
@@ -135,13 +137,28 @@ async function prepareCache(id, revision, artifacts, manifest) {
   return cache;
 }
 
-async function load({ model, dtype, device, files, threads, artifacts, manifest }) {
+async function unloadText() {
+  await disposeCache();
+  await state.model?.dispose?.();
+  await state.llama?.dispose?.();
+  state.model = state.tokenizer = state.info = state.llama = null;
+}
+
+/** What this worker's threads can do: ORT-web and wllama both need crossOriginIsolated + SharedArrayBuffer. */
+function threadSupport() {
+  return {
+    crossOriginIsolated: Boolean(self.crossOriginIsolated),
+    sharedArrayBuffer: typeof SharedArrayBuffer !== "undefined",
+    hardwareConcurrency: self.navigator?.hardwareConcurrency ?? 1,
+  };
+}
+
+async function load({ model, dtype, device, files, threads, artifacts, manifest, session_options }) {
   const t0 = performance.now();
   const { id, revision } = parseModel(model);
   if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
-  await disposeCache();
-  await state.model?.dispose?.();
-  state.model = state.tokenizer = state.info = null;
+  await unloadText();
+  if (isLlamaCppDtype(dtype, manifest)) return loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, t0 });
   if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
 
   const modelId = `${id}/${revision}`;
@@ -161,6 +178,8 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest 
       device,
       progress_callback,
       use_external_data_format: externalData(files),
+      // Bench only (bench.js ?session_options=): ORT session options tried for thread scaling.
+      ...(session_options ? { session_options } : {}),
     }),
   ]);
   // Yield to the event loop before every forward pass, so an interrupt is seen before the next token.
@@ -176,10 +195,69 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest 
   await llm.generate({ ...warm, max_new_tokens: 1, do_sample: false });
   const load_s = (performance.now() - t0) / 1000;
   state.info = { id, revision, device, dtype, load_s };
-  post({ type: "ready", load_s, model: id, revision, device, dtype, cache });
+  const runtime = { name: "onnxruntime-web", threads: env.backends.onnx.wasm.numThreads, ...threadSupport() };
+  post({ type: "ready", load_s, model: id, revision, device, dtype, cache, runtime });
+}
+
+/** The GGUF of `dtype` on llama.cpp (wllama), tokenized by Transformers.js like the ORT path. */
+async function loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, t0 }) {
+  const modelId = `${id}/${revision}`;
+  env.customCache = transformersCache(id, revision);
+  const cache = Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest) : null;
+  const ggufPath = (files ?? []).find((f) => f.endsWith(".gguf"));
+  if (!ggufPath) throw new EdgeChatError(ErrorCode.NO_VARIANT, `The ${dtype} variant lists no .gguf file.`);
+  const [tokenizer, blob] = await Promise.all([
+    AutoTokenizer.from_pretrained(modelId),
+    cachedArtifactBlob(id, revision, ggufPath, (loaded, total) => post({ type: "progress", file: ggufPath, loaded, total })),
+  ]);
+  post({ type: "progress", file: ggufPath, status: "done" });
+  const llama = await WllamaRuntime.load({
+    blob,
+    threads: Number.isInteger(threads) && threads > 0 ? threads : undefined,
+    contextLength: manifest?.context_length,
+  });
+  state.tokenizer = tokenizer;
+  state.llama = llama;
+  const load_s = (performance.now() - t0) / 1000;
+  state.info = { id, revision, device: "wasm", dtype, load_s };
+  const runtime = { name: LLAMA_CPP, ...llama.info, ...threadSupport() };
+  post({ type: "ready", load_s, model: id, revision, device: "wasm", dtype, cache, runtime });
+}
+
+async function generateLlamaCpp({ messages, options = {} }) {
+  const { tokenizer, llama, info } = state;
+  const t0 = performance.now();
+  const prompt = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, tokenize: false });
+  const ids = Array.from(tokenizer(prompt, { add_special_tokens: false }).input_ids.data, Number);
+  let turn;
+  try {
+    turn = await llama.generate({ prompt, tokenizer, options, onToken: (text) => post({ type: "token", text }) });
+  } catch (err) {
+    llama.reset(); // a failed turn's KV must not leak into the next one
+    throw err;
+  }
+  const { newIds, text, first, last, count, interrupted, reused, promptTokens } = turn;
+  // llama.cpp tokenized the prompt itself: the same count as Transformers.js's ids, or the turn says so.
+  const promptIdsMatch = promptTokens === null || promptTokens === ids.length;
+  if (!promptIdsMatch) console.warn(`[worker] llama.cpp counted ${promptTokens} prompt tokens, Transformers.js ${ids.length}`);
+  const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: ids.length - reused });
+  if (options.expose_inputs) post({ type: "text-inputs", prompt_ids: ids, new_ids: newIds });
+  post({
+    type: "done",
+    text,
+    metrics,
+    context: {
+      context_tokens: ids.length,
+      reused_tokens: reused,
+      interrupted,
+      runtime: LLAMA_CPP,
+      prompt_ids_match: promptIdsMatch,
+    },
+  });
 }
 
 async function generate({ messages, options = {} }) {
+  if (state.llama) return generateLlamaCpp({ messages, options });
   if (!state.model) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "No model is loaded yet.");
   const { tokenizer, model, info } = state;
   const t0 = performance.now();
@@ -237,9 +315,7 @@ const handlers = {
     }
     const { id, revision } = parseModel(message.model);
     if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
-    await disposeCache();
-    await state.model?.dispose?.();
-    state.model = state.tokenizer = state.info = null;
+    await unloadText();
     return vlm.load(message, { id, revision });
   },
   async generate(message) {
@@ -250,11 +326,13 @@ const handlers = {
     return generate(message);
   },
   async reset() {
+    state.llama?.reset();
     await disposeCache();
     await vlm.reset();
   },
   interrupt() {
     stopper.interrupt();
+    state.llama?.interrupt();
   },
 };
 
