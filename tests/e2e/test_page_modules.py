@@ -106,6 +106,34 @@ def test_forced_device_and_dtype(chat: Any) -> None:
     assert choose(chat, NO_GPU, FULL, {"device": "cuda"})["error"] == "no-variant"
 
 
+WITH_GGUF = {
+    "dtypes": {**FULL["dtypes"], "gguf-q4_1": 98_000_000},
+    "devices": {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "gguf-q4_1"},
+}
+
+
+def test_wasm_runs_the_gguf_on_llama_cpp(chat: Any) -> None:
+    choice = choose(chat, NO_GPU, WITH_GGUF)
+    assert (choice["device"], choice["dtype"], choice["runtime"]) == ("wasm", "gguf-q4_1", "llama.cpp")
+    assert "llama.cpp" in choice["reason"] and "wllama" in choice["reason"]
+    # GPUs keep the ONNX graphs, and their reason names ONNX Runtime Web
+    choice = choose(chat, GPU_F16, WITH_GGUF)
+    assert (choice["device"], choice["dtype"], choice["runtime"]) == ("webgpu", "q4f16", "onnxruntime-web")
+    assert "llama.cpp" not in choice["reason"]
+    # ?dtype=fp32 on the CPU: the ONNX graph on ONNX Runtime Web (what the benchmark compares)
+    choice = choose(chat, NO_GPU, WITH_GGUF, {"dtype": "fp32"})
+    assert (choice["device"], choice["runtime"]) == ("wasm", "onnxruntime-web")
+
+
+def test_a_forced_gguf_runs_on_the_cpu(chat: Any) -> None:
+    choice = choose(chat, GPU_F16, WITH_GGUF, {"dtype": "gguf-q4_1"})
+    assert (choice["device"], choice["dtype"], choice["runtime"]) == ("wasm", "gguf-q4_1", "llama.cpp")
+    assert choose(chat, GPU_F16, WITH_GGUF, {"device": "webgpu", "dtype": "gguf-q4_1"})["error"] == "no-variant"
+    # a manifest entry may name its runtime instead of the gguf- prefix
+    named = {"dtypes": {"cpu4": {"bytes": 1, "runtime": "llama.cpp"}}, "devices": {"wasm": "cpu4"}}
+    assert choose(chat, NO_GPU, named)["runtime"] == "llama.cpp"
+
+
 def test_raw_errors_map_to_typed_messages(chat: Any) -> None:
     result = chat.page.evaluate(
         """async () => {

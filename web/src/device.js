@@ -77,6 +77,23 @@ export function describeError(err) {
   return { code, message, detail };
 }
 
+/**
+ * The runtime that runs `dtype` of this manifest: "llama.cpp" for a GGUF (wllama, CPU only), else
+ * "onnxruntime-web". A manifest dtype entry may name it ({runtime}); GGUF dtypes are named "gguf-<type>".
+ */
+export function runtimeOf(dtype, manifest) {
+  const entry = manifest?.dtypes?.[dtype];
+  if (entry && typeof entry === "object" && entry.runtime) return entry.runtime;
+  return typeof dtype === "string" && dtype.startsWith("gguf") ? "llama.cpp" : "onnxruntime-web";
+}
+
+const RUNTIME_WHY = {
+  "llama.cpp":
+    "It runs on llama.cpp compiled to WebAssembly (wllama): on a CPU it decodes faster than ONNX Runtime Web, " +
+    "uses every thread it is given, and its 4-bit GGUF is the smallest download.",
+  "onnxruntime-web": "It runs on ONNX Runtime Web.",
+};
+
 // dtypes a GPU without shader-f16 cannot run (their graphs carry fp16 tensors).
 const F16_DTYPES = new Set(["fp16", "q4f16"]);
 // When the manifest's devices map has no entry for a device class, fall back to these, best first.
@@ -114,7 +131,7 @@ function describeAdapter(capabilities) {
  * @param {{webgpu: boolean, f16: boolean, adapter?: object, error?: string}} capabilities from probeCapabilities()
  * @param {{devices?: Record<string,string>, dtypes?: Record<string, unknown>}} manifest a catalog entry or manifest
  * @param {{device?: string|null, dtype?: string|null}} [forced] overrides (the ?device= / ?dtype= query params)
- * @returns {{device: "webgpu"|"wasm", dtype: string, reason: string}}
+ * @returns {{device: "webgpu"|"wasm", dtype: string, runtime: string, reason: string}}
  * @throws {EdgeChatError} when the forced device is missing or no variant fits
  */
 export function chooseDevice(capabilities, manifest, forced = {}) {
@@ -152,7 +169,20 @@ export function chooseDevice(capabilities, manifest, forced = {}) {
       );
     }
     if (device === "webgpu" && !hasF16 && F16_DTYPES.has(forcedDtype)) throw new EdgeChatError(ErrorCode.NO_F16);
-    return { device, dtype: forcedDtype, reason: `${why}; dtype ${forcedDtype} was forced by ?dtype=${forcedDtype}.` };
+    const runtime = runtimeOf(forcedDtype, manifest);
+    if (runtime === "llama.cpp" && device === "webgpu") {
+      if (forcedDevice === "webgpu") {
+        throw new EdgeChatError(ErrorCode.NO_VARIANT, `${forcedDtype} runs on the CPU (llama.cpp), not on WebGPU.`);
+      }
+      device = "wasm";
+      why = `${forcedDtype} runs on the CPU`;
+    }
+    return {
+      device,
+      dtype: forcedDtype,
+      runtime,
+      reason: `${why}; dtype ${forcedDtype} was forced by ?dtype=${forcedDtype}. ${RUNTIME_WHY[runtime] ?? ""}`.trim(),
+    };
   }
 
   const pick = pickDtype(deviceClass, manifest, device === "webgpu" ? hasF16 : true);
@@ -173,7 +203,13 @@ export function chooseDevice(capabilities, manifest, forced = {}) {
   else if (pick.mappedBy)
     dtypeWhy = `the manifest names no ${deviceClass} variant, so its ${pick.mappedBy} choice, ${pick.dtype}, is used`;
   else dtypeWhy = `the manifest names no usable variant for ${deviceClass}, so the best available one, ${pick.dtype}, is used`;
-  return { device, dtype: pick.dtype, reason: `${why}${gpuWhy}; ${dtypeWhy}.` };
+  const runtime = runtimeOf(pick.dtype, manifest);
+  return {
+    device,
+    dtype: pick.dtype,
+    runtime,
+    reason: `${why}${gpuWhy}; ${dtypeWhy}. ${RUNTIME_WHY[runtime] ?? ""}`.trim(),
+  };
 }
 
 /**

@@ -18,13 +18,6 @@ export const RUNTIME = "llama.cpp (wllama)";
 const WASM_URL = "/static/vendor/wllama/wllama.wasm";
 const DEFAULT_CONTEXT = 4096;
 
-/** True when `dtype` of this manifest runs on llama.cpp (a GGUF) rather than ONNX Runtime. */
-export function isLlamaCppDtype(dtype, manifest) {
-  const entry = manifest?.dtypes?.[dtype];
-  if (entry && typeof entry === "object" && entry.runtime) return entry.runtime === "llama.cpp";
-  return typeof dtype === "string" && dtype.startsWith("gguf");
-}
-
 /**
  * The chat's sampling options → llama.cpp's sampler. temperature 0 (or absent) is greedy: argmax, as the
  * e2e tests compare token for token with Python llama.cpp.

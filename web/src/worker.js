@@ -18,9 +18,9 @@ import {
   InterruptableStoppingCriteria,
 } from "/static/vendor/transformers.min.js";
 import { CacheUnavailable, cachedArtifactBlob, ensureModelCached, transformersCache } from "./cache.js";
-import { describeError, EdgeChatError, ErrorCode, probeCapabilities } from "./device.js";
+import { describeError, EdgeChatError, ErrorCode, probeCapabilities, runtimeOf } from "./device.js";
 import { cacheAfter, greedyTurn, sameTokens, turnMetrics } from "./turn.js";
-import { isLlamaCppDtype, RUNTIME as LLAMA_CPP, WllamaRuntime } from "./runtime-wllama.js";
+import { RUNTIME as LLAMA_CPP, WllamaRuntime } from "./runtime-wllama.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
@@ -158,7 +158,7 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest,
   const { id, revision } = parseModel(model);
   if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
   await unloadText();
-  if (isLlamaCppDtype(dtype, manifest)) return loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, t0 });
+  if (runtimeOf(dtype, manifest) === "llama.cpp") return loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, t0 });
   if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
 
   const modelId = `${id}/${revision}`;
