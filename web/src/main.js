@@ -2,7 +2,8 @@
 // model itself; it talks to worker.js with the message protocol of docs/architecture.md.
 //
 // Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype>
-// ?max_new_tokens=<n> ?threads=<n> ?autoload=1 ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs,
+// ?max_new_tokens=<n> ?threads=<n> ?autoload=1 ?verify=full (re-hash every cached file, not only changed ones)
+// ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs,
 // or window.__edgeChatVLMInputs for image models)
 // State for tests: body[data-state] = idle|loading|ready|generating, body[data-device|data-dtype],
 // #metrics[data-metrics] (JSON of the last reply) and [data-context] (KV-cache use of that turn),
@@ -10,7 +11,7 @@
 // body[data-sw] = unsupported|registering|registered|controlled|updated, body[data-cache] (JSON: what the
 // model cache did on the last load), body[data-memory-warning], #storage-list li[data-cache-name][data-bytes].
 
-import { cachedManifest, deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
+import { cachedManifest, deleteModelCache, listModelCaches, storageNumbers, verifyModelCache } from "./cache.js";
 import { DEFAULT_MODEL } from "./contracts.js";
 import { chooseDevice, describeError } from "./device.js";
 import { setMarkdown } from "./markdown.js";
@@ -423,6 +424,7 @@ async function loadModel() {
     artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
     manifest: manifest ?? undefined,
     threads: THREADS,
+    verify: params.get("verify") === "full" ? "full" : "stamp",
     task: model.task,
     capabilities: model.capabilities,
   });
@@ -495,7 +497,21 @@ async function refreshStorage() {
       await deleteModelCache(m.name);
       await refreshStorage();
     });
-    row.append(label, button);
+    const verify = document.createElement("button");
+    verify.type = "button";
+    verify.className = "storage-verify";
+    verify.textContent = "Verify";
+    verify.setAttribute("aria-label", `Check every stored byte of ${m.id} revision ${m.revision}`);
+    verify.addEventListener("click", async () => {
+      verify.disabled = true;
+      const result = await verifyModelCache(m.name);
+      row.dataset.verified = JSON.stringify(result);
+      label.textContent += result.damaged.length
+        ? ` · ${result.damaged.length} damaged file(s) removed: load the model again to fetch them`
+        : ` · ${result.verified.length} files intact`;
+      verify.disabled = false;
+    });
+    row.append(label, verify, button);
     el.storageList.append(row);
   }
   if (models.length === 0) {

@@ -110,7 +110,7 @@ function externalData(files) {
 }
 
 /** Verifies (or downloads) the artifacts this load needs, posting throttled progress rows. */
-async function prepareCache(id, revision, artifacts, manifest) {
+async function prepareCache(id, revision, artifacts, manifest, verify) {
   const last = new Map();
   const onProgress = ({ file, loaded, total, phase }) => {
     const key = `${phase}: ${file}`;
@@ -122,7 +122,7 @@ async function prepareCache(id, revision, artifacts, manifest) {
   const t0 = performance.now();
   let report;
   try {
-    report = await ensureModelCached({ id, revision, files: artifacts, manifest, onProgress });
+    report = await ensureModelCached({ id, revision, files: artifacts, manifest, onProgress, verify });
   } catch (err) {
     if (!(err instanceof CacheUnavailable)) throw err;
     // No offline copy (e.g. a private window): Transformers.js fetches the files itself this time.
@@ -153,17 +153,19 @@ function threadSupport() {
   };
 }
 
-async function load({ model, dtype, device, files, threads, artifacts, manifest, session_options }) {
+async function load({ model, dtype, device, files, threads, artifacts, manifest, session_options, verify }) {
   const t0 = performance.now();
   const { id, revision } = parseModel(model);
   if (!id || !revision) throw new EdgeChatError(ErrorCode.MODEL_MISSING, "The load message names no model id/revision.");
   await unloadText();
-  if (runtimeOf(dtype, manifest) === "llama.cpp") return loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, t0 });
+  if (runtimeOf(dtype, manifest) === "llama.cpp") {
+    return loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, verify, t0 });
+  }
   if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
 
   const modelId = `${id}/${revision}`;
   env.customCache = transformersCache(id, revision);
-  const cache = Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest) : null;
+  const cache = Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest, verify) : null;
   const progress_callback = (p) => {
     if (p.status === "progress") {
       post({ type: "progress", file: p.file, loaded: p.loaded, total: p.total });
@@ -200,10 +202,10 @@ async function load({ model, dtype, device, files, threads, artifacts, manifest,
 }
 
 /** The GGUF of `dtype` on llama.cpp (wllama), tokenized by Transformers.js like the ORT path. */
-async function loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, t0 }) {
+async function loadLlamaCpp({ id, revision, dtype, files, threads, artifacts, manifest, verify, t0 }) {
   const modelId = `${id}/${revision}`;
   env.customCache = transformersCache(id, revision);
-  const cache = Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest) : null;
+  const cache = Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest, verify) : null;
   const ggufPath = (files ?? []).find((f) => f.endsWith(".gguf"));
   if (!ggufPath) throw new EdgeChatError(ErrorCode.NO_VARIANT, `The ${dtype} variant lists no .gguf file.`);
   const [tokenizer, blob] = await Promise.all([
