@@ -308,7 +308,10 @@ function onCapabilities(caps) {
 
 function onReady(msg) {
   el.progress.hidden = true;
-  el.deviceStatus.textContent = `Ready: ${app.model.name ?? app.model.id} on ${deviceLabel(app.choice.device)} with ${app.choice.dtype}, loaded in ${fmtNum(msg.load_s, 1)} s. ${app.choice.reason}`;
+  const rt = msg.runtime;
+  const runtime = rt?.name ? ` (${rt.name}${Number.isInteger(rt.threads) ? `, ${rt.threads} thread${rt.threads === 1 ? "" : "s"}` : ""})` : "";
+  if (rt?.name) document.body.dataset.runtime = rt.name;
+  el.deviceStatus.textContent = `Ready: ${app.model.name ?? app.model.id} on ${deviceLabel(app.choice.device)} with ${app.choice.dtype}${runtime}, loaded in ${fmtNum(msg.load_s, 1)} s. ${app.choice.reason}`;
   setState("ready");
   el.prompt.focus();
 }
