@@ -89,6 +89,21 @@ def check_floor(result: GgufFidelity, reference_perplexity: float, min_top1: flo
         raise VerificationFailed(f"the GGUF ({result.dtype}) is below the recipe's floor: {'; '.join(problems)}")
 
 
+def shortfalls_gguf(path: Path, prompt: list[int], chosen: list[int]) -> list[float]:
+    """max(logits) − logits[token] at each step of `chosen`, evaluated as llama.cpp's server does (the prompt in one
+    batch, then one token at a time): how far each of another runtime's tokens is from native llama.cpp's choice."""
+    session = LlamaCppSession(path, n_ctx=-(-(len(prompt) + len(chosen)) // 256) * 256, threads=1)
+    try:
+        logits = session.forward(prompt)[-1]
+        gaps = []
+        for token in chosen:
+            gaps.append(float(logits.max() - logits[token]))
+            logits = session.forward([token])[-1]
+        return gaps
+    finally:
+        session.close()
+
+
 def greedy_gguf(path: Path, prompt: list[int], max_new_tokens: int, eos_ids: set[int]) -> list[int]:
     """Greedy ids after `prompt` (argmax of each step's logits, EOS not included): the browser's reference."""
     session = LlamaCppSession(path, n_ctx=-(-(len(prompt) + max_new_tokens) // 256) * 256, threads=1)

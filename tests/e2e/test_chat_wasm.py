@@ -1,5 +1,12 @@
-"""Chat on WASM with the real default model: exact greedy agreement with Python onnxruntime, KV reuse on
-the second turn, stop mid-reply, no foreign requests, no CSP violations, and the README screenshot.
+"""Chat on WASM with the real default model: greedy agreement with a Python reference of the same file (onnxruntime
+for an ONNX dtype, native llama.cpp for the GGUF the manifest maps to `wasm`), KV reuse on the second turn, stop
+mid-reply, no foreign requests, no CSP violations, and the README screenshot.
+
+llama.cpp in WASM (SIMD128) and native llama.cpp (AVX2) sum in different orders, and the default model's first
+answer starts on a near tie: native prefers "L" (24.740) to "The" (24.651), WASM the other way round (measured
+2026-12-01; every later token of the reply is native's own choice given WASM's prefix). So for a GGUF each browser
+token must be native's greedy choice given the browser's prefix to within NEAR_TIE, and the reply is printed with
+the shortfalls; an ONNX dtype must match exactly.
 
 The tests share one page and one conversation, in file order (one browser, one model load).
 """
@@ -10,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import strip_eos
 
 from edge_contracts import DEFAULT_MODEL, METRICS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_NEW_TOKENS = 24  # short: exact comparison needs no more, and CI has 2 cores
+NEAR_TIE = 0.2  # logits; the measured worst is 0.089 (see the docstring)
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
@@ -25,7 +34,7 @@ METRIC_KEYS = set(METRICS)
 @pytest.fixture(scope="module")
 def chat(new_chat_page: Any, model_dir: Path, model_id: str) -> Any:
     page = new_chat_page()
-    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS)
+    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, expose_inputs=1)
     page.load(timeout_s=300)
     return page
 
@@ -47,12 +56,38 @@ def reference(model_dir: Path, dtype: str, messages: list[dict[str, str]]) -> st
     return greedy_chat(model_dir, dtype, messages, MAX_NEW_TOKENS)
 
 
+def is_gguf(manifest: dict[str, Any], dtype: str) -> bool:
+    return any(f.endswith(".gguf") for f in manifest["dtypes"][dtype]["files"])
+
+
+def check_reply(chat: Any, model_dir: Path, manifest: dict[str, Any], messages: list[dict[str, str]]) -> None:
+    """The browser's reply is the reference runtime's greedy reply on the same file (GGUF: up to near ties)."""
+    from model_prep.reference import eos_ids
+
+    reply, dtype = chat.last_reply(), chat.metrics()["dtype"]
+    expected = reference(model_dir, dtype, messages)
+    if reply["raw"] == expected or not is_gguf(manifest, dtype):
+        assert reply["raw"] == expected
+        return
+    from model_prep.verify_gguf import shortfalls_gguf
+
+    x = chat.text_inputs()
+    [gguf] = [f for f in manifest["dtypes"][dtype]["files"] if f.endswith(".gguf")]
+    chosen = strip_eos(x["new_ids"], eos_ids(model_dir))
+    gaps = shortfalls_gguf(model_dir / gguf, x["prompt_ids"], chosen)
+    print(f"\nWASM llama.cpp {reply['raw']!r} vs native {expected!r}: shortfalls {[round(g, 4) for g in gaps]}")
+    assert max(gaps) <= NEAR_TIE, f"a browser token is {max(gaps):.3f} below native llama.cpp's greedy choice"
+
+
 def test_page_chose_wasm_for_the_manifest_dtype(chat: Any, manifest: dict[str, Any]) -> None:
     body = chat.page.evaluate("() => ({...document.body.dataset})")
     assert body["device"] == "wasm"
     assert body["dtype"] == manifest["devices"]["wasm"]
     reason = chat.page.get_attribute("#device-status", "data-reason")
     assert "forced by ?device=wasm" in reason and manifest["devices"]["wasm"] in reason
+    if is_gguf(manifest, manifest["devices"]["wasm"]):  # the page says which runtime runs, and why
+        assert body["runtime"] == "llama.cpp (wllama)" and "llama.cpp" in reason
+        assert "llama.cpp (wllama)" in chat.page.text_content("#device-status")
 
 
 def test_first_reply_equals_onnxruntime_greedy(
@@ -64,9 +99,8 @@ def test_first_reply_equals_onnxruntime_greedy(
     assert (metrics["device"], metrics["model"], metrics["revision"]) == ("wasm", model_id, manifest["revision"])
 
     messages = [{"role": "user", "content": FIRST}]
-    expected = reference(model_dir, metrics["dtype"], messages)
-    assert reply["raw"] == expected
-    assert reply["streamed"] == expected  # what the TextStreamer delivered piece by piece
+    check_reply(chat, model_dir, manifest, messages)
+    assert reply["streamed"] == reply["raw"]  # what was streamed piece by piece is the whole decode
     if model_id == DEFAULT_MODEL:
         assert "Paris" in reply["raw"]
     assert reply["raw"].strip() in " ".join(reply["text"].split())  # rendered (plain text renders as is)
@@ -77,7 +111,9 @@ def test_first_reply_equals_onnxruntime_greedy(
     assert metrics["decode_tokens_per_s"] is None or metrics["decode_tokens_per_s"] > 0
 
 
-def test_second_turn_reuses_the_kv_cache(chat: Any, model_dir: Path, model_id: str, tokenizer: Any) -> None:
+def test_second_turn_reuses_the_kv_cache(
+    chat: Any, model_dir: Path, model_id: str, manifest: dict[str, Any], tokenizer: Any
+) -> None:
     first = chat.last_reply()["raw"]
     reply = chat.ask(SECOND)
     assert reply["raw"].strip()
@@ -93,7 +129,7 @@ def test_second_turn_reuses_the_kv_cache(chat: Any, model_dir: Path, model_id: s
     # Only what the cache did not cover was prefilled.
     assert metrics["prompt_tokens"] == full - context["reused_tokens"] < full
     # Reusing the cache changes nothing: same tokens as a full prefill of the whole conversation.
-    assert reply["raw"] == reference(model_dir, metrics["dtype"], messages)
+    check_reply(chat, model_dir, manifest, messages)
     if model_id == DEFAULT_MODEL:
         assert "Berlin" in reply["raw"]
 
