@@ -74,6 +74,30 @@ def score_gguf(path: Path, dtype: str, ref: Reference, tokenizer_dir: Path) -> G
     return GgufFidelity(**vars(fidelity), tokenizer_agrees=agrees)
 
 
+# Torch's own perplexity on the natural text above vocab / UNTRAINED_FRACTION: the weights predict no better than
+# chance (random-weight stand-ins: the tiny-* recipes, bench.prep_memory's Qwen3 shapes). Such a model has no
+# fidelity worth gating; its scores are reported, the floor is not enforced.
+UNTRAINED_FRACTION = 10
+
+
+def gate(result: GgufFidelity, reference_perplexity: float, vocab_size: int, min_top1: float, max_ratio: float) -> dict:
+    """The recipe's quality gate on a GGUF: raises VerificationFailed below the floor; returns the report entry."""
+    trained = reference_perplexity < vocab_size / UNTRAINED_FRACTION
+    entry = {
+        "min_top1": min_top1,
+        "max_perplexity_ratio": max_ratio,
+        "perplexity_ratio": result.perplexity / reference_perplexity,
+        "enforced": trained,
+    }
+    if trained:
+        check_floor(result, reference_perplexity, min_top1, max_ratio)
+    else:
+        entry["why_not"] = f"untrained weights: torch's perplexity {reference_perplexity:.0f} of a {vocab_size} vocab"
+        if not result.tokenizer_agrees:  # the tokenizer check needs no trained weights: always enforced
+            check_floor(result, reference_perplexity, 0.0, float("inf"))
+    return entry
+
+
 def check_floor(result: GgufFidelity, reference_perplexity: float, min_top1: float, max_ratio: float) -> None:
     """The recipe's quality gate: a GGUF below its floor fails the export (nothing is written)."""
     ratio = result.perplexity / reference_perplexity

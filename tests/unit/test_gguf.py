@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")  # noqa: F841 (the verifier's runtime: skip loudly where missing)
 
-from model_prep.verify_gguf import GgufFidelity, LlamaCppSession, check_floor, greedy_gguf  # noqa: E402
+from model_prep.verify_gguf import GgufFidelity, LlamaCppSession, check_floor, gate, greedy_gguf  # noqa: E402
 
 TEXTS = [
     "The capital of France is Paris. Numbers 1234567 and 3.14!",
@@ -219,3 +219,15 @@ def test_the_floor_fails_a_gguf_below_it() -> None:
         check_floor(fidelity(0.99, 10.3), 10.0, 0.97, 1.02)
     with pytest.raises(VerificationFailed, match="tokenizes differently"):
         check_floor(fidelity(0.99, 10.0, agrees=False), 10.0, 0.97, 1.02)
+
+
+def test_the_gate_spares_untrained_weights_but_not_their_tokenizer() -> None:
+    # trained (torch perplexity 14.6 of a 49152 vocab): enforced
+    with pytest.raises(VerificationFailed, match="top-1"):
+        gate(fidelity(0.5, 14.6), 14.6, 49152, 0.97, 1.02)
+    assert gate(fidelity(0.99, 14.6), 14.6, 49152, 0.97, 1.02)["enforced"] is True
+    # random weights (perplexity near the vocab size): reported, not enforced
+    entry = gate(fidelity(0.5, 900.0), 800.0, 384, 0.97, 1.02)
+    assert entry["enforced"] is False and "untrained" in entry["why_not"]
+    with pytest.raises(VerificationFailed, match="tokenizes differently"):
+        gate(fidelity(0.5, 900.0, agrees=False), 800.0, 384, 0.97, 1.02)
