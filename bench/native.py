@@ -17,7 +17,7 @@ def open_session(model_dir: Path, manifest: dict, dtype: str, threads: int):
     files = manifest["dtypes"][dtype]["files"]
     gguf = next((f for f in files if f.endswith(".gguf")), None)
     if gguf:
-        from model_prep.verify_gguf import LlamaCppSession
+        from model_prep.verify.gguf import LlamaCppSession
 
         return "native-llama.cpp", LlamaCppSession(model_dir / gguf, n_ctx=2048, threads=threads)
     return "native-onnxruntime", DecoderSession(model_dir / "onnx" / f"model{SUFFIX[dtype]}.onnx", threads=threads)

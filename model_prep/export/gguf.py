@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceCorrupt, UnsupportedArchitecture
+from ..recipes import GgufPlan
 
 # HF architecture → (gguf architecture, rotary layout). Llama checkpoints keep q/k rows in HF's rotate-half order,
 # which llama.cpp's Llama graph expects interleaved (convert_hf_to_gguf permutes them); Qwen3 is NEOX-style as is.
@@ -31,31 +32,6 @@ NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 # GPT-2's split regex: what a ByteLevel pre-tokenizer with use_regex applies.
 GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 QWEN2_REGEX_START = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
-
-
-@dataclass(frozen=True)
-class GgufPlan:
-    """What a recipe's GGUF holds, and the fidelity floor it must reach against torch (else the export fails).
-
-    `weights`: the type of every 2-D weight but the embedding; `embedding`: the token embedding's (a tied lm_head
-    reads it too). The default floor is for GGUF sources, whose grid the file recovers: top-1 ≥ 97 %, perplexity
-    within +2 % of torch's.
-    """
-
-    weights: str = "q4_1"
-    embedding: str = "q8_0"
-    min_top1: float = 0.97
-    max_perplexity_ratio: float = 1.02
-
-    @property
-    def dtype(self) -> str:
-        """The manifest's dtype name, e.g. gguf-q4_1."""
-        return f"gguf-{self.weights}"
-
-    @property
-    def path(self) -> str:
-        """The file's path inside the model folder."""
-        return f"gguf/model_{self.weights}.gguf"
 
 
 @dataclass
@@ -152,7 +128,7 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
     """Write `source` (an HF folder) as a GGUF at `out_path` (via a `.part` file, renamed when complete)."""
     import gguf
 
-    from ..checkpoint import SafetensorsReader
+    from ..sources.checkpoint import SafetensorsReader
 
     for kind in (plan.weights, plan.embedding):
         if kind not in QUANT_TYPES:

@@ -25,7 +25,7 @@ def greedy_ids(model_dir: Path, dtype: str, prompt: list[int], max_new_tokens: i
     files = json.loads((model_dir / "manifest.json").read_text())["dtypes"][dtype]["files"]
     gguf = next((f for f in files if f.endswith(".gguf")), None)
     if gguf:
-        from .verify_gguf import greedy_gguf
+        from .gguf import greedy_gguf
 
         return greedy_gguf(model_dir / gguf, prompt, max_new_tokens, eos_ids(model_dir))
     session = DecoderSession(model_dir / "onnx" / f"model{SUFFIX[dtype]}.onnx")

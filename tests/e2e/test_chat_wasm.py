@@ -62,14 +62,14 @@ def is_gguf(manifest: dict[str, Any], dtype: str) -> bool:
 
 def check_reply(chat: Any, model_dir: Path, manifest: dict[str, Any], messages: list[dict[str, str]]) -> None:
     """The browser's reply is the reference runtime's greedy reply on the same file (GGUF: up to near ties)."""
-    from model_prep.reference import eos_ids
+    from model_prep.verify.replies import eos_ids
 
     reply, dtype = chat.last_reply(), chat.metrics()["dtype"]
     expected = reference(model_dir, dtype, messages)
     if reply["raw"] == expected or not is_gguf(manifest, dtype):
         assert reply["raw"] == expected
         return
-    from model_prep.verify_gguf import shortfalls_gguf
+    from model_prep.verify.gguf import shortfalls_gguf
 
     x = chat.text_inputs()
     [gguf] = [f for f in manifest["dtypes"][dtype]["files"] if f.endswith(".gguf")]

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 from model_prep.errors import SourceCorrupt, VerificationFailed
-from model_prep.export.gguf import GgufPlan, permute_rotary, pre_tokenizer_name, write_gguf
-from model_prep.tiny import build_tiny
+from model_prep.export.gguf import permute_rotary, pre_tokenizer_name, write_gguf
+from model_prep.recipes import GgufPlan
+from model_prep.sources.tiny import build_tiny
 
 pytestmark = pytest.mark.slow
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")  # noqa: F841 (the verifier's runtime: skip loudly where missing)
 
-from model_prep.verify_gguf import GgufFidelity, LlamaCppSession, check_floor, gate, greedy_gguf  # noqa: E402
+from model_prep.verify.gguf import GgufFidelity, LlamaCppSession, check_floor, gate, greedy_gguf  # noqa: E402
 
 TEXTS = [
     "The capital of France is Paris. Numbers 1234567 and 3.14!",
@@ -74,7 +75,7 @@ def test_f32_gguf_reproduces_torch(tiny: tuple[str, Path], tmp_path: Path) -> No
     """Unquantized, llama.cpp and torch must agree: any layout mistake (q/k order, eps, rope) shows here."""
     import torch
 
-    from model_prep.checkpoint import load_causal_lm_fp32
+    from model_prep.sources.checkpoint import load_causal_lm_fp32
 
     _, source = tiny
     path = write_gguf(source, tmp_path / "f32.gguf", GgufPlan("f32", "f32"), "tiny").path
@@ -111,7 +112,7 @@ def test_llama_cpp_tokenizes_like_tokenizer_json(tiny: tuple[str, Path], tmp_pat
 def test_greedy_reply_ids_match_torch(tiny: tuple[str, Path], tmp_path: Path) -> None:
     import torch
 
-    from model_prep.checkpoint import load_causal_lm_fp32
+    from model_prep.sources.checkpoint import load_causal_lm_fp32
 
     _, source = tiny
     path = write_gguf(source, tmp_path / "f32.gguf", GgufPlan("f32", "f32"), "tiny").path

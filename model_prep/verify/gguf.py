@@ -1,7 +1,5 @@
 """A GGUF against torch, run by a real llama.cpp (llama-cpp-python): the same teacher-forced scorer as the ONNX
-variants, a tokenizer check, greedy replies for the browser tests, and the recipe's fidelity floor.
-
-(Moves to model_prep/verify/gguf.py with the stage folders.)
+variants (the floor is verify/quality.py's), a tokenizer check, and greedy replies for the browser tests.
 """
 
 from __future__ import annotations
@@ -12,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VerificationFailed
-from .verify import NATURAL_TEXT, Fidelity, Reference, score_teacher_forced
+from ..errors import VerificationFailed
+from .text import NATURAL_TEXT, Fidelity, Reference, score_teacher_forced
 
 
 class LlamaCppSession:
@@ -74,43 +72,13 @@ def score_gguf(path: Path, dtype: str, ref: Reference, tokenizer_dir: Path) -> G
     return GgufFidelity(**vars(fidelity), tokenizer_agrees=agrees)
 
 
-# Torch's own perplexity on the natural text above vocab / UNTRAINED_FRACTION: the weights predict no better than
-# chance (random-weight stand-ins: the tiny-* recipes, bench.prep_memory's Qwen3 shapes). Such a model has no
-# fidelity worth gating; its scores are reported, the floor is not enforced.
-UNTRAINED_FRACTION = 10
-
-
-def gate(result: GgufFidelity, reference_perplexity: float, vocab_size: int, min_top1: float, max_ratio: float) -> dict:
-    """The recipe's quality gate on a GGUF: raises VerificationFailed below the floor; returns the report entry."""
-    trained = reference_perplexity < vocab_size / UNTRAINED_FRACTION
-    entry = {
-        "min_top1": min_top1,
-        "max_perplexity_ratio": max_ratio,
-        "perplexity_ratio": result.perplexity / reference_perplexity,
-        "enforced": trained,
-    }
-    if trained:
-        check_floor(result, reference_perplexity, min_top1, max_ratio)
-    else:
-        entry["why_not"] = f"untrained weights: torch's perplexity {reference_perplexity:.0f} of a {vocab_size} vocab"
-        if not result.tokenizer_agrees:  # the tokenizer check needs no trained weights: always enforced
-            check_floor(result, reference_perplexity, 0.0, float("inf"))
-    return entry
-
-
-def check_floor(result: GgufFidelity, reference_perplexity: float, min_top1: float, max_ratio: float) -> None:
-    """The recipe's quality gate: a GGUF below its floor fails the export (nothing is written)."""
-    ratio = result.perplexity / reference_perplexity
-    problems = []
-    if result.top1_agreement < min_top1:
-        problems.append(f"top-1 agreement {result.top1_agreement:.1%} < {min_top1:.0%}")
-    if ratio > max_ratio:
-        limit = f"{max_ratio - 1:+.0%}"
-        problems.append(f"perplexity {result.perplexity:.2f} is {ratio - 1:+.1%} against torch's (limit {limit})")
+def require_tokenizer(result: GgufFidelity) -> None:
+    """llama.cpp must tokenize as tokenizer.json does: the browser sends it text, and llama.cpp tokenizes it."""
     if not result.tokenizer_agrees:
-        problems.append("llama.cpp tokenizes differently from tokenizer.json (wrong pre-tokenizer or vocab)")
-    if problems:
-        raise VerificationFailed(f"the GGUF ({result.dtype}) is below the recipe's floor: {'; '.join(problems)}")
+        raise VerificationFailed(
+            f"the GGUF ({result.dtype}): llama.cpp tokenizes differently from tokenizer.json (wrong pre-tokenizer or "
+            "vocab); nothing was written"
+        )
 
 
 def shortfalls_gguf(path: Path, prompt: list[int], chosen: list[int]) -> list[float]:
