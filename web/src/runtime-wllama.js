@@ -3,11 +3,15 @@
 // verified model cache as a Blob (disk-backed: wllama reads it slice by slice into its heap, no second copy).
 //
 // The chat template is applied by the worker with the same Transformers.js tokenizer as the ORT path (so Qwen3's
-// enable_thinking works the same). wllama 3.8 has no low-level API (no decode of token ids: "TODO: add back"),
-// and its completion takes the prompt as text only (a JSON array of ids aborts in its glue), so the templated
-// text goes in and llama.cpp tokenizes it, special tokens parsed. The pipeline verifies that llama.cpp's
-// tokenizer gives tokenizer.json's ids on chat-formatted text (verification.json: tokenizer_agrees), and each
-// turn checks the count here (context.prompt_ids_match).
+// enable_thinking works the same), and the templated text goes to llama.cpp through a pass-through template.
+// Why text and not token ids: wllama 3.8 has no low-level API ("TODO: add back"), its completion takes text only
+// (a JSON array of ids aborts in its glue), and of its two text endpoints only the chat one survives a token that
+// is not valid UTF-8 on its own (the raw completion, and any response carrying per-token ids or logprobs, dumps the
+// bytes as JSON and breaks the glue for good: seen with random-weight models). So llama.cpp tokenizes the prompt
+// itself, special tokens parsed; the pipeline verifies that its tokenizer gives tokenizer.json's ids on
+// chat-formatted text (verification.json: tokenizer_agrees) and each turn checks the count (prompt_ids_match).
+// The reply arrives as text (llama.cpp's own detokenization, U+FFFD for invalid bytes) with the token count; it
+// reports no ids.
 // wllama 3.x embeds llama.cpp's server: a completion keeps its slot's KV cache, and the next one with
 // cache_prompt reuses the longest common prefix of token ids, removes the KV tail after it and prefills only
 // the rest: the prefix rule of the ORT path, done by llama.cpp itself (one slot, so always that cache).
@@ -17,6 +21,8 @@ import { Wllama, WllamaAbortError } from "/static/vendor/wllama/index.js";
 export const RUNTIME = "llama.cpp (wllama)";
 const WASM_URL = "/static/vendor/wllama/wllama.wasm";
 const DEFAULT_CONTEXT = 4096;
+// The worker sends the conversation already templated, as the one message; llama.cpp's output parser is off.
+const PASS_THROUGH = "{{ messages[0]['content'] }}";
 
 /**
  * The chat's sampling options → llama.cpp's sampler. temperature 0 (or absent) is greedy: argmax, as the
@@ -37,28 +43,6 @@ export function samplingParams(options = {}) {
     out.repeat_last_n = 64;
   }
   return out;
-}
-
-/** Decodes ids incrementally: emits only text that no later token can change (no dangling UTF-8 half). */
-export class IncrementalDecoder {
-  constructor(tokenizer) {
-    this.tokenizer = tokenizer;
-    this.ids = [];
-    this.emitted = "";
-  }
-
-  push(ids) {
-    this.ids.push(...ids);
-    const text = this.tokenizer.decode(this.ids, { skip_special_tokens: true });
-    if (text.endsWith("\uFFFD")) return ""; // a multi-byte character is split across tokens: wait for the rest
-    const piece = text.startsWith(this.emitted) ? text.slice(this.emitted.length) : "";
-    this.emitted = text;
-    return piece;
-  }
-
-  text() {
-    return this.tokenizer.decode(this.ids, { skip_special_tokens: true });
-  }
 }
 
 export class WllamaRuntime {
@@ -86,6 +70,10 @@ export class WllamaRuntime {
       n_parallel: 1, // one slot: the conversation's KV cache is always the one reused
       kv_unified: true,
       warmup: true,
+      chat_template: PASS_THROUGH,
+      jinja: true,
+      reasoning_format: "none",
+      skip_chat_parsing: true,
     });
     // wllama resolves even when llama.cpp refused the file (it logs "failed to load model"): check.
     if (!(wllama.getModelMetadata()?.hparams?.nVocab > 0)) {
@@ -110,43 +98,38 @@ export class WllamaRuntime {
   }
 
   /**
-   * Generates after `prompt` (the templated conversation as text; `ids` its Transformers.js token ids).
-   * onToken(text) gets each settled piece of text. Returns {newIds, text, first, last, count, interrupted,
-   * reused, promptTokens} (first/last: performance.now() marks; promptTokens: how many llama.cpp counted).
+   * Generates after `prompt` (the templated conversation as text). onToken(text) gets each piece as it comes.
+   * Returns {text, first, last, count, interrupted, reused, promptTokens}: first/last are performance.now() marks
+   * of the first and last piece; count is llama.cpp's count of new tokens; promptTokens how many prompt tokens
+   * llama.cpp saw (cached + prefilled).
    */
-  async generate({ prompt, tokenizer, options = {}, onToken }) {
+  async generate({ prompt, options = {}, onToken }) {
     const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
     const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0))));
     const reuse = this.keepCache && options.reuse_cache !== false;
-    const decoder = new IncrementalDecoder(tokenizer);
-    const marks = { first: 0, last: 0, count: 0 };
-    let reused = 0;
-    let promptTokens = null;
+    const marks = { first: 0, last: 0, pieces: 0 };
+    let text = "";
+    let timings = null;
     let interrupted = false;
     this.abort = new AbortController();
     this.keepCache = false; // until this turn settles: a failed turn leaves no cache to trust
     const onData = (chunk) => {
-      const extra = chunk.__verbose ?? {};
-      if (Number.isInteger(chunk.timings?.cache_n)) reused = chunk.timings.cache_n;
-      if (Number.isInteger(extra.tokens_evaluated)) promptTokens = extra.tokens_evaluated;
-      const tokens = Array.isArray(extra.tokens) ? extra.tokens : [];
-      if (!tokens.length) return;
+      if (chunk.timings) timings = chunk.timings;
+      const piece = chunk.choices?.[0]?.delta?.content;
+      if (!piece) return;
       marks.last = performance.now();
-      if (marks.count === 0) marks.first = marks.last;
-      marks.count += tokens.length;
-      const piece = decoder.push(tokens);
-      if (piece) onToken?.(piece);
+      if (marks.pieces++ === 0) marks.first = marks.last;
+      text += piece;
+      onToken?.(piece);
     };
     try {
-      await this.wllama.createCompletion({
-        prompt,
+      await this.wllama.createChatCompletion({
+        messages: [{ role: "user", content: prompt }],
         max_tokens: maxNew,
         ...samplingParams(options),
         // min_new_tokens: EOS ignored for exactly that many tokens (benchmarks decode a fixed count).
         ...(minNew >= maxNew ? { ignore_eos: true } : {}),
         cache_prompt: reuse,
-        return_tokens: true,
-        verbose: true, // each chunk carries __verbose.tokens: the sampled ids
         timings_per_token: true,
         stream: true,
         onData,
@@ -159,9 +142,10 @@ export class WllamaRuntime {
       this.abort = null;
     }
     this.keepCache = true;
-    const tail = decoder.push([]);
-    if (tail) onToken?.(tail);
-    return { newIds: decoder.ids, text: decoder.text(), ...marks, interrupted, reused, promptTokens };
+    const reused = timings?.cache_n ?? 0;
+    const promptTokens = timings ? reused + (timings.prompt_n ?? 0) : null;
+    const count = timings?.predicted_n ?? marks.pieces;
+    return { text, first: marks.first, last: marks.last, count, interrupted, reused, promptTokens };
   }
 
   async dispose() {

@@ -233,17 +233,21 @@ async function generateLlamaCpp({ messages, options = {} }) {
   const ids = Array.from(tokenizer(prompt, { add_special_tokens: false }).input_ids.data, Number);
   let turn;
   try {
-    turn = await llama.generate({ prompt, tokenizer, options, onToken: (text) => post({ type: "token", text }) });
+    turn = await llama.generate({ prompt, options, onToken: (text) => post({ type: "token", text }) });
   } catch (err) {
     llama.reset(); // a failed turn's KV must not leak into the next one
     throw err;
   }
-  const { newIds, text, first, last, count, interrupted, reused, promptTokens } = turn;
+  const { text, first, last, count, interrupted, reused, promptTokens } = turn;
   // llama.cpp tokenized the prompt itself: the same count as Transformers.js's ids, or the turn says so.
   const promptIdsMatch = promptTokens === null || promptTokens === ids.length;
   if (!promptIdsMatch) console.warn(`[worker] llama.cpp counted ${promptTokens} prompt tokens, Transformers.js ${ids.length}`);
   const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: ids.length - reused });
-  if (options.expose_inputs) post({ type: "text-inputs", prompt_ids: ids, new_ids: newIds });
+  // Tests: llama.cpp reports no ids, so new_ids are the reply re-tokenized (new_ids_exact: false).
+  if (options.expose_inputs) {
+    const newIds = Array.from(tokenizer(text, { add_special_tokens: false }).input_ids.data, Number);
+    post({ type: "text-inputs", prompt_ids: ids, new_ids: newIds, new_ids_exact: false });
+  }
   post({
     type: "done",
     text,
