@@ -96,6 +96,26 @@ def shortfalls_gguf(path: Path, prompt: list[int], chosen: list[int]) -> list[fl
         session.close()
 
 
+def complete_utf8(data: bytes) -> int:
+    """Length of `data` without a multi-byte UTF-8 character cut off at its end (llama.cpp's validate_utf8)."""
+    for i in range(1, min(4, len(data)) + 1):
+        c = data[-i]
+        if (c & 0xE0) == 0xC0 and i < 2 or (c & 0xF0) == 0xE0 and i < 3 or (c & 0xF8) == 0xF0 and i < 4:
+            return len(data) - i
+    return len(data)
+
+
+def streamed_text(path: Path, ids: list[int]) -> str:
+    """The text llama.cpp's server streams for generated `ids`: their bytes, a character cut off at the end dropped,
+    invalid bytes as U+FFFD (what wllama's chat endpoint delivers)."""
+    session = LlamaCppSession(path, n_ctx=256, threads=1)
+    try:
+        data = b"".join(session.llm.detokenize([t]) for t in ids)
+    finally:
+        session.close()
+    return data[: complete_utf8(data)].decode("utf-8", errors="replace")
+
+
 def greedy_gguf(path: Path, prompt: list[int], max_new_tokens: int, eos_ids: set[int]) -> list[int]:
     """Greedy ids after `prompt` (argmax of each step's logits, EOS not included): the browser's reference."""
     session = LlamaCppSession(path, n_ctx=-(-(len(prompt) + max_new_tokens) // 256) * 256, threads=1)

@@ -9,6 +9,11 @@ pipeline, loaded in Chromium with Transformers.js: its greedy token ids equal Py
   The `wasm` variant also runs second turns: the KV cache is reused exactly when the re-templated conversation
   starts with the cached ids (a random-weight reply does not survive decode → template → encode, so a one-token
   first turn makes sure it is reused once), and the tokens always equal a full prefill's.
+- The GGUF (`gguf-q4_1`, the manifest's `wasm` dtype): llama.cpp in WASM (wllama) against native llama.cpp
+  (llama-cpp-python) on the same file: greedy ids equal, or each browser token within NEAR_TIE of native's choice
+  given the browser's prefix (SIMD128 and AVX2 sum in different orders). Its KV cache follows llama.cpp's own rule:
+  the longest common prefix of the cached ids and the new prompt is kept, so a random-weight reply that does not
+  survive decode → template → encode still reuses the prompt before it.
 - WebGPU: Chromium's SwiftShader adapter (no shader-f16) makes the page pick the manifest's `webgpu` dtype (q4);
   a few tokens only, SwiftShader is slow.
 
@@ -39,13 +44,13 @@ RECIPE = get_recipe(MODEL)
 # Every variant that ships runs on WASM too, though the device table sends q4/q4f16 to WebGPU only: their 4-bit
 # tied embedding is gathered with plain ONNX ops (model_prep/quantize/nodes.gather_block_rows), so a WASM fallback
 # of a WebGPU variant still loads, and computes what onnxruntime computes.
-WASM_DTYPES = sorted(RECIPE.shipped_variants())
+WASM_DTYPES = sorted([*RECIPE.shipped_variants(), RECIPE.gguf.dtype])
 # q8 quantizes activations per call (DynamicQuantizeLinear): ~1e-6 of float noise between ORT-web and native moves
 # a value across a rounding boundary and can flip a near-tie token (clean CI, 2026-11-22: browser [339, 134, …] vs
 # [339, 262, …]; every node matched native on equal inputs). Exact greedy equality is the wrong check there:
 # instead each browser token must be native's greedy choice, given the browser's prefix, to within NEAR_TIE
 # (measured: 15 of 16 tokens exactly native's choice, one 0.0245 below it; its logits have a std of 2.4).
-NEAR_TIES_ALLOWED = {"q8"}
+NEAR_TIES_ALLOWED = {"q8", RECIPE.gguf.dtype}
 NEAR_TIE = 0.05
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
@@ -137,14 +142,25 @@ class Native:
             self.sessions[dtype, device] = DecoderSession(path)
         return self.sessions[dtype, device]
 
+    def gguf(self, dtype: str) -> Path | None:
+        files = self.manifest["dtypes"][dtype]["files"]
+        return next((self.folder / f for f in files if f.endswith(".gguf")), None)
+
     def __call__(self, dtype: str, device: str, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        from model_prep.verify.gguf import greedy_gguf
         from model_prep.verify.onnx_runner import greedy
 
+        if gguf := self.gguf(dtype):
+            return greedy_gguf(gguf, prompt_ids, max_new_tokens, self.eos)
         return greedy(self.session(dtype, device), prompt_ids, max_new_tokens, self.eos)
 
     def shortfalls(self, dtype: str, device: str, prompt_ids: list[int], chosen: list[int]) -> list[float]:
         """max(logits) − logits[chosen[k]] at each step k, token by token as the browser ran them (one call a
         token: dynamic int8 activations are quantized per call, so a one-shot prefill would compute otherwise)."""
+        from model_prep.verify.gguf import shortfalls_gguf
+
+        if gguf := self.gguf(dtype):
+            return shortfalls_gguf(gguf, prompt_ids, chosen)
         session = self.session(dtype, device)
         session.reset()
         logits = session.forward(prompt_ids)[-1]
@@ -180,6 +196,18 @@ def check_turn(
     assert x["prompt_ids"] == want_prompt, "Transformers.js templated/tokenized the conversation differently"
     device = chat.metrics()["device"]
     want = reference(dtype, device, want_prompt, max_new)
+    if not x.get("new_ids_exact", True):
+        # llama.cpp (wllama) reports text, not ids: the reply is native llama.cpp's greedy reply, byte for byte
+        # streamed the same way (a character cut off at the end dropped, U+FFFD for invalid bytes), of the same
+        # token count.
+        from model_prep.verify.gguf import streamed_text
+
+        want_text = streamed_text(reference.gguf(dtype), want)
+        assert reply["raw"] == want_text, f"{dtype}: browser {reply['raw']!r} != llama.cpp {want_text!r}"
+        assert chat.context()["prompt_ids_match"] is True
+        assert chat.metrics()["new_tokens"] in (len(want), len(want) + 1)  # + the EOS, which llama.cpp counts
+        x["native_ids"], x["max_new"] = want, max_new
+        return x
     got = strip_eos(x["new_ids"], eos)
     if dtype in NEAR_TIES_ALLOWED and got != want:
         # every token must still be native's greedy choice given the browser's own prefix, up to a near tie
@@ -193,6 +221,10 @@ def check_turn(
     assert (metrics["dtype"], metrics["model"]) == (dtype, MODEL)
     assert metrics["new_tokens"] == len(x["new_ids"]) <= max_new
     return x
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: Any, reference: Any, eos: set) -> int:
@@ -209,8 +241,15 @@ def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: An
     second = ask(chat, SECOND)
     y = check_turn(chat, second, dtype, messages, MAX_NEW_TOKENS, tokenizer, reference, eos)
     cached, full = (x["prompt_ids"] + x["new_ids"])[:-1], y["prompt_ids"]
-    reusable = len(cached) if len(cached) < len(full) and full[: len(cached)] == cached else 0
     context = chat.context()
+    if context.get("runtime", "").startswith("llama.cpp"):
+        # llama.cpp's slot holds the prompt and every generated token it fed back (all but the last sampled one),
+        # keeps the longest common prefix with the new prompt, and always prefills at least one token.
+        generated = x["native_ids"]
+        cached = x["prompt_ids"] + (generated if len(generated) < x["max_new"] else generated[:-1])
+        reusable = min(common_prefix(cached, full), len(full) - 1)
+    else:
+        reusable = len(cached) if len(cached) < len(full) and full[: len(cached)] == cached else 0
     assert (context["context_tokens"], context["reused_tokens"]) == (len(full), reusable)
     assert chat.metrics()["prompt_tokens"] == len(full) - reusable
     print(f"{dtype} turn 2: reused {reusable} of {len(full)} tokens")
@@ -241,7 +280,7 @@ def test_wasm_greedy_tokens_equal_onnxruntime(
     x = check_turn(chat, reply, dtype, first, MAX_NEW_TOKENS, tokenizer, reference, eos)
     assert chat.metrics()["revision"] == qwen3_manifest["revision"]
     assert chat.context()["reused_tokens"] == 0
-    print(f"wasm {dtype}: {len(x['new_ids'])} tokens equal; metrics {json.dumps(chat.metrics())}")
+    print(f"wasm {dtype}: {len(x.get('native_ids', x['new_ids']))} tokens equal; metrics {json.dumps(chat.metrics())}")
 
     if dtype == mapped:
         # Random weights: this reply does not survive decode → template → encode, so the cache is not reused.
