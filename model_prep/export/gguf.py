@@ -147,13 +147,14 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
     reader = SafetensorsReader(source)
     tied = config.get("tie_word_embeddings", False)
 
-    def gguf_name(hf: str) -> str | None:
-        if tied and hf == "lm_head.weight":
-            return None  # llama.cpp reads a tied output from token_embd
+    def gguf_name(hf: str) -> str:
         mapped = names.get_name(hf, try_suffixes=(".weight", ".bias"))
         if mapped is None:
             raise SourceCorrupt(f"{hf} has no GGUF name for {arch}: the checkpoint does not match its config")
         return mapped
+
+    # (checkpoint tensor, GGUF tensor) in file order; llama.cpp reads a tied lm_head from token_embd.
+    entries = [(hf, gguf_name(hf)) for hf in sorted(reader.files) if not (tied and hf == "lm_head.weight")]
 
     def qtype(gname: str, shape: tuple[int, ...]) -> str:
         if len(shape) < 2:
@@ -163,10 +164,7 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
         return kind if shape[-1] % block == 0 else "f16"  # a row the block does not divide stays f16
 
     def tensors() -> Iterator[tuple[str, str, np.ndarray]]:
-        for hf in sorted(reader.files):
-            gname = gguf_name(hf)
-            if gname is None:
-                continue
+        for hf, gname in entries:
             data = reader.read([hf])
             if permute and gname.endswith(("attn_q.weight", "attn_k.weight")):
                 data = permute_rotary(data, n_head if gname.endswith("attn_q.weight") else n_kv)
@@ -177,7 +175,7 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
     writer = gguf.GGUFWriter(part, arch)
     _add_metadata(writer, arch, config, head_dim, n_kv, vocab, plan, name)
     types: dict[str, int] = {}
-    shapes = _tensor_shapes(reader, gguf_name, qtype, permute)
+    shapes = _tensor_shapes(reader, entries, qtype)
     for gname, (shape, kind) in shapes.items():
         qt = _ggml_type(kind)
         nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qt))) if kind not in ("f32", "f16") else 0
@@ -213,15 +211,12 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
     )
 
 
-def _tensor_shapes(reader, gguf_name, qtype, permute) -> dict[str, tuple[tuple[int, ...], str]]:
+def _tensor_shapes(reader, entries: list[tuple[str, str]], qtype) -> dict[str, tuple[tuple[int, ...], str]]:
     """{gguf name: (shape, type)} in file order, from the safetensors headers (no tensor is read)."""
     from safetensors import safe_open
 
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}
-    for hf in sorted(reader.files):
-        gname = gguf_name(hf)
-        if gname is None:
-            continue
+    for hf, gname in entries:
         with safe_open(reader.files[hf], "np") as f:
             shape = tuple(f.get_slice(hf).get_shape())
         shapes[gname] = (shape, qtype(gname, shape))
