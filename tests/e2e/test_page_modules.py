@@ -258,3 +258,27 @@ def test_page_fits_a_narrow_phone(new_chat_page: Any) -> None:
     assert chat.page.is_visible("#load-button") and chat.page.is_visible("#prompt")
     assert chat.csp_violations() == []
     assert chat.page_errors == []
+
+
+def test_sampling_options_map_to_llama_cpp(chat: Any) -> None:
+    mapped = chat.page.evaluate(
+        """async () => {
+          const { samplingParams } = await import('/static/src/runtime-wllama.js');
+          return [
+            samplingParams({}),
+            samplingParams({ temperature: 0, top_p: 0.9, repetition_penalty: 1 }),
+            samplingParams({ temperature: 0.7, top_p: 0.9, top_k: 40, min_p: 0.05, repetition_penalty: 1.1, seed: 7 }),
+          ];
+        }"""
+    )
+    assert mapped[0] == {"temperature": 0}  # absent: greedy, as the exactness tests need
+    assert mapped[1] == {"temperature": 0}  # greedy ignores the truncation settings
+    assert mapped[2] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 40,
+        "min_p": 0.05,
+        "seed": 7,
+        "repeat_penalty": 1.1,
+        "repeat_last_n": 64,
+    }
