@@ -6,9 +6,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-
 from dataclasses import asdict
+from pathlib import Path
 
 from . import layout
 from .export.gguf import write_gguf
