@@ -67,7 +67,9 @@ def test_shipped_variants_meet_the_gguf_floor_and_fp16_range() -> None:
 
 
 @pytest.mark.parametrize("prompt", ["What is the capital of France?", "Write a haiku about the sea."])
-def test_q4f16_greedy_reply_equals_fp32(prompt: str) -> None:
-    """On the CPU EP (which computes fp16 chains in fp32); bench/gpu_gate.py checks the same on the WebGPU EP."""
+def test_q4f16_greedy_reply_equals_q4(prompt: str) -> None:
+    """On the CPU EP (which computes fp16 chains in fp32); bench/gpu_gate.py checks the same on the WebGPU EP. Against
+    q4, the same nodes with fp32 activations: fp32 itself is built and checked against torch but no longer shipped
+    (WASM runs the GGUF)."""
     messages = [{"role": "user", "content": prompt}]
-    assert greedy_chat(MODEL, "q4f16", messages, 32) == greedy_chat(MODEL, "fp32", messages, 32)
+    assert greedy_chat(MODEL, "q4f16", messages, 32) == greedy_chat(MODEL, "q4", messages, 32)
