@@ -71,7 +71,8 @@ class GgufPlan:
 SOURCE_GRID_GGUF = GgufPlan("q4_1", "q8_0", floor=Floor(min_top1=0.94, max_perplexity_ratio=1.02))
 # On CPUs, text models run their GGUF on llama.cpp in WASM: measured side by side with ONNX Runtime Web's fp32, q8 and
 # q4 on the same weights (README, "CPU runtime"), it downloads a fifth of fp32, holds a quarter of its memory and
-# decodes as fast at one thread (q8 a little faster, at 80 % top-1). WebGPU keeps the ONNX graphs.
+# starts in a fifth of the time; it decodes slower than fp32 at one thread and prefills much slower. WebGPU keeps the
+# ONNX graphs.
 GGUF_CPU_DEVICES = {**WEB_DEVICES, "wasm": SOURCE_GRID_GGUF.dtype}
 
 
