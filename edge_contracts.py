@@ -17,6 +17,12 @@ MODEL_CACHE_PREFIX = "edge-chat-model-"
 
 REVISION_HEX_DIGITS = 12
 
+# The runtimes a dtype can run on (the manifest's dtypes[d].runtime, absent for ONNX; the metrics' `runtime`):
+# ONNX Runtime Web (Transformers.js) for ONNX graphs, llama.cpp (wllama) for a GGUF.
+ONNX_RUNTIME = "onnxruntime-web"
+LLAMA_CPP = "llama.cpp"
+RUNTIMES = (ONNX_RUNTIME, LLAMA_CPP)
+
 # The one metrics schema of every generation (docs/architecture.md): the UI, the tests and the benchmark.
 METRIC_NUMBERS = (
     "load_s",
@@ -26,7 +32,7 @@ METRIC_NUMBERS = (
     "prompt_tokens",
     "new_tokens",
 )
-METRIC_TEXTS = ("device", "dtype", "model", "revision")
+METRIC_TEXTS = ("device", "dtype", "runtime", "model", "revision")
 METRICS = METRIC_NUMBERS + METRIC_TEXTS
 # What a benchmark run adds per row, beyond the metrics (posted by /bench, stored by app/bench_results.py).
 BENCH_NUMBERS = ("warm_load_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s", "peak_memory_bytes", "threads")

@@ -23,8 +23,20 @@ WEB = ROOT / "web"
 NPM_ENV = {"ONNXRUNTIME_NODE_INSTALL": "skip", "ONNXRUNTIME_NODE_INSTALL_CUDA": "skip"}
 
 
+# llama-cpp-python compiles llama.cpp from its sdist: only the library it loads, none of the tools, servers,
+# examples, tests or the multimodal (llava/mtmd) library.
+LLAMA_CPP_CMAKE_ARGS = " ".join(
+    f"-D{flag}=OFF"
+    for flag in ("LLAVA_BUILD", "LLAMA_BUILD_TESTS", "LLAMA_BUILD_EXAMPLES", "LLAMA_BUILD_TOOLS", "LLAMA_BUILD_SERVER")
+)
+
+
 def install(session: nox.Session, *extras: str) -> None:
-    session.install("-e", f".[{','.join(extras)}]")
+    env = {
+        "CMAKE_ARGS": os.environ.get("CMAKE_ARGS", LLAMA_CPP_CMAKE_ARGS),
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+    }
+    session.install("-e", f".[{','.join(extras)}]", env=env)
 
 
 def build_web(session: nox.Session) -> None:

@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from edge_contracts import BENCH_NUMBERS, BENCH_TEXTS, METRIC_NUMBERS, METRIC_TEXTS
+from edge_contracts import BENCH_NUMBERS, BENCH_TEXTS, METRIC_NUMBERS, METRIC_TEXTS, RUNTIMES
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_RESULTS_PER_POST = 50
@@ -26,6 +26,8 @@ TEXTS = METRIC_TEXTS
 OPTIONAL_TEXTS = BENCH_TEXTS
 DEVICES = {"webgpu", "wasm"}
 DTYPES = {"fp32", "fp16", "q8", "q4", "q4f16"}
+# GGUF dtypes run by llama.cpp: "gguf-" and one of the GGUF writer's tensor types.
+GGUF_DTYPES = {f"gguf-{t}" for t in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "f32")}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -77,8 +79,10 @@ def _result(item: Any, index: int, known_models: set[str]) -> dict[str, Any]:
         raise InvalidResults(f"{where}.model {clean['model']!r} is not in the catalog")
     if clean["device"] not in DEVICES:
         raise InvalidResults(f"{where}.device must be one of {sorted(DEVICES)}")
-    if clean["dtype"] not in DTYPES:
-        raise InvalidResults(f"{where}.dtype must be one of {sorted(DTYPES)}")
+    if clean["dtype"] not in DTYPES | GGUF_DTYPES:
+        raise InvalidResults(f"{where}.dtype must be one of {sorted(DTYPES)} or gguf-<type>")
+    if clean["runtime"] not in RUNTIMES:
+        raise InvalidResults(f"{where}.runtime must be one of {list(RUNTIMES)}")
     failed = "error" in clean
     for key in NUMBERS:
         if key in item or not failed:  # a failed run may lack figures, but never carries bad ones

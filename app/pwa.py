@@ -25,6 +25,8 @@ VENDOR_SHELL = (
     "marked.esm.js",
     "purify.es.mjs",
     "hash-wasm.esm.js",
+    "wllama/index.js",  # llama.cpp in WASM: the CPU runtime for GGUF dtypes (web/src/runtime-wllama.js)
+    "wllama/wllama.wasm",
 )
 # Headers a service worker script needs beyond the app's security headers: always revalidated (the
 # browser also caps SW script caching at 24 h), and allowed to control the whole origin.

@@ -30,8 +30,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--web", type=Path, default=ROOT / "web")
     p.add_argument("--model", nargs="+", default=[DEFAULT_MODEL])
     p.add_argument("--device", nargs="+", default=["wasm"], choices=["wasm", "webgpu"])
-    p.add_argument("--dtype", nargs="+", default=["fp32", "q4"])
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument(
+        "--dtype", nargs="+", default=["fp32", "q8", "q4", "gguf-q4_1"], help="dtypes the manifest lacks are skipped"
+    )
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2, 4])
+    p.add_argument(
+        "--session-options",
+        nargs="+",
+        default=[None],
+        type=json.loads,
+        metavar="JSON",
+        help='ONNX Runtime session options to try, one run each (e.g. \'{"executionMode": "parallel"}\')',
+    )
     p.add_argument("--prompts", nargs="+", default=["short", "long512"], choices=["short", "long512"])
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     p.add_argument("--timeout", type=float, default=1200, help="seconds per browser run")
@@ -86,18 +96,25 @@ def main(argv: list[str] | None = None) -> int:
             manifest = json.loads((model_dir / "manifest.json").read_text())
             all_prompts = prompt_set(load_tokenizer(model_dir))
             prompts = {name: all_prompts[name] for name in args.prompts}
+            dtypes = [d for d in args.dtype if d in manifest["dtypes"]]
+            if skipped := [d for d in args.dtype if d not in dtypes]:
+                print(f"{model}: no {', '.join(skipped)} in its manifest (export with --all-variants)", flush=True)
             # Threads outermost: each thread count gets its full comparison (browser, native, peer) in a row.
             for threads in args.threads:
-                for dtype in args.dtype:
+                for dtype in dtypes:
+                    gguf_dtype = dtype.startswith("gguf")
                     for device in args.device:
-                        print(f"edge-chat {model} {device} {dtype} {threads}t …", flush=True)
-                        target = browser.Target(model, device, dtype, threads)
-                        emit(
-                            browser.measure(pw, args.chromium, base_url, target, prompts, args.new_tokens, args.timeout)
-                        )
+                        for options in [None] if gguf_dtype else args.session_options:
+                            print(f"edge-chat {model} {device} {dtype} {threads}t {options or ''}…", flush=True)
+                            target = browser.Target(model, device, dtype, threads)
+                            emit(
+                                browser.measure(
+                                    pw, args.chromium, base_url, target, prompts, args.new_tokens, args.timeout, options
+                                )
+                            )
                     if args.no_native:
                         continue
-                    print(f"native onnxruntime {model} {dtype} {threads}t …", flush=True)
+                    print(f"native {model} {dtype} {threads}t …", flush=True)
                     try:
                         emit(native.measure(model_dir, manifest, dtype, prompts, threads, args.new_tokens))
                     except Exception as err:  # a failed runner is a row, not the end of the run

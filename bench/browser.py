@@ -141,6 +141,7 @@ def measure(
     prompts: dict[str, str],
     new_tokens: int = NEW_TOKENS,
     timeout_s: float = 900,
+    session_options: dict | None = None,
 ) -> list[dict[str, Any]]:
     """Edge Chat on `target`: rows in the metrics schema (plus warm load, turn 2, memory), one per prompt."""
     query = {
@@ -152,6 +153,7 @@ def measure(
         "prompts": ",".join(prompts),
         "post": 0,
         "autorun": 1,
+        **({"session_options": json.dumps(session_options)} if session_options else {}),
     }
     base = {"runner": "edge-chat", **target.__dict__}
     extra = ["--enable-unsafe-webgpu"] if target.device == "webgpu" else []

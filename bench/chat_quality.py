@@ -5,8 +5,10 @@ conversations, follow-ups included ("Summarize that in one sentence." after a li
 and prints per turn whether the reply loops (bench/loops.py). Settings are the page's query parameters:
 `greedy` (temperature 0), `card` (SmolLM2-135M-Instruct's model card: temperature 0.2, top-p 0.9, HF's top-k 50)
 and `defaults` (none given: the model's generation_config.json, as a person gets it); add more with
-`--config name=temperature:0.3,repetition_penalty:1.1`. Sampling is random, so this is a report, not a test:
-seeds are fixed to make a run repeatable. Writes build/chat-quality/results.jsonl.
+`--config name=temperature:0.3,repetition_penalty:1.1`. The page runs what it runs on a CPU (`devices["wasm"]`: the
+GGUF on llama.cpp for the default model); `--dtype` forces another (`q4`: ONNX Runtime Web). Sampling is random, so
+this is a report, not a test: seeds are fixed to make a run repeatable. Each row names the runtime that ran it.
+Writes build/chat-quality/results.jsonl.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one run per seed (greedy: one run)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="WASM threads (0: the runtime's default)")
+    p.add_argument("--dtype", help="force a dtype (?dtype=): default, the manifest's wasm choice")
     p.add_argument("--conversations", type=int, nargs="+", help="indices into the prompt set (default: all)")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "chat-quality")
     p.add_argument("--chromium", default=os.environ.get("EDGE_CHAT_CHROMIUM", "/usr/bin/chromium"))
@@ -92,6 +95,8 @@ def run_config(browser, base_url: str, args, name: str, settings: dict, seed: in
         query["seed"] = seed
     if args.threads:
         query["threads"] = args.threads
+    if args.dtype:
+        query["dtype"] = args.dtype
     context = browser.new_context()
     page = context.new_page()
     rows = []
@@ -112,6 +117,8 @@ def run_config(browser, base_url: str, args, name: str, settings: dict, seed: in
                 loop = check(reply["raw"])
                 row = {
                     "config": name,
+                    "runtime": reply["metrics"].get("runtime"),
+                    "dtype": reply["metrics"].get("dtype"),
                     "seed": seed,
                     "conversation": c,
                     "turn": t,
@@ -141,7 +148,8 @@ def run_config(browser, base_url: str, args, name: str, settings: dict, seed: in
 
 
 def summary(rows: list[dict]) -> str:
-    """A markdown table: one line per turn, one column per config (loops in how many of its runs)."""
+    """A markdown table: one line per turn, one column per config (loops in how many of its runs), and a total line
+    per config with the replies cut at max_new_tokens."""
     configs = list(dict.fromkeys(r["config"] for r in rows))
     turns = list(dict.fromkeys((r["conversation"], r["turn"], r["prompt"]) for r in rows))
     lines = ["| # | prompt | " + " | ".join(configs) + " |", "|---|---|" + "---|" * len(configs)]
@@ -152,11 +160,15 @@ def summary(rows: list[dict]) -> str:
             looped = sum(r["loops"] for r in runs)
             cells.append(f"{'loops' if looped else 'ok'} {looped}/{len(runs)}" if runs else "")
         lines.append(f"| {c}.{t} | {prompt} | " + " | ".join(cells) + " |")
-    totals = []
+    totals, cut = [], []
     for name in configs:
         runs = [r for r in rows if r["config"] == name]
         totals.append(f"{sum(r['loops'] for r in runs)}/{len(runs)} loop")
+        cut.append(f"{sum(r['hit_max_new_tokens'] for r in runs)}/{len(runs)} cut")
     lines.append("| | **all turns** | " + " | ".join(totals) + " |")
+    lines.append("| | **cut at max new tokens** | " + " | ".join(cut) + " |")
+    runtimes = sorted({f"{r['runtime']} {r['dtype']}" for r in rows if r.get("runtime")})
+    lines.append(f"\nran on: {', '.join(runtimes) or 'unknown'}")
     return "\n".join(lines)
 
 

@@ -151,7 +151,9 @@ def gate(model_dir: Path, ep: str, dtypes: list[str] | None, new_tokens: int) ->
         fp32_tokens = [fp32.run(p, new_tokens)["tokens"] for p in prompts]
         del fp32  # one session at a time: Qwen3-0.6B's fp32 graph is 2.4 GB
     rows = []
-    for dtype in dtypes or list(manifest["dtypes"]):
+    # ONNX dtypes only: a GGUF (manifest "runtime": "llama.cpp") runs on llama.cpp on the CPU, never on an EP here.
+    onnx_dtypes = [d for d, entry in manifest["dtypes"].items() if "runtime" not in entry]
+    for dtype in dtypes or onnx_dtypes:
         path = model_dir / "onnx" / f"model{SUFFIX[dtype]}.onnx"
         row: dict = {"model": manifest["id"], "revision": manifest["revision"], "dtype": dtype, "ep": ep}
         try:

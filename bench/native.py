@@ -12,12 +12,23 @@ from model_prep.verify.replies import load_tokenizer
 from .prompts import NEW_TOKENS
 
 
+def open_session(model_dir: Path, manifest: dict, dtype: str, threads: int):
+    """The artifact the browser loads for `dtype`: an ONNX graph on onnxruntime, or a GGUF on native llama.cpp."""
+    files = manifest["dtypes"][dtype]["files"]
+    gguf = next((f for f in files if f.endswith(".gguf")), None)
+    if gguf:
+        from model_prep.verify.gguf import LlamaCppSession
+
+        return "native-llama.cpp", LlamaCppSession(model_dir / gguf, n_ctx=2048, threads=threads)
+    return "native-onnxruntime", DecoderSession(model_dir / "onnx" / f"model{SUFFIX[dtype]}.onnx", threads=threads)
+
+
 def measure(
     model_dir: Path, manifest: dict, dtype: str, prompts: dict[str, str], threads: int, new_tokens: int = NEW_TOKENS
 ) -> list[dict]:
     tokenizer = load_tokenizer(model_dir)
     start = time.perf_counter()
-    session = DecoderSession(model_dir / "onnx" / f"model{SUFFIX[dtype]}.onnx", threads=threads)
+    runner, session = open_session(model_dir, manifest, dtype, threads)
     load_s = time.perf_counter() - start
     rows = []
     for name, text in prompts.items():
@@ -32,12 +43,13 @@ def measure(
         decode = time.perf_counter() - t1
         rows.append(
             {
-                "runner": "native-onnxruntime",
+                "runner": runner,
                 "prompt": name,
                 "model": manifest["id"],
                 "revision": manifest["revision"],
                 "device": "cpu",
                 "dtype": dtype,
+                "runtime": runner.removeprefix("native-"),
                 "threads": threads,
                 "load_s": load_s,
                 "ttft_s": ttft,

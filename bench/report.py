@@ -9,17 +9,21 @@ from typing import Any
 
 COLUMNS = [
     ("runner", "runner", None),
+    ("model", "model", None),
     ("dtype", "dtype", None),
     ("threads", "thr", None),
+    ("runtime_threads", "ran", None),  # threads the runtime reported it used
     ("prompt", "prompt", None),
+    ("download_bytes", "dl MB", -6),
     ("load_s", "load s", 1),
-    ("warm_load_s", "warm s", 1),
+    ("warm_load_s", "reload s", 1),
     ("ttft_s", "TTFT s", 2),
     ("prefill_tokens_per_s", "prefill t/s", 1),
     ("decode_tokens_per_s", "decode t/s", 2),
     ("turn2_ttft_s", "t2 reuse s", 2),
     ("turn2_ttft_no_reuse_s", "t2 fresh s", 2),
-    ("peak_memory_bytes", "mem MB", -6),
+    ("peak_memory_bytes", "heap MB", -6),
+    ("peak_rss_bytes", "RSS MB", -6),
     ("error", "error", None),
 ]
 
@@ -51,7 +55,7 @@ def _key(r: dict[str, Any]) -> tuple:
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Edge Chat decode vs native (same dtype, threads, prompt) and vs wllama (same threads, prompt); turn 2."""
     ok = [r for r in rows if not r.get("error") and r.get("decode_tokens_per_s")]
-    native = {_key(r): r for r in ok if r["runner"] == "native-onnxruntime"}
+    native = {_key(r): r for r in ok if r["runner"].startswith("native-")}
     wllama = {(r.get("threads"), r.get("prompt")): r for r in ok if r["runner"] == "wllama"}
     out = []
     for r in ok:
@@ -84,7 +88,7 @@ def ratio_table(items: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-COLORS = {"edge-chat": "#3b6fd4", "native-onnxruntime": "#8a8a8a", "wllama": "#d4823b"}
+COLORS = {"edge-chat": "#3b6fd4", "native-onnxruntime": "#8a8a8a", "native-llama.cpp": "#b0b0b0", "wllama": "#d4823b"}
 
 
 def _bar_chart(title: str, bars: Iterable[tuple[str, float, str]], unit: str) -> str:

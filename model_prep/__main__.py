@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         "--floor",
         type=_floor,
         help="MIN_TOP1,MAX_PERPLEXITY_RATIO for the shipped variants instead of the recipe's (e.g. 0,inf for a "
-        "random-weight checkpoint of a recipe's shapes, whose fidelity means nothing)",
+        "random-weight checkpoint of a recipe's shapes, whose fidelity means nothing); the GGUF's too",
+    )
+    export.add_argument(
+        "--all-variants",
+        action="store_true",
+        help="build and ship every ONNX variant (fp32, q8, q4, q4f16), not only those a device loads (for the bench)",
     )
     sub.add_parser("list", help="list recipes")
     args = parser.parse_args(argv)
@@ -49,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         for recipe in recipes:
             if args.floor:
                 recipe = replace(recipe, floor=args.floor)
-            run_recipe(recipe, args.out, args.source, args.cache)
+                if recipe.gguf:  # the GGUF follows the recipe's floor then
+                    recipe = replace(recipe, gguf=replace(recipe.gguf, floor=None))
+            run_recipe(recipe, args.out, args.source, args.cache, args.all_variants)
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

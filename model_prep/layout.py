@@ -90,8 +90,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str]], source_ref: str) -> dict:
-    """The manifest of `folder`; `source_ref` is published as is (sources/resolve.public_source: never a path)."""
+def build_manifest(
+    folder: Path,
+    recipe: Recipe,
+    dtype_files: dict[str, list[str]],
+    source_ref: str,
+    runtimes: dict[str, str] | None = None,
+) -> dict:
+    """The manifest of `folder`; `source_ref` is published as is (sources/resolve.public_source: never a path);
+    `runtimes`: {dtype: runtime} for dtypes ONNX Runtime does not run (a GGUF: "llama.cpp")."""
     # Sorted as POSIX strings, the order the app recomputes the revision in (Path order differs: onnx/ vs onnx.json).
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     files = [
@@ -104,6 +111,8 @@ def build_manifest(folder: Path, recipe: Recipe, dtype_files: dict[str, list[str
     config = json.loads((folder / "config.json").read_text())
     text_config = config.get("text_config", config)
     dtypes = {d: {"files": paths, "bytes": sum(sizes[p] for p in paths)} for d, paths in dtype_files.items()}
+    for d, runtime in (runtimes or {}).items():
+        dtypes[d]["runtime"] = runtime
     return {
         "schema": 1,
         "id": recipe.id,

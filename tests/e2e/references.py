@@ -1,5 +1,5 @@
-"""Python onnxruntime references for the browser tests: the ids a page must produce, computed on the very graph
-files it loads (tiny-qwen3 and the other tiny text models)."""
+"""Python references for the browser tests, computed on the very files a page loads (tiny-qwen3 and the other tiny
+text models): onnxruntime for an ONNX dtype, native llama.cpp (llama-cpp-python) for a GGUF dtype."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def without_int8_activations(graph: Path, out: Path) -> Path:
 
 
 class Native:
-    """Python onnxruntime on a variant's graph file (read from the manifest), as that device's ORT-web computes it:
-    greedy ids when called, and each chosen token's distance from the greedy choice."""
+    """Python onnxruntime on a variant's graph file (read from the manifest), as that device's ORT-web computes it, or
+    native llama.cpp on its GGUF: greedy ids when called, and each chosen token's distance from the greedy choice."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], eos: set[int], scratch: Path) -> None:
         self.folder, self.manifest, self.eos, self.scratch = folder, manifest, eos, scratch
@@ -44,14 +44,54 @@ class Native:
             self.sessions[dtype, device] = DecoderSession(path)
         return self.sessions[dtype, device]
 
+    def gguf(self, dtype: str) -> Path | None:
+        """The dtype's GGUF file (llama.cpp runs it), or None for an ONNX dtype."""
+        files = self.manifest["dtypes"][dtype]["files"]
+        return next((self.folder / f for f in files if f.endswith(".gguf")), None)
+
     def __call__(self, dtype: str, device: str, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        from model_prep.verify.gguf import greedy_gguf
         from model_prep.verify.onnx_runner import greedy
 
+        if gguf := self.gguf(dtype):
+            return greedy_gguf(gguf, prompt_ids, max_new_tokens, self.eos)
         return greedy(self.session(dtype, device), prompt_ids, max_new_tokens, self.eos)
+
+    def logits_session(self, dtype: str, device: str) -> Any:
+        """reset() / forward(ids) → logits over the dtype's file: onnxruntime's graph or llama.cpp's GGUF (the caller
+        closes a llama.cpp session)."""
+        from model_prep.verify.gguf import LlamaCppSession
+
+        if gguf := self.gguf(dtype):
+            return LlamaCppSession(gguf, n_ctx=1024, threads=1)
+        return self.session(dtype, device)
+
+    def check_reply(
+        self, dtype: str, device: str, prompt_ids: list[int], max_new: int, x: dict, text: str
+    ) -> list[int]:
+        """The page's turn (`x`: its exposed ids, `text`: the streamed reply) is the greedy reply of the same file;
+        returns the reference ids (EOS left out). ONNX: the ids, token for token. llama.cpp reports text only: the
+        reply is native llama.cpp's, byte for byte as its server streams it (a character cut off at the end dropped,
+        U+FFFD for invalid bytes)."""
+        from model_prep.verify.gguf import streamed_text
+
+        want = self(dtype, device, prompt_ids, max_new)
+        if gguf := self.gguf(dtype):
+            assert x.get("new_ids_exact") is False  # the ids are the reply tokenized again: not comparable
+            want_text = streamed_text(gguf, want)
+            assert text == want_text, f"{dtype}: browser {text!r} != llama.cpp {want_text!r}"
+        else:
+            got = [t for t in x["new_ids"] if t not in self.eos]
+            assert got == want, f"{dtype} on {device}: browser {got} != onnxruntime {want}"
+        return want
 
     def shortfalls(self, dtype: str, device: str, prompt_ids: list[int], chosen: list[int]) -> list[float]:
         """max(logits) − logits[chosen[k]] at each step k, token by token as the browser ran them (one call a
         token: dynamic int8 activations are quantized per call, so a one-shot prefill would compute otherwise)."""
+        from model_prep.verify.gguf import shortfalls_gguf
+
+        if gguf := self.gguf(dtype):
+            return shortfalls_gguf(gguf, prompt_ids, chosen)
         session = self.session(dtype, device)
         session.reset()
         logits = session.forward(prompt_ids)[-1]
@@ -62,8 +102,101 @@ class Native:
         return gaps
 
 
+def cached_ids(prompt_ids: list[int], new_ids: list[int], max_new: int) -> list[int]:
+    """The ids either runtime's KV cache covers after a turn that generated `new_ids` (EOS left out): the prompt and
+    every token fed back, which is all of them when EOS ended the reply (the EOS itself never is) and all but the
+    last when max_new_tokens did. runtime-ort.js keeps prompt + reply minus its last token; llama.cpp's slot the
+    same."""
+    return prompt_ids + (new_ids if len(new_ids) < max_new else new_ids[:-1])
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def penalised(logits: Any, seen: list[int], penalty: float) -> Any:
+    """HF's repetition penalty on one row of logits: every id in `seen` (prompt and reply so far), a logit above 0
+    divided by the penalty, one below multiplied; in float64 rounded to float32 as Transformers.js's Float32Array
+    does (llama.cpp's penalties sampler applies the same rule)."""
+    import numpy as np
+
+    scores = logits.astype(np.float32).copy()
+    for token in set(seen):
+        x = float(scores[token])
+        scores[token] = np.float32(x * penalty if x < 0 else x / penalty)
+    return scores
+
+
+def greedy_with_penalty(session: Any, prompt_ids: list[int], max_new: int, penalty: float, eos: set[int]) -> list[int]:
+    """Greedy decoding under HF's repetition penalty, EOS left out. `session`: Native.logits_session's (onnxruntime
+    or llama.cpp logits): the rule is the same whichever runtime computed them."""
+    import numpy as np
+
+    session.reset()
+    logits = session.forward(prompt_ids)[-1]
+    seen = list(prompt_ids)
+    out: list[int] = []
+    for _ in range(max_new):
+        token = int(np.argmax(penalised(logits, seen, penalty)))
+        if token in eos:
+            break
+        out.append(token)
+        seen.append(token)
+        logits = session.forward([token])[-1]
+    return out
+
+
+def shortfalls_with_penalty(session: Any, prompt_ids: list[int], chosen: list[int], penalty: float) -> list[float]:
+    """max − score[chosen[k]] at each step k of `chosen` under HF's repetition penalty (1: none), given the chosen
+    prefix: how far each of another runtime's tokens is from this runtime's penalised greedy choice."""
+    session.reset()
+    logits = session.forward(prompt_ids)[-1]
+    seen = list(prompt_ids)
+    gaps = []
+    for token in chosen:
+        scores = penalised(logits, seen, penalty)
+        gaps.append(float(scores.max() - scores[token]))
+        seen.append(token)
+        logits = session.forward([token])[-1]
+    return gaps
+
+
+def aligned_shortfalls(
+    session: Any, prompt_ids: list[int], text: str, penalty: float = 1.0, candidates: int = 64
+) -> tuple[list[int], list[float]]:
+    """Follows a reply that llama.cpp reported as text only (no ids): at each step, of this runtime's `candidates` best
+    tokens (under HF's repetition penalty) those whose bytes continue the text, the best; returns those ids and each
+    one's shortfall (max − its score). Tokenizing the text again would not do: a reply's tokens are not always the
+    text's canonical tokenization (spaces, newlines), and a different segmentation feeds the model other ids. A token
+    the text cannot be followed with among the candidates is a shortfall of infinity. `session` must be a
+    LlamaCppSession (its llm detokenizes)."""
+    import numpy as np
+
+    pieces: dict[int, bytes] = {}
+    remaining = text.encode()
+    session.reset()
+    logits = session.forward(prompt_ids)[-1]
+    seen = list(prompt_ids)
+    ids: list[int] = []
+    gaps: list[float] = []
+    while remaining:
+        scores = penalised(logits, seen, penalty)
+        best = None
+        for token in np.argsort(-scores)[:candidates]:
+            token = int(token)
+            piece = pieces.setdefault(token, session.llm.detokenize([token]))
+            if piece and remaining.startswith(piece):
+                best = token
+                break
+        if best is None:
+            gaps.append(float("inf"))
+            break
+        gaps.append(float(scores.max() - scores[best]))
+        ids.append(best)
+        seen.append(best)
+        remaining = remaining[len(pieces[best]) :]
+        logits = session.forward([best])[-1]
+    return ids, gaps

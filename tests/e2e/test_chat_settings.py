@@ -1,8 +1,14 @@
-"""Chat settings with the real default model: defaults read from its generation_config.json, panel values reaching
-generate() (the worker echoes the arguments it called generate with), a repetition penalty decoded greedily that
-equals a Python onnxruntime reference applying the same penalty, seeded sampling that repeats, the system prompt
-in the template, settings kept per model across reloads, and an out-of-range value refused without losing the
-message. One page and one model load for the module, tests in file order.
+"""Chat settings with the real default model on the runtime it uses on WASM (its GGUF on llama.cpp): defaults read
+from its generation_config.json, panel values reaching the runtime (the worker echoes the arguments it called it
+with, and for llama.cpp the sampler parameters they mapped to), a repetition penalty decoded greedily that equals a
+Python reference applying HF's rule to the same file's logits (native llama.cpp; onnxruntime for an ONNX dtype),
+seeded sampling that repeats, the system prompt in the template, settings kept per model across reloads, and an
+out-of-range value refused without losing the message. One page and one model load for the module, tests in file
+order.
+
+llama.cpp in WASM and natively sum in different orders (test_chat_wasm.py): where the page's penalised reply is not
+native's byte for byte, each of its tokens must be native's penalised greedy choice, given the page's prefix, to
+within NEAR_TIE, and some token must be clearly off plain greedy's choice, which only the penalty explains.
 """
 
 from __future__ import annotations
@@ -12,9 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from conftest import strip_eos
+from references import Native, aligned_shortfalls, greedy_with_penalty, shortfalls_with_penalty
 
 from model_prep.recipes import get_recipe
 
@@ -23,6 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 POEM = "Write a short poem about autumn leaves."
 PENALTY = 1.3
 PENALTY_TOKENS = 40
+NEAR_TIE = 0.2  # as test_chat_wasm.py
 
 
 @pytest.fixture(scope="module")
@@ -51,34 +58,6 @@ def open_panel(chat: Any) -> None:
 def ask(chat: Any, text: str) -> dict[str, Any]:
     chat.page.evaluate("() => { window.__edgeChatTextInputs = null; }")
     return chat.ask(text, timeout_s=300)
-
-
-def greedy_with_penalty(
-    model_dir: Path, manifest: dict, dtype: str, prompt_ids: list[int], max_new: int, penalty: float
-) -> list[int]:
-    """Greedy decoding with HF's repetition penalty (every id of prompt and reply so far: a logit above 0 is divided
-    by the penalty, one below multiplied), in float64 rounded to float32 as Transformers.js's Float32Array does."""
-    from model_prep.verify.onnx_runner import DecoderSession
-    from model_prep.verify.replies import eos_ids
-
-    [graph] = [f for f in manifest["dtypes"][dtype]["files"] if f.endswith(".onnx")]
-    session = DecoderSession(model_dir / graph)
-    eos = eos_ids(model_dir)
-    logits = session.forward(prompt_ids)[-1]
-    seen = list(prompt_ids)
-    out: list[int] = []
-    for _ in range(max_new):
-        scores = logits.astype(np.float32).copy()
-        for token in set(seen):
-            x = float(scores[token])
-            scores[token] = np.float32(x * penalty if x < 0 else x / penalty)
-        token = int(np.argmax(scores))
-        if token in eos:
-            break
-        out.append(token)
-        seen.append(token)
-        logits = session.forward([token])[-1]
-    return out
 
 
 def test_defaults_come_from_the_models_generation_config(chat: Any, model_dir: Path, model_id: str) -> None:
@@ -114,7 +93,8 @@ def test_the_model_card_shows_source_sizes_context_and_fidelity(
     for dtype, (name, size, used, top1, perplexity) in rows.items():
         scores = verification["variants"][dtype]
         assert name == dtype
-        assert size == f"{manifest['dtypes'][dtype]['bytes'] / 1e6:.0f} MB"
+        size_bytes = manifest["dtypes"][dtype]["bytes"]
+        assert size == f"{size_bytes / 1e6:.{0 if size_bytes >= 1e8 else 1}f} MB"  # modelcard.js: a decimal below 100
         assert top1 == f"{100 * scores['top1_agreement']:.1f} %"
         delta = 100 * (scores["perplexity"] / reference - 1)
         assert perplexity == f"{scores['perplexity']:.2f} ({'+' if delta >= 0 else ''}{delta:.1f} %)"
@@ -124,33 +104,76 @@ def test_the_model_card_shows_source_sizes_context_and_fidelity(
 
 
 def test_a_repetition_penalty_decoded_greedily_equals_python(
-    chat: Any, model_dir: Path, manifest: dict[str, Any], tokenizer: Any
+    chat: Any, model_dir: Path, manifest: dict[str, Any], tokenizer: Any, tmp_path: Path
 ) -> None:
     chat.load(timeout_s=400)
     open_panel(chat)
     chat.page.fill("#set-temperature", "0")
     chat.page.fill("#set-repetition-penalty", str(PENALTY))
     chat.set_max_new_tokens(PENALTY_TOKENS)
-    ask(chat, POEM)
+    reply = ask(chat, POEM)
     x = chat.text_inputs()
     generation = chat.context()["generation"]
-    # What the panel says is what generate() was called with.
+    # What the panel says is what the runtime was called with.
     assert generation["do_sample"] is False
     assert (generation["temperature"], generation["repetition_penalty"]) == (0, PENALTY)
     assert generation["max_new_tokens"] == PENALTY_TOKENS
     dtype = chat.metrics()["dtype"]
+    assert dtype == manifest["devices"]["wasm"]  # the runtime the default model really uses on WASM
     want_prompt = list(tokenizer.apply_chat_template([{"role": "user", "content": POEM}], add_generation_prompt=True))
     assert x["prompt_ids"] == want_prompt
     from model_prep.verify.replies import eos_ids
 
-    got = strip_eos(x["new_ids"], eos_ids(model_dir))
-    penalised = greedy_with_penalty(model_dir, manifest, dtype, want_prompt, PENALTY_TOKENS, PENALTY)
-    assert got == penalised
-    plain = greedy_with_penalty(model_dir, manifest, dtype, want_prompt, PENALTY_TOKENS, 1.0)
-    assert penalised != plain, "the penalty changed nothing on this prompt: the check above proves nothing"
+    eos = eos_ids(model_dir)
+    native = Native(model_dir, manifest, eos, tmp_path)
+    session = native.logits_session(dtype, "wasm")
+    try:
+        penalised = greedy_with_penalty(session, want_prompt, PENALTY_TOKENS, PENALTY, eos)
+        plain = greedy_with_penalty(session, want_prompt, PENALTY_TOKENS, 1.0, eos)
+        assert penalised != plain, "the penalty changed nothing on this prompt: the check below proves nothing"
+        gguf = native.gguf(dtype)
+        if gguf is None:
+            assert strip_eos(x["new_ids"], eos) == penalised
+            return
+        # llama.cpp's sampler: HF's rule over the whole context (prompt included), greedy after it (sampling.js).
+        from model_prep.layout import KV_CONTEXT_FOR_MEMORY
+
+        assert generation["llama_cpp"]["repeat_penalty"] == PENALTY
+        assert generation["llama_cpp"]["repeat_last_n"] == KV_CONTEXT_FOR_MEMORY  # n_ctx: the whole context
+        from model_prep.verify.gguf import streamed_text
+
+        expected = streamed_text(gguf, penalised)
+        if reply["raw"] == expected:
+            return
+        chosen, gaps = aligned_shortfalls(session, want_prompt, reply["raw"], PENALTY)
+        unpenalised = shortfalls_with_penalty(session, want_prompt, chosen, 1.0)
+    finally:
+        if hasattr(session, "close"):
+            session.close()
+    print(f"\nWASM llama.cpp {reply['raw']!r} vs native {expected!r}: shortfalls {[round(g, 3) for g in gaps]}")
+    assert max(gaps) <= NEAR_TIE, f"a browser token is {max(gaps):.3f} below native's penalised greedy choice"
+    assert max(unpenalised) > NEAR_TIE, "every token is plain greedy's choice: the penalty did not reach llama.cpp"
+
+
+def test_the_context_limit_stops_at_the_runtimes_own(chat: Any, manifest: dict[str, Any]) -> None:
+    from model_prep.layout import KV_CONTEXT_FOR_MEMORY
+
+    open_panel(chat)
+    chat.page.fill("#set-context-limit", str(manifest["context_length"]))
+    limit = settings(chat)["context_limit"]
+    if chat.metrics()["runtime"] == "llama.cpp":
+        # llama.cpp allocated its KV cache at load, for the page's default limit: no turn may pass it
+        assert manifest["context_length"] > KV_CONTEXT_FOR_MEMORY, "the check below proves nothing for this model"
+        assert limit == KV_CONTEXT_FOR_MEMORY
+    else:
+        assert limit == manifest["context_length"]
+    chat.page.fill("#set-context-limit", "")
+    assert settings(chat)["context_limit"] == min(manifest["context_length"], KV_CONTEXT_FOR_MEMORY)
 
 
 def test_seeded_sampling_repeats_exactly(chat: Any) -> None:
+    from model_prep.layout import KV_CONTEXT_FOR_MEMORY
+
     open_panel(chat)
     chat.page.fill("#set-temperature", "0.9")
     chat.page.fill("#set-top-p", "0.9")
@@ -167,6 +190,17 @@ def test_seeded_sampling_repeats_exactly(chat: Any) -> None:
         assert generation["do_sample"] is True
         assert (generation["temperature"], generation["top_p"], generation["top_k"]) == (0.9, 0.9, 40)
         assert (generation["seed"], generation["repetition_penalty"]) == (11, 1.1)
+        if "llama_cpp" in generation:  # the same values, in HF's order, reached llama.cpp's sampler
+            assert generation["llama_cpp"] == {
+                "temperature": 0.9,
+                "top_k": 40,
+                "top_p": 0.9,
+                "min_p": 0,
+                "repeat_penalty": 1.1,
+                "repeat_last_n": KV_CONTEXT_FOR_MEMORY,
+                "samplers": ["penalties", "temperature", "top_k", "top_p", "min_p"],
+                "seed": 11,
+            }
     assert runs[0] == runs[1]
 
 

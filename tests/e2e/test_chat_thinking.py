@@ -4,6 +4,10 @@ of earlier replies is left out of later turns exactly as the template does, the 
 tokens still equal a full prefill's (Python onnxruntime), and a reply's thinking renders in its own collapsible
 block, never in the answer. Random weights never think on their own: the thinking replies are scripted (imported
 chats), and a continued unfinished `<think>` streams the model's tokens into the thinking block.
+
+Every test runs on both text runtimes, on the same templating in Transformers.js: q4 on ONNX Runtime Web (ids
+against Python onnxruntime) and the GGUF on llama.cpp (text against native llama.cpp, whose own longest-common-prefix
+KV reuse must cut back at the same place).
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import serve_app, strip_eos
-from references import Native, common_prefix
+from conftest import serve_app
+from references import Native, cached_ids, common_prefix
 
 from model_prep.recipes import QWEN3_THINKING, QWEN3_WITHOUT_THINKING, get_recipe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MODEL = "tiny-qwen3"
-DTYPE = "q4"  # exact on WASM against onnxruntime without int8 activations (references.py)
+# q4: exact on WASM against onnxruntime without int8 activations (references.py); the GGUF: llama.cpp's reply, byte
+# for byte native llama.cpp's.
+DTYPES = ("q4", get_recipe(MODEL).gguf.dtype)
 TEMPLATE = Path(__file__).parent / "data" / "qwen3_chat_template.jinja"
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
@@ -45,7 +51,8 @@ def thinking_models(qwen3_models: Path, tmp_path_factory: pytest.TempPathFactory
     old = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").unlink()
     dtype_files = {d: info["files"] for d, info in old["dtypes"].items()}
-    manifest = layout.build_manifest(folder, get_recipe(MODEL), dtype_files, old["source"])
+    runtimes = {d: info["runtime"] for d, info in old["dtypes"].items() if "runtime" in info}
+    manifest = layout.build_manifest(folder, get_recipe(MODEL), dtype_files, old["source"], runtimes)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
 
@@ -81,11 +88,16 @@ def native(folder: Path, eos: set[int], tmp_path_factory: pytest.TempPathFactory
     return Native(folder, manifest, eos, tmp_path_factory.mktemp("native"))
 
 
+@pytest.fixture(scope="module", params=DTYPES)
+def dtype(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def chat(new_chat_page: Any, folder: Path) -> Any:
+def chat(new_chat_page: Any, folder: Path, dtype: str) -> Any:
     page = new_chat_page()
     page.page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page.open(model=MODEL, device="wasm", dtype=DTYPE, max_new_tokens=MAX_NEW, expose_inputs=1, temperature=0)
+    page.open(model=MODEL, device="wasm", dtype=dtype, max_new_tokens=MAX_NEW, expose_inputs=1, temperature=0)
     page.load(timeout_s=180)
     return page
 
@@ -124,7 +136,9 @@ def import_chat(chat: Any, messages: list[dict], title: str) -> str:
     return li.get_attribute("data-id")
 
 
-def test_the_switch_maps_to_enable_thinking_with_each_modes_defaults(chat: Any, tokenizer: Any, native: Native) -> None:
+def test_the_switch_maps_to_enable_thinking_with_each_modes_defaults(
+    chat: Any, dtype: str, tokenizer: Any, native: Native
+) -> None:
     set_thinking(chat, True)
     assert chat.page.is_visible("#thinking-row")
     source = chat.page.text_content("#settings-source")
@@ -144,7 +158,7 @@ def test_the_switch_maps_to_enable_thinking_with_each_modes_defaults(chat: Any, 
     assert x["prompt_ids"] == off
     assert off != template_ids(tokenizer, messages, enable_thinking=True)
     assert tokenizer.decode(off).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-    assert strip_eos(x["new_ids"], native.eos) == native(DTYPE, "wasm", off, MAX_NEW)
+    native.check_reply(dtype, "wasm", off, MAX_NEW, x, reply["raw"])
     assert reply["done"] == "true"
 
     set_thinking(chat, True)
@@ -156,7 +170,7 @@ def test_the_switch_maps_to_enable_thinking_with_each_modes_defaults(chat: Any, 
 
 
 def test_after_the_template_drops_a_think_block_the_cache_is_cut_back(
-    chat: Any, tokenizer: Any, native: Native
+    chat: Any, dtype: str, tokenizer: Any, native: Native
 ) -> None:
     # Thinking off: the prompt ends with an empty <think></think>, which the next turn's template leaves out of the
     # earlier reply. The cached ids then part from the new prompt inside that reply.
@@ -165,9 +179,10 @@ def test_after_the_template_drops_a_think_block_the_cache_is_cut_back(
     chat.set_max_new_tokens(1)
     first = ask(chat, FIRST)
     x = chat.text_inputs()
-    cached = (x["prompt_ids"] + x["new_ids"])[:-1]
+    replied = native.check_reply(dtype, "wasm", x["prompt_ids"], 1, x, first["raw"])
+    cached = cached_ids(x["prompt_ids"], replied, 1)
     chat.set_max_new_tokens(MAX_NEW)
-    ask(chat, SECOND)
+    second = ask(chat, SECOND)
     y = chat.text_inputs()
     messages = [
         {"role": "user", "content": FIRST},
@@ -182,10 +197,12 @@ def test_after_the_template_drops_a_think_block_the_cache_is_cut_back(
     assert context["reused_tokens"] == shared  # cut back to what still matches, not dropped, not reused whole
     assert chat.metrics()["prompt_tokens"] == len(full) - shared
     # The cut cache computes what a full prefill computes.
-    assert strip_eos(y["new_ids"], native.eos) == native(DTYPE, "wasm", full, MAX_NEW)
+    native.check_reply(dtype, "wasm", full, MAX_NEW, y, second["raw"])
 
 
-def test_an_earlier_replys_thinking_is_left_out_and_shown_apart(chat: Any, tokenizer: Any, native: Native) -> None:
+def test_an_earlier_replys_thinking_is_left_out_and_shown_apart(
+    chat: Any, dtype: str, tokenizer: Any, native: Native
+) -> None:
     set_thinking(chat, True)
     thought = "The user greets me. I should greet back briefly."
     raw = f"<think>\n{thought}\n</think>\n\nHello! How can I help?"
@@ -200,7 +217,7 @@ def test_an_earlier_replys_thinking_is_left_out_and_shown_apart(chat: Any, token
     chat.wait_for("() => document.querySelector('[data-role=\"assistant\"][data-copied]') !== null", 10)
     assert chat.page.evaluate("() => navigator.clipboard.readText()") == "Hello! How can I help?"
 
-    ask(chat, SECOND)
+    second = ask(chat, SECOND)
     x = chat.text_inputs()
     messages = [
         {"role": "user", "content": "Hi"},
@@ -210,10 +227,12 @@ def test_an_earlier_replys_thinking_is_left_out_and_shown_apart(chat: Any, token
     want = template_ids(tokenizer, messages, enable_thinking=True)  # Qwen3's template drops the thinking itself
     assert x["prompt_ids"] == want
     assert thought not in tokenizer.decode(x["prompt_ids"])
-    assert strip_eos(x["new_ids"], native.eos) == native(DTYPE, "wasm", want, MAX_NEW)
+    native.check_reply(dtype, "wasm", want, MAX_NEW, x, second["raw"])
 
 
-def test_a_continued_thinking_reply_streams_into_the_thinking_block(chat: Any, tokenizer: Any, native: Native) -> None:
+def test_a_continued_thinking_reply_streams_into_the_thinking_block(
+    chat: Any, dtype: str, tokenizer: Any, native: Native
+) -> None:
     set_thinking(chat, True)
     partial = "<think>\nLet me think about the capital"
     import_chat(chat, [{"role": "user", "content": FIRST}, {"role": "assistant", "content": partial}], "unfinished")
@@ -226,10 +245,11 @@ def test_a_continued_thinking_reply_streams_into_the_thinking_block(chat: Any, t
     )
     want = tokenizer(before + partial, add_special_tokens=False).input_ids
     assert x["prompt_ids"] == want
-    new = strip_eos(x["new_ids"], native.eos)
-    assert new == native(DTYPE, "wasm", want, MAX_NEW)
-    continued = tokenizer.decode(new, skip_special_tokens=True)
-    assert reply["raw"] == partial + continued
+    assert reply["raw"].startswith(partial)
+    continued = reply["raw"][len(partial) :]
+    new = native.check_reply(dtype, "wasm", want, MAX_NEW, x, continued)
+    if not native.gguf(dtype):
+        assert continued == tokenizer.decode(new, skip_special_tokens=True)
     if "</think>" not in reply["raw"]:
         # Still thinking: every streamed token went to the thinking block and none to the answer.
         assert reply["answer"] == "" and reply["text"].strip() == ""

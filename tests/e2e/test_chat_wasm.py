@@ -1,5 +1,12 @@
-"""Chat on WASM with the real default model: exact greedy agreement with Python onnxruntime, KV reuse on
-the second turn, stop mid-reply, no foreign requests, no CSP violations, and the README screenshot.
+"""Chat on WASM with the real default model: greedy agreement with a Python reference of the same file (onnxruntime
+for an ONNX dtype, native llama.cpp for the GGUF the manifest maps to `wasm`), KV reuse on the second turn, stop
+mid-reply, no foreign requests, no CSP violations, and the README screenshot.
+
+llama.cpp in WASM (SIMD128) and native llama.cpp (AVX2) sum in different orders, and the default model's first
+answer starts on a near tie: native prefers "L" (24.740) to "The" (24.651), WASM the other way round (measured
+2026-12-01; every later token of the reply is native's own choice given WASM's prefix). So for a GGUF each browser
+token must be native's greedy choice given the browser's prefix to within NEAR_TIE, and the reply is printed with
+the shortfalls; an ONNX dtype must match exactly.
 
 The tests share one page and one conversation, in file order (one browser, one model load).
 """
@@ -10,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import strip_eos
 
 from edge_contracts import DEFAULT_MODEL, METRICS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_NEW_TOKENS = 24  # short: exact comparison needs no more, and CI has 2 cores
+NEAR_TIE = 0.2  # logits; the measured worst is 0.089 (see the docstring)
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
@@ -25,9 +34,16 @@ METRIC_KEYS = set(METRICS)
 @pytest.fixture(scope="module")
 def chat(new_chat_page: Any, model_dir: Path, model_id: str) -> Any:
     page = new_chat_page()
-    # Plain greedy decoding, which Python onnxruntime reproduces token for token: the page's defaults sample, with a
-    # repetition penalty (the model's generation_config.json).
-    page.open(model=model_id, device="wasm", max_new_tokens=MAX_NEW_TOKENS, temperature=0, repetition_penalty=1)
+    # Plain greedy decoding, which the Python reference reproduces: the page's defaults sample, with a repetition
+    # penalty (the model's generation_config.json).
+    page.open(
+        model=model_id,
+        device="wasm",
+        max_new_tokens=MAX_NEW_TOKENS,
+        temperature=0,
+        repetition_penalty=1,
+        expose_inputs=1,
+    )
     page.load(timeout_s=300)
     return page
 
@@ -49,26 +65,56 @@ def reference(model_dir: Path, dtype: str, messages: list[dict[str, str]]) -> st
     return greedy_chat(model_dir, dtype, messages, MAX_NEW_TOKENS)
 
 
+def is_gguf(manifest: dict[str, Any], dtype: str) -> bool:
+    return any(f.endswith(".gguf") for f in manifest["dtypes"][dtype]["files"])
+
+
+def check_reply(chat: Any, model_dir: Path, manifest: dict[str, Any], messages: list[dict[str, str]]) -> None:
+    """The browser's reply is the reference runtime's greedy reply on the same file (GGUF: up to near ties)."""
+    from model_prep.verify.replies import eos_ids
+
+    reply, dtype = chat.last_reply(), chat.metrics()["dtype"]
+    expected = reference(model_dir, dtype, messages)
+    if reply["raw"] == expected or not is_gguf(manifest, dtype):
+        assert reply["raw"] == expected
+        return
+    from model_prep.verify.gguf import shortfalls_gguf
+
+    x = chat.text_inputs()
+    [gguf] = [f for f in manifest["dtypes"][dtype]["files"] if f.endswith(".gguf")]
+    chosen = strip_eos(x["new_ids"], eos_ids(model_dir))
+    gaps = shortfalls_gguf(model_dir / gguf, x["prompt_ids"], chosen)
+    print(f"\nWASM llama.cpp {reply['raw']!r} vs native {expected!r}: shortfalls {[round(g, 4) for g in gaps]}")
+    assert max(gaps) <= NEAR_TIE, f"a browser token is {max(gaps):.3f} below native llama.cpp's greedy choice"
+
+
 def test_page_chose_wasm_for_the_manifest_dtype(chat: Any, manifest: dict[str, Any]) -> None:
     body = chat.page.evaluate("() => ({...document.body.dataset})")
     assert body["device"] == "wasm"
     assert body["dtype"] == manifest["devices"]["wasm"]
     reason = chat.page.get_attribute("#device-status", "data-reason")
     assert "forced by ?device=wasm" in reason and manifest["devices"]["wasm"] in reason
+    runtime = manifest["dtypes"][body["dtype"]].get("runtime", "onnxruntime-web")
+    assert body["runtime"] == runtime
+    if is_gguf(manifest, manifest["devices"]["wasm"]):  # the page says which runtime runs, and why
+        assert runtime == "llama.cpp" and "llama.cpp" in reason
+        assert "llama.cpp (wllama)" in chat.page.text_content("#device-status")
 
 
-def test_first_reply_equals_onnxruntime_greedy(
+def test_first_reply_equals_the_python_reference(
     chat: Any, model_dir: Path, model_id: str, manifest: dict[str, Any], tokenizer: Any
 ) -> None:
     reply = chat.ask(FIRST)
     metrics = chat.metrics()
     assert set(metrics) == METRIC_KEYS
     assert (metrics["device"], metrics["model"], metrics["revision"]) == ("wasm", model_id, manifest["revision"])
+    dtype = manifest["devices"]["wasm"]
+    runtime = manifest["dtypes"][dtype].get("runtime", "onnxruntime-web")
+    assert (metrics["dtype"], metrics["runtime"]) == (dtype, runtime)
 
     messages = [{"role": "user", "content": FIRST}]
-    expected = reference(model_dir, metrics["dtype"], messages)
-    assert reply["raw"] == expected
-    assert reply["streamed"] == expected  # what the TextStreamer delivered piece by piece
+    check_reply(chat, model_dir, manifest, messages)
+    assert reply["streamed"] == reply["raw"]  # what was streamed piece by piece is the whole decode
     if model_id == DEFAULT_MODEL:
         assert "Paris" in reply["raw"]
     assert reply["raw"].strip() in " ".join(reply["text"].split())  # rendered (plain text renders as is)
@@ -79,7 +125,9 @@ def test_first_reply_equals_onnxruntime_greedy(
     assert metrics["decode_tokens_per_s"] is None or metrics["decode_tokens_per_s"] > 0
 
 
-def test_second_turn_reuses_the_kv_cache(chat: Any, model_dir: Path, model_id: str, tokenizer: Any) -> None:
+def test_second_turn_reuses_the_kv_cache(
+    chat: Any, model_dir: Path, model_id: str, manifest: dict[str, Any], tokenizer: Any
+) -> None:
     first = chat.last_reply()["raw"]
     reply = chat.ask(SECOND)
     assert reply["raw"].strip()
@@ -95,7 +143,7 @@ def test_second_turn_reuses_the_kv_cache(chat: Any, model_dir: Path, model_id: s
     # Only what the cache did not cover was prefilled.
     assert metrics["prompt_tokens"] == full - context["reused_tokens"] < full
     # Reusing the cache changes nothing: same tokens as a full prefill of the whole conversation.
-    assert reply["raw"] == reference(model_dir, metrics["dtype"], messages)
+    check_reply(chat, model_dir, manifest, messages)
     if model_id == DEFAULT_MODEL:
         assert "Berlin" in reply["raw"]
 

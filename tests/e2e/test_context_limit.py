@@ -2,7 +2,8 @@
 (the worker templates and tokenizes it), says so near the limit, refuses a turn that would not fit with a clear
 message and the typed text back in the box (no crash, nothing cut silently), and either way out works: dropping
 the oldest turns (the transcript says how many went, and the next prompt is exactly the messages shown) or a new
-chat."""
+chat. On both text runtimes: q4 on ONNX Runtime Web and the GGUF on llama.cpp (the count is Transformers.js's
+either way; llama.cpp's own tokenization of each prompt must agree with it)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from typing import Any
 import pytest
 from conftest import serve_app
 
+from model_prep.recipes import get_recipe
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MODEL = "tiny-qwen3"
+DTYPES = ("q4", get_recipe(MODEL).gguf.dtype)
 LIMIT = 120
 MAX_NEW = 8
 QUESTION = "Please tell me about the quick brown fox and the lazy dog."
@@ -34,13 +38,18 @@ def tokenizer(qwen3_models: Path) -> Any:
     return load_tokenizer(qwen3_models / MODEL)
 
 
+@pytest.fixture(scope="module", params=DTYPES)
+def dtype(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def chat(new_chat_page: Any) -> Any:
+def chat(new_chat_page: Any, dtype: str) -> Any:
     page = new_chat_page()
     page.open(
         model=MODEL,
         device="wasm",
-        dtype="q4",
+        dtype=dtype,
         max_new_tokens=MAX_NEW,
         context_limit=LIMIT,
         temperature=0,
@@ -77,7 +86,11 @@ def test_the_page_counts_warns_and_refuses_what_does_not_fit(chat: Any, tokenize
         tokens, limit = meter(chat)
         assert limit == LIMIT
         x = chat.page.evaluate("() => window.__edgeChatTextInputs")
-        assert tokens == len(x["prompt_ids"]) + len(x["new_ids"])  # the turn's prompt and reply
+        assert tokens == len(x["prompt_ids"]) + chat.metrics()["new_tokens"]  # the turn's prompt and reply
+        if x.get("new_ids_exact", True):
+            assert chat.metrics()["new_tokens"] == len(x["new_ids"])
+        else:
+            assert chat.context()["prompt_ids_match"] is True  # llama.cpp saw the prompt Transformers.js counted
         if warned_at is None and chat.page.is_visible("#context-warning"):
             warned_at = turn
             assert tokens >= 0.75 * LIMIT or tokens + MAX_NEW > LIMIT

@@ -108,6 +108,37 @@ def test_forced_device_and_dtype(chat: Any) -> None:
     assert choose(chat, NO_GPU, FULL, {"device": "cuda"})["error"] == "no-variant"
 
 
+WITH_GGUF = {
+    "dtypes": {**FULL["dtypes"], "gguf-q4_1": 98_000_000},
+    "devices": {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "gguf-q4_1"},
+}
+
+
+def test_wasm_runs_the_gguf_on_llama_cpp(chat: Any) -> None:
+    choice = choose(chat, NO_GPU, WITH_GGUF)
+    assert (choice["device"], choice["dtype"], choice["runtime"]) == ("wasm", "gguf-q4_1", "llama.cpp")
+    assert "llama.cpp" in choice["reason"] and "wllama" in choice["reason"]
+    # GPUs keep the ONNX graphs, and their reason names ONNX Runtime Web
+    choice = choose(chat, GPU_F16, WITH_GGUF)
+    assert (choice["device"], choice["dtype"], choice["runtime"]) == ("webgpu", "q4f16", "onnxruntime-web")
+    assert "llama.cpp" not in choice["reason"]
+    # ?dtype=fp32 on the CPU: the ONNX graph on ONNX Runtime Web (what the benchmark compares)
+    choice = choose(chat, NO_GPU, WITH_GGUF, {"dtype": "fp32"})
+    assert (choice["device"], choice["runtime"]) == ("wasm", "onnxruntime-web")
+
+
+def test_a_forced_gguf_runs_on_the_cpu(chat: Any) -> None:
+    choice = choose(chat, GPU_F16, WITH_GGUF, {"dtype": "gguf-q4_1"})
+    assert (choice["device"], choice["dtype"], choice["runtime"]) == ("wasm", "gguf-q4_1", "llama.cpp")
+    assert choose(chat, GPU_F16, WITH_GGUF, {"device": "webgpu", "dtype": "gguf-q4_1"})["error"] == "no-variant"
+    # a manifest entry may name its runtime instead of the gguf- prefix
+    named = {"dtypes": {"cpu4": {"bytes": 1, "runtime": "llama.cpp"}}, "devices": {"wasm": "cpu4"}}
+    assert choose(chat, NO_GPU, named)["runtime"] == "llama.cpp"
+    # a GPU never picks a GGUF, even where a manifest maps one to it: the best ONNX graph instead
+    odd = {"dtypes": {"q4": 1, "gguf-q4_1": 1}, "devices": {"webgpu": "gguf-q4_1", "webgpu-f16": "gguf-q4_1"}}
+    assert (choose(chat, GPU_F16, odd)["dtype"], choose(chat, GPU, odd)["dtype"]) == ("q4", "q4")
+
+
 def test_raw_errors_map_to_typed_messages(chat: Any) -> None:
     result = chat.page.evaluate(
         """async () => {
@@ -534,3 +565,62 @@ def test_page_fits_a_narrow_phone(new_chat_page: Any) -> None:
     assert chat.page.is_visible("#load-button") and chat.page.is_visible("#prompt")
     assert chat.csp_violations() == []
     assert chat.page_errors == []
+
+
+def test_sampling_settings_map_to_llama_cpp_with_hfs_meaning(chat: Any) -> None:
+    mapped = chat.page.evaluate(
+        """async () => {
+          const { llamaCppSampling } = await import('/static/src/sampling.js');
+          const out = [
+            llamaCppSampling(undefined, 4096),
+            llamaCppSampling({ temperature: 0, top_p: 0.9, repetition_penalty: 1.3 }, 4096),
+            llamaCppSampling({
+              temperature: 0.7, top_p: 0.9, top_k: 40, min_p: 0.05, repetition_penalty: 1.1, seed: 7,
+            }, 512),
+          ];
+          for (const [settings, context] of [[{ temperature: 5 }, 4096], [{}, undefined]]) {
+            try {
+              llamaCppSampling(settings, context);
+            } catch (err) {
+              out.push(err.code);
+            }
+          }
+          return out;
+        }"""
+    )
+    order = ["penalties", "temperature", "top_k", "top_p", "min_p"]  # HF's: the temperature before the filters
+    # absent: greedy (temperature 0 keeps only the best token in llama.cpp too), no penalty
+    assert mapped[0]["params"] == {
+        "temperature": 0,
+        "top_k": 0,
+        "top_p": 1,
+        "min_p": 0,
+        "repeat_penalty": 1,
+        "repeat_last_n": 4096,
+        "samplers": order,
+    }
+    assert mapped[0]["echo"]["do_sample"] is False
+    # greedy with a penalty: over the whole context (its n_ctx), as HF penalises every prompt and reply id
+    assert mapped[1]["params"]["temperature"] == 0 and mapped[1]["params"]["repeat_penalty"] == 1.3
+    assert mapped[1]["params"]["repeat_last_n"] == 4096
+    assert mapped[2]["params"] == {
+        "temperature": 0.7,
+        "top_k": 40,
+        "top_p": 0.9,
+        "min_p": 0.05,
+        "repeat_penalty": 1.1,
+        "repeat_last_n": 512,
+        "samplers": order,
+        "seed": 7,
+    }
+    assert mapped[2]["echo"] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 40,
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+        "seed": 7,
+        "do_sample": True,
+    }
+    assert mapped[3] == "bad-setting"  # the same checks as the ONNX path: nothing out of range reaches llama.cpp
+    assert mapped[4] == "bad-request"  # no penalty window without the context it runs with

@@ -1,15 +1,19 @@
 """tiny-qwen3 (random-weight Qwen3ForCausalLM, tied embeddings, locally trained tokenizer) built by the real
-pipeline, loaded in Chromium with Transformers.js: its greedy token ids equal Python onnxruntime's
-(model_prep.verify.onnx_runner.greedy on the same variant file and the same chat-templated prompt ids).
+pipeline, loaded in Chromium: its greedy token ids equal Python onnxruntime's (model_prep.verify.onnx_runner.greedy
+on the same variant file and the same chat-templated prompt ids), its GGUF's reply native llama.cpp's.
 
 - WASM: every variant the recipe ships (today q4, q4f16, q8), WebGPU's included. The one the manifest maps to
   `wasm` is the page's own choice (?device=wasm); the others are forced with ?dtype=. So a new variant or a new
   graph shape for an old one that ORT-web cannot load, or that computes differently, fails here with the browser's
   console in the message. The reference runs MatMulNBits without int8 activations, as ORT-web's WASM build does.
-  The `wasm` variant also runs second turns: the KV cache keeps the part of the cached ids the re-templated
-  conversation starts with, cut back when they part (a random-weight reply does not survive decode → template →
-  encode, so the cache is cut inside the reply; a one-token first turn is reused whole), and the tokens always
-  equal a full prefill's.
+  The `wasm` variant and q4 (ONNX Runtime Web) also run second turns: the KV cache keeps the part of the cached ids
+  the re-templated conversation starts with, cut back when they part (a random-weight reply does not survive
+  decode → template → encode, so the cache is cut inside the reply; a one-token first turn is reused whole), and
+  the tokens always equal a full prefill's.
+- The GGUF (`gguf-q4_1`, the manifest's `wasm` dtype): llama.cpp in WASM (wllama) against native llama.cpp
+  (llama-cpp-python) on the same file: the streamed text byte for byte (llama.cpp reports no ids) and the token
+  count. Its KV cache follows llama.cpp's own rule, the longest common prefix of the cached ids and the new prompt,
+  which is the ONNX path's rule: the same second-turn checks hold.
 - WebGPU: Chromium's SwiftShader adapter (no shader-f16) makes the page pick the manifest's `webgpu` dtype (q4);
   a few tokens only, SwiftShader is slow.
 
@@ -29,7 +33,7 @@ from typing import Any
 
 import pytest
 from conftest import serve_app, strip_eos
-from references import Native, common_prefix
+from references import Native, cached_ids, common_prefix, greedy_with_penalty
 
 from model_prep.recipes import get_recipe
 
@@ -40,7 +44,8 @@ RECIPE = get_recipe(MODEL)
 # Every variant that ships runs on WASM too, though the device table sends q4/q4f16 to WebGPU only: their 4-bit
 # tied embedding is gathered with plain ONNX ops (model_prep/quantize/nodes.gather_block_rows), so a WASM fallback
 # of a WebGPU variant still loads, and computes what onnxruntime computes.
-WASM_DTYPES = sorted(RECIPE.shipped_variants())
+WASM_DTYPES = sorted([*RECIPE.shipped_variants(), RECIPE.gguf.dtype])
+SECOND_TURN_DTYPES = {RECIPE.devices["wasm"], "q4"}  # llama.cpp's KV reuse, and ONNX Runtime Web's
 # q8 quantizes activations per call (DynamicQuantizeLinear): ~1e-6 of float noise between ORT-web and native moves
 # a value across a rounding boundary and can flip a near-tie token (clean CI, 2026-11-22: browser [339, 134, …] vs
 # [339, 262, …]; every node matched native on equal inputs). Exact greedy equality is the wrong check there:
@@ -51,6 +56,7 @@ NEAR_TIE = 0.05
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
 MAX_NEW_TOKENS = 16
+PENALTY = 1.5
 WEBGPU_NEW_TOKENS = 8  # SwiftShader: fp32 "GPU" on the CPU
 CHROMIUM_ARGS = ["--enable-unsafe-webgpu"]  # WASM pages force ?device=wasm, so one browser serves both
 
@@ -108,11 +114,20 @@ def ask(chat: Any, text: str, timeout_s: float = 120) -> dict[str, Any]:
 def check_turn(
     chat: Any, reply: dict, dtype: str, messages: list, max_new: int, tokenizer: Any, reference: Any, eos: set
 ) -> dict[str, Any]:
-    """The page's prompt ids are Python's and its greedy ids are Python onnxruntime's; returns the exposed ids."""
+    """The page's prompt ids are Python's and its greedy ids are Python onnxruntime's (a GGUF: its text native
+    llama.cpp's); returns the exposed ids, with `want`: the reference's ids (EOS left out)."""
     x = chat.text_inputs()
     want_prompt = prompt_ids(tokenizer, messages)
     assert x["prompt_ids"] == want_prompt, "Transformers.js templated/tokenized the conversation differently"
     device = chat.metrics()["device"]
+    metrics = chat.metrics()
+    assert (metrics["dtype"], metrics["model"]) == (dtype, MODEL)
+    if reference.gguf(dtype):
+        x["want"] = reference.check_reply(dtype, device, want_prompt, max_new, x, reply["raw"])
+        assert chat.context()["prompt_ids_match"] is True  # llama.cpp tokenized the prompt as Transformers.js did
+        assert metrics["runtime"] == "llama.cpp"
+        assert metrics["new_tokens"] in (len(x["want"]), len(x["want"]) + 1)  # + the EOS, which llama.cpp counts
+        return x
     want = reference(dtype, device, want_prompt, max_new)
     got = strip_eos(x["new_ids"], eos)
     if dtype in NEAR_TIES_ALLOWED and got != want:
@@ -123,18 +138,21 @@ def check_turn(
         want = got
     assert got == want, f"{dtype} on {device}: browser {got} != onnxruntime {want}\n" + chat.console_problems()
     assert reply["raw"] == tokenizer.decode(want, skip_special_tokens=True)
-    metrics = chat.metrics()
-    assert (metrics["dtype"], metrics["model"]) == (dtype, MODEL)
+    assert metrics["runtime"] == "onnxruntime-web"
     assert metrics["new_tokens"] == len(x["new_ids"]) <= max_new
+    x["want"] = want
     return x
 
 
-def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: Any, reference: Any, eos: set) -> int:
-    """Asks SECOND after the turn `x`/`reply`; returns the reused token count, which is what it must be.
+def check_second_turn(
+    chat: Any, x: dict, reply: dict, dtype: str, max_new: int, tokenizer: Any, reference: Any, eos: set
+) -> int:
+    """Asks SECOND after the turn `x`/`reply` (of `max_new` tokens at most); returns the reused token count, which
+    is what it must be.
 
-    The worker keeps the cache of prompt + reply minus its last token (never fed back) and reuses the longest prefix
-    the re-templated conversation shares with those ids (at least one id left to prefill), cutting the cache back to
-    it; either way the tokens equal a full prefill's.
+    Either runtime keeps the cache of prompt + reply minus its last token (never fed back) and reuses the longest
+    prefix the re-templated conversation shares with those ids (at least one id left to prefill), cutting the cache
+    back to it; either way the tokens equal a full prefill's.
     """
     messages = [
         {"role": "user", "content": FIRST},
@@ -143,7 +161,7 @@ def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: An
     ]
     second = ask(chat, SECOND)
     y = check_turn(chat, second, dtype, messages, MAX_NEW_TOKENS, tokenizer, reference, eos)
-    cached, full = (x["prompt_ids"] + x["new_ids"])[:-1], y["prompt_ids"]
+    cached, full = cached_ids(x["prompt_ids"], x["want"], max_new), y["prompt_ids"]
     reusable = min(common_prefix(cached, full), len(full) - 1)
     context = chat.context()
     assert (context["context_tokens"], context["reused_tokens"]) == (len(full), reusable)
@@ -153,7 +171,7 @@ def check_second_turn(chat: Any, x: dict, reply: dict, dtype: str, tokenizer: An
 
 
 @pytest.mark.parametrize("dtype", WASM_DTYPES)
-def test_wasm_greedy_tokens_equal_onnxruntime(
+def test_wasm_greedy_tokens_equal_the_python_reference(
     dtype: str,
     new_chat_page: Any,
     qwen3_manifest: dict[str, Any],
@@ -178,23 +196,55 @@ def test_wasm_greedy_tokens_equal_onnxruntime(
     x = check_turn(chat, reply, dtype, first, MAX_NEW_TOKENS, tokenizer, reference, eos)
     assert chat.metrics()["revision"] == qwen3_manifest["revision"]
     assert chat.context()["reused_tokens"] == 0
-    print(f"wasm {dtype}: {len(x['new_ids'])} tokens equal; metrics {json.dumps(chat.metrics())}")
+    print(f"wasm {dtype}: {len(x['want'])} tokens equal; metrics {json.dumps(chat.metrics())}")
 
-    if dtype == mapped:
+    if dtype in SECOND_TURN_DTYPES:
         # Random weights: this reply does not survive decode → template → encode, so the cache is cut back.
-        reused = check_second_turn(chat, x, reply, dtype, tokenizer, reference, eos)
-        assert 0 < reused < len(x["prompt_ids"]) + len(x["new_ids"]) - 1
+        reused = check_second_turn(chat, x, reply, dtype, MAX_NEW_TOKENS, tokenizer, reference, eos)
+        assert 0 < reused < len(cached_ids(x["prompt_ids"], x["want"], MAX_NEW_TOKENS))
         # A one-token first turn caches exactly the prompt, which the next turn starts with: the cache is reused.
         chat.new_chat()
         chat.set_max_new_tokens(1)
         reply = ask(chat, FIRST)
         x = check_turn(chat, reply, dtype, first, 1, tokenizer, reference, eos)
         chat.set_max_new_tokens(MAX_NEW_TOKENS)
-        assert check_second_turn(chat, x, reply, dtype, tokenizer, reference, eos) > 0
+        assert check_second_turn(chat, x, reply, dtype, 1, tokenizer, reference, eos) > 0
 
     assert chat.page_errors == []
     assert chat.csp_violations() == []
     assert chat.foreign_requests() == []
+
+
+@pytest.mark.parametrize("dtype", ["q4", RECIPE.gguf.dtype])
+def test_a_repetition_penalty_decoded_greedily_equals_python(
+    dtype: str, new_chat_page: Any, tokenizer: Any, reference: Any, eos: set[int]
+) -> None:
+    """Both runtimes apply HF's rule (every prompt and reply id; llama.cpp's window set to the whole context): their
+    replies equal greedy decoding of the same file's logits under that rule in Python."""
+    chat = new_chat_page()
+    query = {"model": MODEL, "device": "wasm", "dtype": dtype, "max_new_tokens": MAX_NEW_TOKENS, "expose_inputs": 1}
+    chat.open(**query, temperature=0, repetition_penalty=PENALTY)
+    chat.load(timeout_s=120)
+    reply = ask(chat, FIRST)
+    x = chat.text_inputs()
+    prompt = prompt_ids(tokenizer, [{"role": "user", "content": FIRST}])
+    assert x["prompt_ids"] == prompt
+    assert chat.context()["generation"]["repetition_penalty"] == PENALTY
+    session = reference.logits_session(dtype, "wasm")
+    try:
+        penalised = greedy_with_penalty(session, prompt, MAX_NEW_TOKENS, PENALTY, eos)
+        plain = greedy_with_penalty(session, prompt, MAX_NEW_TOKENS, 1.0, eos)
+    finally:
+        if hasattr(session, "close"):
+            session.close()
+    assert penalised != plain, "the penalty changed nothing on this prompt: the check below proves nothing"
+    if gguf := reference.gguf(dtype):
+        from model_prep.verify.gguf import streamed_text
+
+        assert reply["raw"] == streamed_text(gguf, penalised)
+    else:
+        assert strip_eos(x["new_ids"], eos) == penalised
+    assert chat.page_errors == []
 
 
 def test_webgpu_greedy_tokens_equal_onnxruntime(

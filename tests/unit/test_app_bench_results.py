@@ -21,6 +21,7 @@ def result(**overrides: Any) -> dict[str, Any]:
         "revision": "abc123abc123",
         "device": "wasm",
         "dtype": "fp32",
+        "runtime": "onnxruntime-web",
         "load_s": 3.5,
         "ttft_s": 0.4,
         "prefill_tokens_per_s": 120.0,
@@ -42,11 +43,15 @@ def site(tmp_path: Path) -> Site:
 
 
 def test_a_valid_post_is_stored_and_listed(site: Site) -> None:
-    doc = {"client": "Pixel 8 · Chrome", "user_agent": "Mozilla/5.0", "results": [result(), result(dtype="q4")]}
+    doc = {
+        "client": "Pixel 8 · Chrome",
+        "user_agent": "Mozilla/5.0",
+        "results": [result(), result(dtype="q4"), result(dtype="gguf-q4_1", runtime="llama.cpp")],
+    }
     response = post(site, doc)
-    assert response.status_code == 201 and response.json() == {"stored": 2}
+    assert response.status_code == 201 and response.json() == {"stored": 3}
     listed = site.client.get(URL).json()["results"]
-    assert [r["dtype"] for r in listed] == ["q4", "fp32"]  # newest first
+    assert [r["dtype"] for r in listed] == ["gguf-q4_1", "q4", "fp32"]  # newest first
     assert listed[1]["client"] == "Pixel 8 · Chrome" and listed[1]["decode_tokens_per_s"] == 14.2
 
 
@@ -75,6 +80,9 @@ def test_a_failed_run_may_omit_figures_but_names_its_error(site: Site) -> None:
         ({"client": "a", "results": [result(model="nope")]}, "results[0].model 'nope' is not in the catalog"),
         ({"client": "a", "results": [result(device="tpu")]}, "results[0].device must be one of"),
         ({"client": "a", "results": [result(dtype="int3")]}, "results[0].dtype must be one of"),
+        ({"client": "a", "results": [result(dtype="gguf-<b>")]}, "results[0].dtype must be one of"),
+        ({"client": "a", "results": [result(runtime="tflite")]}, "results[0].runtime must be one of"),
+        ({"client": "a", "results": [{**result(), "runtime": None}]}, "results[0].runtime must be a non-empty string"),
         ({"client": "a", "results": [result(load_s=-1)]}, "results[0].load_s must be a finite number"),
         ({"client": "a", "results": [result(load_s="3")]}, "results[0].load_s must be a finite number"),
         ({"client": "a", "results": [result(load_s=True)]}, "results[0].load_s must be a finite number"),

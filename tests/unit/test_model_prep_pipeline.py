@@ -47,13 +47,25 @@ def test_manifest_lists_every_file_with_its_hash(exported: Path) -> None:
     assert manifest["revision"] == revision_of((f["path"], f["sha256"]) for f in manifest["files"])
     assert manifest["devices"] == {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "fp32"}
     assert manifest["dtypes"]["q4"]["files"] == ["onnx/model_q4.onnx"]
+    # The GGUF ships beside the ONNX variants, marked for llama.cpp
+    assert manifest["dtypes"]["gguf-q4_1"] == {
+        "files": ["gguf/model_q4_1.gguf"],
+        "bytes": (exported / "gguf" / "model_q4_1.gguf").stat().st_size,
+        "runtime": "llama.cpp",
+    }
     assert manifest["capabilities"] == {"text": True, "image": False}
     assert manifest["id"] == "tiny-llama" and manifest["task"] == "text-generation"
 
 
 def test_verification_report_scores_every_variant(exported: Path) -> None:
     report = json.loads((exported / "verification.json").read_text())
-    assert set(report["variants"]) == {"fp32", "q4", "q4f16"}
+    assert set(report["variants"]) == {"fp32", "q4", "q4f16", "gguf-q4_1"}
+    gguf = report["variants"]["gguf-q4_1"]
+    assert gguf["runtime"] == "llama.cpp" and gguf["tokenizer_agrees"] is True
+    assert gguf["tensor_types"] == {"Q8_0": 1, "F32": 5, "Q4_1": 14}
+    assert gguf["source_grid"] is None  # a tiny model has no source GGUF to recover
+    # random weights: the GGUF is held to the recipe's tiny floor like the ONNX variants
+    assert gguf["floor"] == report["floor"]
     fp32 = report["variants"]["fp32"]
     assert fp32["top1_agreement"] == 1.0
     assert fp32["mean_logit_cosine"] > 0.9999

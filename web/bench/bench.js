@@ -2,19 +2,23 @@
 // figures to /api/bench/results and shows what every device posted. bench/browser.py drives the same page
 // in Chromium, so phones and the automated run measure the same way.
 //
-// One run, for one model × device × dtype (chosen like the chat does, or forced):
-//   cold load (download + init + warm-up) → for each prompt: a fresh conversation, exactly `new_tokens`
-//   new tokens (EOS held off by min_new_tokens) → turn 2 on the last prompt's conversation, TTFT with the
-//   KV cache reused and with reuse_cache: false → a second worker loads again in the same profile (warm load).
+// One run, for one model × device × dtype (chosen like the chat does, or forced), loaded the way the chat
+// loads it: the manifest's artifacts verified into the model cache first, then the runtime the dtype names
+// (ONNX Runtime Web, or llama.cpp for a GGUF):
+//   cold load (download + verify + init + warm-up) → for each prompt: a fresh conversation, exactly
+//   `new_tokens` new tokens (EOS held off by min_new_tokens) → turn 2 on the last prompt's conversation, TTFT
+//   with the KV cache reused and with reuse_cache: false → a second worker loads again in the same profile
+//   (warm load: what a reload costs, verified stamps and all).
 //
 // Query parameters: ?model= ?device= ?dtype= ?threads= ?new_tokens=128 ?prompts=short,long512 ?warm=0
-// ?turn2=0 ?post=0 ?autorun=1 ?client=<label> ?token=<the --lan server's token, printed with its /bench URL>. bench/browser.py may set window.__benchConfig = {prompts:
-// {name: text}} before the page runs (its prompts come from bench/prompts.py).
+// ?turn2=0 ?post=0 ?autorun=1 ?client=<label> ?token=<the --lan server's token, printed with its /bench URL>
+// ?session_options=<JSON> (ORT session options, to try thread settings). bench/browser.py may set
+// window.__benchConfig = {prompts: {name: text}} before the page runs (its prompts come from bench/prompts.py).
 // State: body[data-state] = idle|running|done|failed; body[data-results] = JSON of the rows of this run.
 
 import { BENCH_PROMPTS } from "./bench-prompts.js";
 import { BENCH_NUMBERS, BENCH_TEXTS, DEFAULT_MODEL, METRICS } from "/static/src/contracts.js";
-import { chooseDevice } from "/static/src/device.js";
+import { chooseDevice, runtimeOf } from "/static/src/device.js";
 import { describeError, ErrorCode } from "/static/src/errors.js";
 
 const $ = (id) => document.getElementById(id);
@@ -39,7 +43,16 @@ const config = {
   warm: params.get("warm") !== "0",
   turn2: params.get("turn2") !== "0",
   post: params.get("post") !== "0",
+  sessionOptions: parseJson(params.get("session_options")),
 };
+
+function parseJson(text) {
+  try {
+    return text ? JSON.parse(text) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 const TURN2 = "Now give three keywords for it.";
 const TURN2_TOKENS = 4; // only its first token matters: TTFT
 const CLIENT_KEY = "edge-chat-bench-client";
@@ -148,29 +161,41 @@ function measureMemory() {
   );
 }
 
-async function manifestFiles(model, dtype) {
+async function fetchManifest(model) {
   try {
     const response = await fetch(`/api/models/${encodeURIComponent(model.id)}`);
-    if (response.ok) return (await response.json())?.dtypes?.[dtype]?.files;
+    if (response.ok) return await response.json();
   } catch (err) {
     console.warn("manifest", err);
   }
-  return undefined;
+  return null;
 }
 
-async function loadInto(worker, model, choice, files) {
-  const ready = await worker.request(
+/** The manifest entries a dtype loads, as the chat page sends them: its files plus those of no dtype. */
+function artifactsFor(manifest, dtype) {
+  const variantFiles = new Set(Object.values(manifest.dtypes ?? {}).flatMap((d) => d.files ?? []));
+  const wanted = new Set(manifest.dtypes?.[dtype]?.files ?? []);
+  return (manifest.files ?? []).filter(
+    (f) => wanted.has(f.path) || (!variantFiles.has(f.path) && f.path !== "verification.json"),
+  );
+}
+
+/** Loads like the chat: the artifacts go through the verified model cache. Resolves with the "ready" reply. */
+function loadInto(worker, model, choice, manifest) {
+  return worker.request(
     {
       type: "load",
       model: { id: model.id, revision: model.revision },
       dtype: choice.dtype,
       device: choice.device,
-      files,
+      files: manifest?.dtypes?.[choice.dtype]?.files,
+      artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
+      manifest: manifest ?? undefined,
       threads: config.threads,
+      session_options: config.sessionOptions,
     },
     "ready",
   );
-  return ready.load_s;
 }
 
 const generate = (worker, messages, options) => worker.request({ type: "generate", messages, options }, "done");
@@ -186,13 +211,22 @@ async function measure(model, say) {
   const rows = [];
   try {
     const caps = await worker.request({ type: "check" }, "capabilities");
-    choice = chooseDevice(caps, model, { device: config.device, dtype: config.dtype });
-    Object.assign(base, { device: choice.device, dtype: choice.dtype });
-    const files = await manifestFiles(model, choice.dtype);
+    const manifest = await fetchManifest(model);
+    choice = chooseDevice(caps, manifest ?? model, { device: config.device, dtype: config.dtype });
+    Object.assign(base, { device: choice.device, dtype: choice.dtype, runtime: choice.runtime });
 
     stage = "load";
-    say(`Loading ${model.id} on ${choice.device} with ${choice.dtype} (cold: download + init)…`);
-    const coldLoad = await loadInto(worker, model, choice, files);
+    say(`Loading ${model.id} on ${choice.device} with ${choice.dtype} (cold: download + verify + init)…`);
+    const ready = await loadInto(worker, model, choice, manifest);
+    const coldLoad = ready.load_s;
+    // What really ran: the runtime's own thread count and whether this worker could use threads at all.
+    Object.assign(base, {
+      runtime_threads: ready.runtime?.threads ?? null,
+      cross_origin_isolated: ready.runtime?.crossOriginIsolated ?? null,
+      shared_array_buffer: ready.runtime?.sharedArrayBuffer ?? null,
+      download_bytes: manifest?.dtypes?.[choice.dtype]?.bytes ?? null,
+    });
+    if (config.sessionOptions) base.session_options = JSON.stringify(config.sessionOptions);
     memory.push(measureMemory());
 
     for (const [i, name] of config.prompts.entries()) {
@@ -226,8 +260,12 @@ async function measure(model, say) {
       stage = "warm load";
       say("Loading again in a new worker (warm: from the browser's caches)…");
       worker = new ModelWorker();
-      const warmLoad = await loadInto(worker, model, choice, files);
-      for (const row of rows) row.warm_load_s = warmLoad;
+      const warm = await loadInto(worker, model, choice, await fetchManifest(model));
+      for (const row of rows) {
+        row.warm_load_s = warm.load_s;
+        row.warm_cache_s = warm.cache?.seconds ?? null;
+        row.warm_hashed_bytes = warm.cache?.hashed_bytes ?? null;
+      }
     }
   } catch (err) {
     const category = err instanceof BenchError ? err.category : categorise(err?.code, err?.message ?? err);
@@ -236,6 +274,7 @@ async function measure(model, say) {
       ...base,
       device: base.device ?? config.device ?? "wasm",
       dtype: base.dtype ?? config.dtype ?? "fp32",
+      runtime: base.runtime ?? runtimeOf(base.dtype ?? config.dtype ?? "fp32"),
       prompt: stage,
       error: `${category}: ${message}`.slice(0, 390),
     });

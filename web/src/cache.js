@@ -1,8 +1,10 @@
 // The model cache: one Cache Storage cache per model revision ("edge-chat-model-<id>-<revision>"), filled
 // and verified by the model worker before Transformers.js reads from it, and listed / deleted by the page's
 // storage panel. Every file is checked against the manifest's byte count and sha256 (streamed through
-// hash-wasm, so a 650 MB file never sits in memory whole) on every load: a corrupted or truncated entry is
-// evicted and fetched again. Runs in the page and in the worker (no DOM).
+// hash-wasm, so a 650 MB file never sits in memory whole) when it is stored, and a verified stamp is kept
+// beside it; later loads re-hash only entries whose stamp no longer matches (see docs/architecture.md,
+// "Warm start"), or every entry on demand (verify: "full"). A damaged or truncated entry is evicted and
+// fetched again. Runs in the page and in the worker (no DOM).
 //
 // The bytes may come from elsewhere (the catalog's `artifacts_url`: MODELS_BASE_URL, a CDN or object store), but
 // every entry is keyed by this app's revisioned URL (`base_url`), which is what Transformers.js asks its custom
@@ -16,6 +18,11 @@ import { EdgeChatError, ErrorCode } from "./errors.js";
 const LEGACY_CACHES = ["transformers-cache"];
 // Stored beside the artifacts once every file of a load verified: the manifest, for offline loads and the panel.
 const MANIFEST_KEY = "manifest.json";
+// Stored beside the artifacts: {path: {sha256, bytes, identity}} of every entry that hashed right.
+const STAMPS_KEY = ".edge-chat-verified.json";
+// Written on every entry this code puts: a random value, so a replaced entry (by any other put) has another.
+const PUT_HEADER = "x-edge-chat-put";
+const isBookkeeping = (url) => url.endsWith(`/${MANIFEST_KEY}`) || url.endsWith(`/${STAMPS_KEY}`);
 
 export const modelBaseUrl = (id, revision) =>
   new URL(`/models/${encodeURIComponent(id)}/${revision}/`, self.location.origin).href;
@@ -111,35 +118,86 @@ export class CacheUnavailable extends Error {
 const isQuotaError = (err) => err?.name === "QuotaExceededError" || /quota/i.test(String(err?.message ?? ""));
 
 /**
+ * What identifies one stored entry: the value this code wrote in PUT_HEADER when it stored it (entries of older
+ * pages: their server headers). Any put replaces it, so a changed identity means "hash this entry again".
+ */
+function entryIdentity(response) {
+  const h = response.headers;
+  return h.get(PUT_HEADER) ?? `${h.get("etag") ?? ""}|${h.get("date") ?? ""}|${h.get("content-length") ?? ""}`;
+}
+
+async function readStamps(cache, id, revision) {
+  try {
+    const response = await cache.match(new URL(STAMPS_KEY, modelBaseUrl(id, revision)).href);
+    const stamps = response ? await response.json() : {};
+    return stamps && typeof stamps === "object" ? stamps : {};
+  } catch {
+    return {}; // an unreadable stamp file only costs a re-hash
+  }
+}
+
+async function writeStamps(cache, id, revision, stamps) {
+  await cache.put(new URL(STAMPS_KEY, modelBaseUrl(id, revision)).href, Response.json(stamps));
+}
+
+/**
+ * True when `cached` is the entry that hashed to `file.sha256` before: same identity, and its body still has
+ * the manifest's size (Blob.size of a Cache Storage body comes from the entry's metadata, no read).
+ */
+async function stampHolds(stamp, cached, file) {
+  if (!stamp || stamp.sha256 !== file.sha256 || stamp.bytes !== file.bytes) return false;
+  if (stamp.identity !== entryIdentity(cached)) return false;
+  return (await cached.clone().blob()).size === file.bytes;
+}
+
+/**
  * Makes sure every file in `files` ([{path, bytes, sha256}] from the manifest) is in the revision's cache
  * and intact. Missing files are downloaded (not through the HTTP cache: the Cache API copy is the only one),
- * hashed while they stream into the cache, and dropped again if they do not match. On success the other
- * revisions of this model are deleted. A quota error deletes this revision's cache: no half-cached model.
+ * hashed while they stream into the cache, and dropped again if they do not match. An entry whose verified
+ * stamp still holds is trusted without reading it; any other entry is hashed (verify: "full" hashes all).
+ * On success the other revisions of this model are deleted. A quota error deletes this revision's cache:
+ * no half-cached model.
  *
- * onProgress({file, loaded, total, phase: "verify"|"download"}). Returns {downloaded, repaired, verified, bytes}.
+ * onProgress({file, loaded, total, phase: "verify"|"download"}). Returns {downloaded, repaired, verified,
+ * trusted, bytes, hashed_bytes}: `trusted` (a subset of `verified`) passed on their stamp; `hashed_bytes` is what
+ * this call read through sha256.
  */
-export async function ensureModelCached({ id, revision, files, manifest, onProgress }) {
+export async function ensureModelCached({ id, revision, files, manifest, onProgress, verify = "stamp" }) {
   if (manifest) await checkManifest(id, revision, manifest);
   const source = sourceBase(id, revision, manifest);
   const name = modelCacheName(id, revision);
   const cache = await caches.open(name);
-  const report = { downloaded: [], repaired: [], verified: [], bytes: 0 };
+  const report = { downloaded: [], repaired: [], verified: [], trusted: [], bytes: 0, hashed_bytes: 0 };
+  const stamps = await readStamps(cache, id, revision);
+  const stampsBefore = JSON.stringify(stamps);
   const missing = [];
   for (const file of files) {
     const url = artifactUrl(id, revision, file.path);
     const cached = await cache.match(url);
     if (cached) {
-      const got = await hashStream(cached.body, (loaded) =>
+      if (verify !== "full" && (await stampHolds(stamps[file.path], cached, file))) {
+        cached.body?.cancel().catch(() => {});
+        report.verified.push(file.path);
+        report.trusted.push(file.path);
+        report.bytes += file.bytes;
+        continue;
+      }
+      const got = await hashStream(cached.clone().body, (loaded) =>
         onProgress?.({ file: file.path, loaded, total: file.bytes, phase: "verify" }),
       );
+      report.hashed_bytes += got.bytes;
       if (got.bytes === file.bytes && got.sha256 === file.sha256) {
+        stamps[file.path] = { sha256: got.sha256, bytes: got.bytes, identity: entryIdentity(cached) };
         report.verified.push(file.path);
         report.bytes += file.bytes;
         continue;
       }
       console.warn(`[cache] ${file.path}: cached copy is damaged (${got.bytes} bytes, sha256 ${got.sha256}); fetching it again`);
       await cache.delete(url);
+      delete stamps[file.path];
       report.repaired.push(file.path);
+    } else {
+      delete stamps[file.path];
     }
     missing.push(file);
   }
@@ -155,9 +213,10 @@ export async function ensureModelCached({ id, revision, files, manifest, onProgr
   }
   try {
     for (const file of missing) {
-      await download(cache, id, revision, file, onProgress, source);
+      stamps[file.path] = await download(cache, id, revision, file, onProgress, source);
       report.downloaded.push(file.path);
       report.bytes += file.bytes;
+      report.hashed_bytes += file.bytes;
     }
   } catch (err) {
     if (isQuotaError(err)) {
@@ -170,6 +229,7 @@ export async function ensureModelCached({ id, revision, files, manifest, onProgr
     }
     throw err;
   }
+  if (JSON.stringify(stamps) !== stampsBefore) await writeStamps(cache, id, revision, stamps);
   if (manifest) {
     await cache.put(new URL(MANIFEST_KEY, modelBaseUrl(id, revision)).href, Response.json(manifest));
   }
@@ -177,6 +237,7 @@ export async function ensureModelCached({ id, revision, files, manifest, onProgr
   return report;
 }
 
+/** Downloads `file` into `cache`, hashing it on the way; returns its verified stamp. */
 async function download(cache, id, revision, file, onProgress, source) {
   const url = artifactUrl(id, revision, file.path); // the cache key, whatever the bytes' origin
   const from = fileUrl(source, file.path);
@@ -201,7 +262,10 @@ async function download(cache, id, revision, file, onProgress, source) {
       );
     }
     const [toCache, toHash] = response.body.tee();
-    const stored = cache.put(url, new Response(toCache, { status: 200, headers: response.headers }));
+    const identity = crypto.randomUUID();
+    const headers = new Headers(response.headers);
+    headers.set(PUT_HEADER, identity);
+    const stored = cache.put(url, new Response(toCache, { status: 200, headers }));
     const hashed = hashStream(toHash, (loaded) => onProgress?.({ file: file.path, loaded, total: file.bytes, phase: "download" }));
     let got;
     try {
@@ -210,7 +274,7 @@ async function download(cache, id, revision, file, onProgress, source) {
       toHash.cancel().catch(() => {});
       throw err;
     }
-    if (got.bytes === file.bytes && got.sha256 === file.sha256) return;
+    if (got.bytes === file.bytes && got.sha256 === file.sha256) return { sha256: got.sha256, bytes: got.bytes, identity };
     await cache.delete(url);
     if (attempt >= 2) {
       throw new EdgeChatError(
@@ -247,12 +311,61 @@ export function transformersCache(id, revision) {
   };
 }
 
+/**
+ * One verified artifact as a Blob, for runtimes that take files rather than URLs (wllama reads a GGUF slice by
+ * slice from it). A Blob from Cache Storage is backed by the browser's disk copy, not by a second copy in
+ * memory. Without a cache entry (a private window refused to store the model) it comes from the server.
+ */
+export async function cachedArtifactBlob(id, revision, path, onProgress) {
+  const url = artifactUrl(id, revision, path);
+  const cache = await caches.open(modelCacheName(id, revision));
+  const response = (await cache.match(url)) ?? (await fetch(url, { cache: "no-store" }));
+  if (!response.ok) {
+    throw new EdgeChatError(ErrorCode.MODEL_MISSING, `The server did not deliver ${path} (HTTP ${response.status}).`, url);
+  }
+  const blob = await response.blob();
+  onProgress?.(blob.size, blob.size);
+  return blob;
+}
+
 /** The manifest stored with a verified revision (for loading offline), or null. */
 export async function cachedManifest(id, revision) {
   const name = modelCacheName(id, revision);
   if (!(await caches.has(name))) return null;
   const response = await (await caches.open(name)).match(new URL(MANIFEST_KEY, modelBaseUrl(id, revision)).href);
   return response ? response.json() : null;
+}
+
+/**
+ * "Verify now": hashes every stored file of a model cache against its stored manifest, evicts damaged entries
+ * (the next load fetches them again) and renews the stamps. Returns {verified, damaged, hashed_bytes}.
+ */
+export async function verifyModelCache(name, onProgress) {
+  const parsed = parseModelCacheName(name);
+  if (!parsed) throw new Error(`${name} is not a model cache`);
+  const { id, revision } = parsed;
+  const manifest = await cachedManifest(id, revision);
+  const report = { verified: [], damaged: [], hashed_bytes: 0 };
+  if (!manifest) return report;
+  const cache = await caches.open(name);
+  const stamps = await readStamps(cache, id, revision);
+  for (const file of manifest.files ?? []) {
+    const url = artifactUrl(id, revision, file.path);
+    const cached = await cache.match(url);
+    if (!cached) continue; // not part of the dtype this device loads
+    const got = await hashStream(cached.clone().body, (loaded) => onProgress?.({ file: file.path, loaded, total: file.bytes }));
+    report.hashed_bytes += got.bytes;
+    if (got.bytes === file.bytes && got.sha256 === file.sha256) {
+      stamps[file.path] = { sha256: got.sha256, bytes: got.bytes, identity: entryIdentity(cached) };
+      report.verified.push(file.path);
+    } else {
+      await cache.delete(url);
+      delete stamps[file.path];
+      report.damaged.push(file.path);
+    }
+  }
+  await writeStamps(cache, id, revision, stamps);
+  return report;
 }
 
 /** [{name, id, revision, bytes, files}] for every model cache, from the entries' Content-Length. */
@@ -265,7 +378,7 @@ export async function listModelCaches() {
     let bytes = 0;
     let files = 0;
     for (const request of await cache.keys()) {
-      if (request.url.endsWith(`/${MANIFEST_KEY}`)) continue;
+      if (isBookkeeping(request.url)) continue;
       const response = await cache.match(request);
       bytes += Number(response?.headers.get("content-length") ?? 0);
       files += 1;

@@ -10,6 +10,14 @@ export const MODEL_CACHE_PREFIX = "edge-chat-model-";
 
 export const REVISION_HEX_DIGITS = 12;
 
+/**
+ * The runtimes a dtype can run on (the manifest's dtypes[d].runtime, absent for ONNX; the metrics' `runtime`):
+ * ONNX Runtime Web (Transformers.js) for ONNX graphs, llama.cpp (wllama) for a GGUF.
+ */
+export const ONNX_RUNTIME = "onnxruntime-web";
+export const LLAMA_CPP = "llama.cpp";
+export const RUNTIMES = Object.freeze([ONNX_RUNTIME, LLAMA_CPP]);
+
 /** The one metrics schema of every generation (docs/architecture.md): the UI, the tests and the benchmark. */
 export const METRIC_NUMBERS = Object.freeze([
   "load_s",
@@ -19,7 +27,7 @@ export const METRIC_NUMBERS = Object.freeze([
   "prompt_tokens",
   "new_tokens",
 ]);
-export const METRIC_TEXTS = Object.freeze(["device", "dtype", "model", "revision"]);
+export const METRIC_TEXTS = Object.freeze(["device", "dtype", "runtime", "model", "revision"]);
 export const METRICS = Object.freeze([...METRIC_NUMBERS, ...METRIC_TEXTS]);
 /** What a benchmark run adds per row, beyond the metrics (posted by /bench, stored by app/bench_results.py). */
 export const BENCH_NUMBERS = Object.freeze(["warm_load_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s", "peak_memory_bytes", "threads"]);

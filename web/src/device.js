@@ -3,7 +3,25 @@
 // `chooseDevice` is pure (capabilities + manifest in, decision out) so it can be tested with synthetic
 // inputs; `probeCapabilities` is the only part that touches the browser. Its errors are errors.js's codes.
 
+import { LLAMA_CPP, ONNX_RUNTIME, RUNTIMES } from "./contracts.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
+
+/**
+ * The runtime that runs `dtype` of this manifest: "llama.cpp" for a GGUF (wllama, CPU only), else
+ * "onnxruntime-web". A manifest dtype entry may name it ({runtime}); GGUF dtypes are named "gguf-<type>".
+ */
+export function runtimeOf(dtype, manifest) {
+  const entry = manifest?.dtypes?.[dtype];
+  if (entry && typeof entry === "object" && RUNTIMES.includes(entry.runtime)) return entry.runtime;
+  return typeof dtype === "string" && dtype.startsWith("gguf") ? LLAMA_CPP : ONNX_RUNTIME;
+}
+
+const RUNTIME_WHY = {
+  [LLAMA_CPP]:
+    "It runs on llama.cpp compiled to WebAssembly (wllama): its 4-bit GGUF is the smallest download and needs a " +
+    "quarter of the memory of ONNX Runtime Web's fp32 model on a CPU.",
+  [ONNX_RUNTIME]: "It runs on ONNX Runtime Web.",
+};
 
 // dtypes a GPU without shader-f16 cannot run (their graphs carry fp16 tensors).
 const F16_DTYPES = new Set(["fp16", "q4f16"]);
@@ -20,7 +38,12 @@ const MAPPED = { "webgpu-f16": ["webgpu-f16", "webgpu"], webgpu: ["webgpu"], was
 
 function pickDtype(deviceClass, manifest, hasF16) {
   const dtypes = manifest?.dtypes ?? {};
-  const usable = (d) => typeof d === "string" && d in dtypes && (hasF16 || !F16_DTYPES.has(d));
+  // llama.cpp runs on the CPU only: a GPU class never picks a GGUF.
+  const usable = (d) =>
+    typeof d === "string" &&
+    d in dtypes &&
+    (hasF16 || !F16_DTYPES.has(d)) &&
+    (deviceClass === "wasm" || runtimeOf(d, manifest) !== LLAMA_CPP);
   for (const key of MAPPED[deviceClass]) {
     const mapped = manifest?.devices?.[key];
     if (usable(mapped)) return { dtype: mapped, mappedBy: key };
@@ -42,7 +65,7 @@ function describeAdapter(capabilities) {
  * @param {{webgpu: boolean, f16: boolean, adapter?: object, error?: string}} capabilities from probeCapabilities()
  * @param {{devices?: Record<string,string>, dtypes?: Record<string, unknown>}} manifest a catalog entry or manifest
  * @param {{device?: string|null, dtype?: string|null}} [forced] overrides (the ?device= / ?dtype= query params)
- * @returns {{device: "webgpu"|"wasm", dtype: string, reason: string}}
+ * @returns {{device: "webgpu"|"wasm", dtype: string, runtime: string, reason: string}}
  * @throws {EdgeChatError} when the forced device is missing or no variant fits
  */
 export function chooseDevice(capabilities, manifest, forced = {}) {
@@ -80,7 +103,20 @@ export function chooseDevice(capabilities, manifest, forced = {}) {
       );
     }
     if (device === "webgpu" && !hasF16 && F16_DTYPES.has(forcedDtype)) throw new EdgeChatError(ErrorCode.NO_F16);
-    return { device, dtype: forcedDtype, reason: `${why}; dtype ${forcedDtype} was forced by ?dtype=${forcedDtype}.` };
+    const runtime = runtimeOf(forcedDtype, manifest);
+    if (runtime === LLAMA_CPP && device === "webgpu") {
+      if (forcedDevice === "webgpu") {
+        throw new EdgeChatError(ErrorCode.NO_VARIANT, `${forcedDtype} runs on the CPU (llama.cpp), not on WebGPU.`);
+      }
+      device = "wasm";
+      why = `${forcedDtype} runs on the CPU`;
+    }
+    return {
+      device,
+      dtype: forcedDtype,
+      runtime,
+      reason: `${why}; dtype ${forcedDtype} was forced by ?dtype=${forcedDtype}. ${RUNTIME_WHY[runtime] ?? ""}`.trim(),
+    };
   }
 
   const pick = pickDtype(deviceClass, manifest, device === "webgpu" ? hasF16 : true);
@@ -101,7 +137,13 @@ export function chooseDevice(capabilities, manifest, forced = {}) {
   else if (pick.mappedBy)
     dtypeWhy = `the manifest names no ${deviceClass} variant, so its ${pick.mappedBy} choice, ${pick.dtype}, is used`;
   else dtypeWhy = `the manifest names no usable variant for ${deviceClass}, so the best available one, ${pick.dtype}, is used`;
-  return { device, dtype: pick.dtype, reason: `${why}${gpuWhy}; ${dtypeWhy}.` };
+  const runtime = runtimeOf(pick.dtype, manifest);
+  return {
+    device,
+    dtype: pick.dtype,
+    runtime,
+    reason: `${why}${gpuWhy}; ${dtypeWhy}. ${RUNTIME_WHY[runtime] ?? ""}`.trim(),
+  };
 }
 
 /**

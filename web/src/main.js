@@ -5,6 +5,7 @@
 //
 // Query parameters (tests, benchmarks): ?model=<id> ?device=wasm|webgpu ?dtype=<dtype> ?threads=<n>
 // ?autoload=1 (load at once) | 0 (never load on open; by default a model already in the verified cache loads on open)
+// ?verify=full (re-hash every cached file on load, not only entries whose verified stamp no longer holds)
 // ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs, or window.__edgeChatVLMInputs for image
 // models); chat settings for this page only (settings.js): ?temperature ?top_p ?top_k ?min_p ?repetition_penalty
 // ?seed ?max_new_tokens ?system_prompt ?thinking=0|1 ?context_limit
@@ -235,6 +236,7 @@ async function loadModel() {
       artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
       manifest: manifest ?? undefined,
       threads: THREADS,
+      verify: params.get("verify") === "full" ? "full" : "stamp",
       task: model.task,
       capabilities: model.capabilities,
     },
@@ -259,11 +261,20 @@ async function loadModel() {
   progress.hide();
   app.vision = Boolean(ready.vision);
   settings.setThinkingSupported(ready.chat?.thinking);
+  settings.setRuntimeContext(ready.chat?.context_length);
   models.remember(model);
-  el.deviceStatus.textContent = `Ready: ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}, loaded in ${fmtNum(ready.load_s, 1)} s. ${choice.reason}`;
+  el.deviceStatus.textContent = `Ready: ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}${runtimeLabel(ready.runtime)}, loaded in ${fmtNum(ready.load_s, 1)} s. ${choice.reason}`;
   setState("ready");
   el.prompt.focus();
   countContext();
+}
+
+/** " (llama.cpp (wllama), 2 threads)": what really runs, from the ready reply; also body[data-runtime]. */
+function runtimeLabel(runtime) {
+  if (!runtime?.name) return "";
+  document.body.dataset.runtime = runtime.name;
+  const threads = Number.isInteger(runtime.threads) ? `, ${runtime.threads} thread${runtime.threads === 1 ? "" : "s"}` : "";
+  return ` (${runtime.label ?? runtime.name}${threads})`;
 }
 
 function onCache({ type: _type, id: _id, ...report }) {

@@ -1,5 +1,6 @@
-// The model-worker protocol: every message the page and a model runtime (worker.js: Transformers.js; any other
-// runtime that implements the same requests) exchange, in the spirit of WebLLM's message.ts.
+// The model-worker protocol: every message the page and the model worker exchange, in the spirit of WebLLM's
+// message.ts. worker.js serves it for every runtime behind it (ONNX Runtime Web: runtime-ort.js and vlm.js;
+// llama.cpp: runtime-wllama.js) with one set of handlers, so the page never knows which one runs but for its name.
 //
 // Every request carries an `id`; every reply to it (streamed or final) carries the same `id`, so the page
 // matches a reply, and above all an error, to the request that caused it, never to what the page happens to be
@@ -53,12 +54,17 @@ export const FINAL_REPLY = Object.freeze({
  * @property {"load"} type
  * @property {string} id
  * @property {{id: string, revision: string} | string} model  `{id, revision}` or "id/revision"
- * @property {string} dtype  a Transformers.js dtype name (fp32, q8, q4, q4f16, fp16)
+ * @property {string} dtype  a Transformers.js dtype name (fp32, q8, q4, q4f16, fp16), or a GGUF's (gguf-q4_1: its
+ *   manifest entry says runtime "llama.cpp", which runs on the CPU only, device "wasm")
  * @property {"webgpu"|"wasm"} device
- * @property {string[]} [files]  the dtype's ONNX files (external data chunks are counted from them)
+ * @property {string[]} [files]  the dtype's files (ONNX: external data chunks are counted from them; GGUF: the .gguf)
  * @property {Array<{path: string, bytes: number, sha256: string}>} [artifacts]  verified into the model cache first
- * @property {object} [manifest]  stored with the verified cache (offline loads)
- * @property {number} [threads]  WASM threads
+ * @property {object} [manifest]  stored with the verified cache (offline loads); its `dtypes[dtype].runtime` and
+ *   `context_length` are read
+ * @property {"stamp"|"full"} [verify]  "full": hash every cached file; "stamp" (default): only entries whose verified
+ *   stamp no longer holds (cache.js, docs/architecture.md "Warm start")
+ * @property {number} [threads]  WASM threads (either runtime)
+ * @property {object} [session_options]  ONNX Runtime session options (the benchmark's thread experiments)
  * @property {string} [task]  "text-generation" | "image-text-to-text"
  * @property {{text: boolean, image: boolean}} [capabilities]
  */
@@ -78,7 +84,8 @@ export const FINAL_REPLY = Object.freeze({
 /**
  * @typedef {Object} GenerateOptions
  * @property {number} [max_new_tokens]
- * @property {number} [min_new_tokens]  EOS held off until then (benchmarks decode a fixed count)
+ * @property {number} [min_new_tokens]  EOS held off until then (benchmarks decode a fixed count; llama.cpp: only
+ *   min_new_tokens = max_new_tokens, else a bad-request error)
  * @property {Sampling} [sampling]  absent: greedy
  * @property {Record<string, unknown>} [chat_template_kwargs]  e.g. {enable_thinking: false} for Qwen3
  * @property {boolean} [continue_final]  the last message is an assistant reply to continue, not a finished turn
@@ -118,6 +125,7 @@ export const FINAL_REPLY = Object.freeze({
  * @property {number} new_tokens
  * @property {string} device
  * @property {string} dtype
+ * @property {"onnxruntime-web"|"llama.cpp"} runtime
  * @property {string} model
  * @property {string} revision
  */
@@ -125,8 +133,15 @@ export const FINAL_REPLY = Object.freeze({
 /**
  * @typedef {{type: "capabilities", id: string, webgpu: boolean, f16: boolean, adapter: object|null, error: string|null}} CapabilitiesReply
  * @typedef {{type: "progress", id: string, file: string, loaded?: number, total?: number, status?: string, phase?: string}} ProgressReply
- * @typedef {{type: "cache", id: string, downloaded?: string[], repaired?: string[], verified?: string[], bytes?: number, seconds: number, unavailable?: string}} CacheReply
- * @typedef {{type: "ready", id: string, load_s: number, model: string, revision: string, device: string, dtype: string, vision?: boolean, chat: {thinking: boolean}, cache: object|null}} ReadyReply
+ * @typedef {{type: "cache", id: string, downloaded?: string[], repaired?: string[], verified?: string[], trusted?: string[], bytes?: number, hashed_bytes?: number, seconds: number, unavailable?: string}} CacheReply
+ *   trusted: verified on their stamp without reading; hashed_bytes: what this load read through sha256
+ * @typedef {{name: "onnxruntime-web"|"llama.cpp", label: string, threads: number|null}} RuntimeInfo  what runs (llama.cpp adds multithread, libllama)
+ * @typedef {{type: "ready", id: string, load_s: number, model: string, revision: string, device: string, dtype: string, vision?: boolean, chat: {thinking: boolean, context_length: number|null}, runtime: RuntimeInfo, cache: object|null}} ReadyReply
+ *   chat.context_length: the runtime's own context in tokens (llama.cpp: what it allocated at load); the page's
+ *   context limit never passes it
+ * @typedef {{type: "text-inputs", id: string, prompt_ids: number[], new_ids: number[], new_ids_exact?: false}} TextInputsReply
+ *   tests (expose_inputs): new_ids_exact false when the runtime reported text only (llama.cpp) and the ids are its
+ *   reply tokenized again
  * @typedef {{type: "token", id: string, text: string}} TokenReply
  * @typedef {{type: "counted", id: string, tokens: number}} CountedReply
  * @typedef {{type: "cleared", id: string}} ClearedReply
@@ -139,8 +154,10 @@ export const FINAL_REPLY = Object.freeze({
  * @property {string} id
  * @property {string} text  the whole reply, decoded once at the end
  * @property {Metrics} metrics
- * @property {{context_tokens: number, reused_tokens: number, interrupted: boolean, generation: object}} context
- *   what the KV cache did this turn, and `generation`: the sampling and limits generate() was called with
+ * @property {{context_tokens: number, reused_tokens: number, interrupted: boolean, generation: object, prompt_ids_match?: boolean}} context
+ *   what the KV cache did this turn, and `generation`: the sampling and limits the runtime was called with (llama.cpp
+ *   adds `llama_cpp`: the sampler parameters they mapped to, sampling.js); llama.cpp adds `prompt_ids_match`: its
+ *   own tokenization of the prompt had as many tokens as Transformers.js's
  */
 
 // ------------------------------------------------------------------------------------------------ worker side

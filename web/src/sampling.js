@@ -1,5 +1,6 @@
-// Sampling settings → the arguments of Transformers.js's generate(). Pure (no runtime import), so the page can
-// check settings with the same rules and the tests can run the filter on synthetic logits.
+// Sampling settings → the arguments of each runtime: Transformers.js's generate() and llama.cpp's sampler chain (at
+// the end). Pure (no runtime import), so the page can check settings with the same rules and the tests can run the
+// filter on synthetic logits and read the llama.cpp mapping.
 //
 // What Transformers.js 4.3.1 does itself: temperature (TemperatureLogitsWarper), top_k (its multinomial sampler
 // keeps the k largest logits) and repetition_penalty (RepetitionPenaltyLogitsProcessor, HF's rule over prompt
@@ -121,4 +122,38 @@ export function generateArguments(sampling) {
     ];
   }
   return { kwargs, echo };
+}
+
+// llama.cpp (runtime-wllama.js) samples itself, with its own chain: penalties → … → top_k → top_p → min_p → …
+// → temperature → a seeded draw. Two of its defaults differ from what the same settings mean on Transformers.js:
+// the temperature comes last (so top_p and min_p would see unscaled probabilities), and the repetition penalty
+// looks back only `repeat_last_n` = 64 tokens. Both are set to HF's meaning here: the chain is HF's order, and the
+// penalty window is the whole context (n_ctx: llama.cpp's server feeds the prompt to the sampler too, so every prompt
+// and reply id counts, as in HF's RepetitionPenaltyLogitsProcessor; its rule, ÷ above 0 and × below, is the same).
+// llama.cpp's own "-1 = the context size" is refused by wllama 3.8's request schema (and breaks its glue), so the
+// window is the number.
+export const LLAMA_CPP_SAMPLERS = Object.freeze(["penalties", "temperature", "top_k", "top_p", "min_p"]);
+
+/**
+ * llama.cpp server parameters for `sampling` (checked with checkSampling) on a context of `contextLength` tokens
+ * (n_ctx: the penalty's window), and the `echo` the turn reports, in the shape generateArguments gives. temperature 0
+ * is greedy there too: its temperature sampler keeps only the most likely token (after the penalty), and the draw
+ * picks it. No seed: llama.cpp draws one.
+ */
+export function llamaCppSampling(sampling, contextLength) {
+  if (!(Number.isInteger(contextLength) && contextLength > 0)) {
+    throw new EdgeChatError(ErrorCode.BAD_REQUEST, "llama.cpp's sampler needs the context length it runs with.");
+  }
+  const s = checkSampling(sampling);
+  const params = {
+    temperature: s.temperature,
+    top_k: s.top_k,
+    top_p: s.top_p,
+    min_p: s.min_p,
+    repeat_penalty: s.repetition_penalty,
+    repeat_last_n: contextLength,
+    samplers: [...LLAMA_CPP_SAMPLERS],
+    ...(s.seed !== undefined ? { seed: s.seed } : {}),
+  };
+  return { params, echo: { ...s, do_sample: s.temperature > 0 } };
 }

@@ -130,6 +130,7 @@ export function createSettings({ query, onChange }) {
     thinkingSupported: false,
     contextLength: null, // the model's context (manifest) and the cap the page applies
     contextCap: null,
+    runtimeContext: null, // the loaded runtime's own context (llama.cpp allocates its KV cache for it at load)
     overrides: {}, // stored per model
   };
 
@@ -139,10 +140,17 @@ export function createSettings({ query, onChange }) {
       ...samplingDefaults(state.config, { thinking }),
       seed: undefined,
       max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
-      context_limit: state.contextCap ?? undefined,
+      context_limit: ownContext(state.contextCap) ?? undefined,
       system_prompt: "",
       thinking: true,
     };
+  }
+
+  /** `tokens` capped at the model's and the loaded runtime's context (null/undefined: no cap known). */
+  function ownContext(tokens) {
+    const own = Math.min(state.contextLength ?? Infinity, state.runtimeContext ?? Infinity);
+    if (!Number.isFinite(own)) return tokens;
+    return Math.min(tokens ?? own, own);
   }
 
   // Query first, then what the person set for this model.
@@ -163,7 +171,7 @@ export function createSettings({ query, onChange }) {
       max_new_tokens: value("max_new_tokens"),
       system_prompt: String(value("system_prompt") ?? ""),
       thinking: state.thinkingSupported ? Boolean(value("thinking")) : null,
-      context_limit: state.contextLength ? Math.min(limit ?? state.contextLength, state.contextLength) : limit,
+      context_limit: ownContext(limit),
     };
   }
 
@@ -184,7 +192,7 @@ export function createSettings({ query, onChange }) {
     const name = state.model?.name ?? state.model?.id ?? "this model";
     const from = state.config ? "generation_config.json" : "no generation_config.json, so greedy";
     el.source.textContent = `Defaults for ${name} (${from}): ${describeSampling(d)}${
-      state.contextCap ? `; context limit ${state.contextCap} tokens` : ""
+      d.context_limit ? `; context limit ${d.context_limit} tokens` : ""
     }. Temperature 0 decodes greedily.`;
     document.body.dataset.settings = JSON.stringify(safeCurrent());
   }
@@ -251,6 +259,12 @@ export function createSettings({ query, onChange }) {
       state.thinkingSupported = Boolean(state.config?.sampling_without_thinking);
       state.contextLength = contextLength;
       state.contextCap = contextCap;
+      state.runtimeContext = null;
+      render();
+    },
+    /** The loaded runtime's own context (the worker's ready.chat.context_length): the limit never passes it. */
+    setRuntimeContext(tokens) {
+      state.runtimeContext = Number.isFinite(tokens) && tokens > 0 ? tokens : null;
       render();
     },
     /** The loaded model's chat template takes enable_thinking (the worker's ready reply says so). */

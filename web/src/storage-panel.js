@@ -1,7 +1,7 @@
-// The storage panel: the model caches on this device (size, revision, stale revisions marked) with a delete
-// button each, and the site's usage against its quota.
+// The storage panel: the model caches on this device (size, revision, stale revisions marked) with a verify and a
+// delete button each, and the site's usage against its quota.
 
-import { deleteModelCache, listModelCaches, storageNumbers } from "./cache.js";
+import { deleteModelCache, listModelCaches, storageNumbers, verifyModelCache } from "./cache.js";
 import { fmtBytes } from "./progress.js";
 
 /** @param {{summary: HTMLElement, list: HTMLElement, catalog: object[]}} options */
@@ -35,7 +35,22 @@ export function createStoragePanel({ summary, list, catalog }) {
         await deleteModelCache(m.name);
         await refresh();
       });
-      row.append(label, button);
+      // "Verify": hashes every stored byte (loads trust the verified stamps of untouched entries: cache.js).
+      const verify = document.createElement("button");
+      verify.type = "button";
+      verify.className = "storage-verify";
+      verify.textContent = "Verify";
+      verify.setAttribute("aria-label", `Check every stored byte of ${m.id} revision ${m.revision}`);
+      verify.addEventListener("click", async () => {
+        verify.disabled = true;
+        const result = await verifyModelCache(m.name);
+        row.dataset.verified = JSON.stringify(result);
+        label.textContent += result.damaged.length
+          ? ` · ${result.damaged.length} damaged file(s) removed: load the model again to fetch them`
+          : ` · ${result.verified.length} files intact`;
+        verify.disabled = false;
+      });
+      row.append(label, verify, button);
       list.append(row);
     }
     if (models.length === 0) {

@@ -1,5 +1,7 @@
-// One chat turn, for text (worker.js) and image (vlm.js) models alike: generation with the turn's sampling,
-// streaming and stop, then the KV cache kept for the next turn and the one metrics schema (docs/architecture.md).
+// One chat turn, for every runtime: the prompt (chat template, continue_final, chat_template_kwargs), the context
+// check, the token limits and the one metrics schema (docs/architecture.md); and for Transformers.js (text:
+// runtime-ort.js, images: vlm.js) generation with the turn's sampling, streaming and stop, and the KV cache kept for
+// the next turn.
 
 import { random, Tensor, TextStreamer } from "/static/vendor/transformers.min.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
@@ -13,8 +15,7 @@ import { generateArguments } from "./sampling.js";
  * and last streamed token, and `generation`: the sampling and limits generate() was called with.
  */
 export async function decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply }) {
-  const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
-  const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
+  const { maxNew, minNew } = newTokenLimits(options);
   const { kwargs, echo } = generateArguments(options.sampling);
   const marks = { first: 0, last: 0, count: 0 };
   const streamer = new TextStreamer(tokenizer, {
@@ -41,6 +42,13 @@ export async function decodeTurn({ model, tokenizer, inputs, pastKeyValues, opti
   });
   const generation = { ...echo, max_new_tokens: maxNew, ...(minNew ? { min_new_tokens: minNew } : {}) };
   return { output, ...marks, interrupted: stopper.interrupted, generation };
+}
+
+/** The turn's max_new_tokens (at least 1, default 256) and min_new_tokens (null: none), as every runtime reads them. */
+export function newTokenLimits(options = {}) {
+  const maxNew = Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256)));
+  const minNew = Math.min(maxNew, Math.max(0, Math.floor(Number(options.min_new_tokens ?? 0)))) || null;
+  return { maxNew, minNew };
 }
 
 // Arguments of apply_chat_template that a request may not set through chat_template_kwargs.
@@ -81,8 +89,9 @@ export function templateTakes(tokenizer, name) {
 /**
  * The turn's prompt: the conversation through the chat template with the generation prompt, or, with
  * `options.continue_final`, the conversation before the last (assistant) message with the generation prompt,
- * followed by that message's text as it stands, so the model continues it. Returns the tokenized inputs and
- * their ids (bigint[]); tokenizing the rendered text is what apply_chat_template does itself.
+ * followed by that message's text as it stands, so the model continues it. Returns the rendered `text`, the
+ * tokenized inputs and their ids (bigint[]); tokenizing the rendered text is what apply_chat_template does itself
+ * (and what llama.cpp does with `text`: runtime-wllama.js).
  */
 export function chatPrompt(tokenizer, messages, options = {}) {
   const kwargs = templateKwargs(options);
@@ -99,7 +108,7 @@ export function chatPrompt(tokenizer, messages, options = {}) {
     text = tokenizer.apply_chat_template(messages, { ...kwargs, add_generation_prompt: true, tokenize: false });
   }
   const inputs = tokenizer(text, { add_special_tokens: false });
-  return { inputs, ids: Array.from(inputs.input_ids.data) };
+  return { text, inputs, ids: Array.from(inputs.input_ids.data) };
 }
 
 /**
@@ -165,7 +174,10 @@ export function cacheAfter(output, sequence) {
 
 const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
 
-/** Times are performance.now() readings: t0 before generate, first/last at the first and last streamed token. */
+/**
+ * Times are performance.now() readings: t0 before generate, first/last at the first and last streamed token.
+ * `info` is the loaded model: {id, revision, device, dtype, runtime, load_s}.
+ */
 export function turnMetrics(info, { t0, first, last, count, promptTokens }) {
   const ttft = (first - t0) / 1000;
   const decodeSeconds = (last - first) / 1000;
@@ -178,6 +190,7 @@ export function turnMetrics(info, { t0, first, last, count, promptTokens }) {
     new_tokens: count,
     device: info.device,
     dtype: info.dtype,
+    runtime: info.runtime,
     model: info.id,
     revision: info.revision,
   };

@@ -21,14 +21,17 @@ import {
   AutoModelForVision2Seq,
   AutoProcessor,
   cat,
+  env,
   RawImage,
 } from "/static/vendor/transformers.min.js";
+import { ONNX_RUNTIME } from "./contracts.js"; // image chat runs on ONNX Runtime Web only
 import { EdgeChatError, ErrorCode } from "./errors.js";
 import { Reply } from "./protocol.js";
 import {
   cacheAfter,
   checkContext,
   decodeTurn,
+  newTokenLimits,
   sameTokens,
   templateKwargs,
   templateTakes,
@@ -165,9 +168,11 @@ export function createVLM({ stopper, nextTask, externalData }) {
       do_sample: false,
     });
     const load_s = (performance.now() - t0) / 1000;
-    s.info = { id, revision, device, dtype, load_s };
-    const chat = { thinking: templateTakes(processor.tokenizer, "enable_thinking") };
-    return { type: Reply.READY, load_s, model: id, revision, device, dtype, vision: true, chat };
+    s.info = { id, revision, device, dtype, runtime: ONNX_RUNTIME, load_s };
+    const own = vlm.config.text_config?.max_position_embeddings ?? vlm.config.max_position_embeddings ?? null;
+    const chat = { thinking: templateTakes(processor.tokenizer, "enable_thinking"), context_length: own };
+    const runtime = { name: ONNX_RUNTIME, label: "ONNX Runtime Web", threads: device === "wasm" ? (env.backends.onnx.wasm.numThreads ?? null) : null };
+    return { type: Reply.READY, load_s, model: id, revision, device, dtype, vision: true, chat, runtime };
   }
 
   /**
@@ -229,7 +234,7 @@ export function createVLM({ stopper, nextTask, externalData }) {
     const contextTokens = ids.length;
     const own = model.config.text_config?.max_position_embeddings ?? model.config.max_position_embeddings;
     const limit = Math.min(Number(options.context_limit) > 0 ? Number(options.context_limit) : Infinity, own ?? Infinity);
-    checkContext(contextTokens, Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256))), limit);
+    checkContext(contextTokens, newTokenLimits(options).maxNew, limit);
 
     // Reuse the cache if it covers a prefix of this prompt that ends between whole images.
     let reused = 0;

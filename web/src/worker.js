@@ -1,28 +1,23 @@
-// The model worker (Transformers.js): owns the tokenizer, the ONNX sessions and the KV cache. The UI thread never
-// runs inference. It speaks protocol.js: requests check / load / generate / count / interrupt / reset, each
-// answered with replies carrying the request's id (docs/architecture.md, "Worker protocol").
+// The model worker: owns the tokenizer, the model and its KV cache. The UI thread never runs inference. It speaks
+// protocol.js: requests check / load / generate / count / interrupt / reset, each answered with replies carrying the
+// request's id (docs/architecture.md, "Worker protocol").
+//
+// Text models run on one of two runtimes behind the same handlers, chosen by the dtype (device.js runtimeOf):
+// ONNX Runtime Web (runtime-ort.js) or llama.cpp for a GGUF (runtime-wllama.js). What a turn means is decided here
+// once for both: the tokenizer and chat template (Transformers.js), the context check, the token limits, the
+// metrics, the replies. Image models (vlm.js) run on ONNX Runtime Web.
 
-import {
-  AutoModelForCausalLM,
-  AutoTokenizer,
-  env,
-  InterruptableStoppingCriteria,
-} from "/static/vendor/transformers.min.js";
-import { CacheUnavailable, ensureModelCached, transformersCache } from "./cache.js";
-import { probeCapabilities } from "./device.js";
+import { AutoTokenizer, env, InterruptableStoppingCriteria } from "/static/vendor/transformers.min.js";
+import { CacheUnavailable, cachedArtifactBlob, ensureModelCached, transformersCache } from "./cache.js";
+import { LLAMA_CPP } from "./contracts.js";
+import { probeCapabilities, runtimeOf } from "./device.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
 import { Reply, Request, serveRequests } from "./protocol.js";
+import { OrtTextRuntime } from "./runtime-ort.js";
+import { LlamaCppRuntime } from "./runtime-wllama.js";
 import { checkSampling } from "./sampling.js";
-import {
-  cacheAfter,
-  chatPrompt,
-  checkContext,
-  cropCache,
-  decodeTurn,
-  reusableLength,
-  templateTakes,
-  turnMetrics,
-} from "./turn.js";
+import { contextCap } from "./settings.js";
+import { chatPrompt, checkContext, newTokenLimits, templateTakes, turnMetrics } from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
@@ -61,23 +56,16 @@ function nextTask() {
 
 const state = {
   tokenizer: null,
-  model: null,
-  info: null, // {id, revision, device, dtype, load_s}
-  cache: null, // {pkv, ids: bigint[]} — KV cache of the conversation so far and the token ids it covers
+  runtime: null, // OrtTextRuntime or LlamaCppRuntime: the loaded text model and its KV cache
+  info: null, // {id, revision, device, dtype, runtime, load_s}
 };
-const stopper = new InterruptableStoppingCriteria();
+const stopper = new InterruptableStoppingCriteria(); // Transformers.js's stop, shared with vlm.js
 let running = null; // id of the generate request being decoded (an interrupt names it)
 
-async function disposeCache() {
-  const pkv = state.cache?.pkv;
-  state.cache = null;
-  if (pkv) {
-    try {
-      await pkv.dispose();
-    } catch (err) {
-      console.warn("[worker] disposing the KV cache failed", err);
-    }
-  }
+async function unloadText() {
+  const runtime = state.runtime;
+  state.runtime = state.tokenizer = state.info = null;
+  await runtime?.dispose();
 }
 
 async function check() {
@@ -103,7 +91,7 @@ function externalData(files) {
 }
 
 /** Verifies (or downloads) the artifacts this load needs, posting throttled progress rows. */
-async function prepareCache(id, revision, artifacts, manifest, reply) {
+async function prepareCache(id, revision, artifacts, manifest, verify, reply) {
   const last = new Map();
   const onProgress = ({ file, loaded, total, phase }) => {
     const key = `${phase}: ${file}`;
@@ -115,7 +103,7 @@ async function prepareCache(id, revision, artifacts, manifest, reply) {
   const t0 = performance.now();
   let report;
   try {
-    report = await ensureModelCached({ id, revision, files: artifacts, manifest, onProgress });
+    report = await ensureModelCached({ id, revision, files: artifacts, manifest, onProgress, verify });
   } catch (err) {
     if (!(err instanceof CacheUnavailable)) throw err;
     // No offline copy (e.g. a private window): Transformers.js fetches the files itself this time.
@@ -133,28 +121,33 @@ async function prepareCache(id, revision, artifacts, manifest, reply) {
 /**
  * One load path for text and image models: free what is loaded, verify (or download) the dtype's artifacts into
  * the revision's model cache (sha256 against the manifest, the offline copy, old revisions deleted: cache.js),
- * then build the model from that cache: the text model here, an image model in vlm.js.
+ * then build the model from that cache: a text model on its runtime here, an image model in vlm.js.
  */
 async function load(message, reply) {
   const t0 = performance.now();
   const { id, revision } = parseModel(message.model);
   if (!id || !revision) throw new EdgeChatError(ErrorCode.BAD_REQUEST, "The load request names no model id/revision.");
-  await disposeCache();
-  await state.model?.dispose?.();
-  state.model = state.tokenizer = state.info = null;
+  await unloadText();
   await vlm.unload();
-  const { threads, artifacts, manifest } = message;
-  if (Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
+  const { artifacts, manifest, verify } = message;
+  const runtime = runtimeOf(message.dtype, manifest);
+  if (runtime === LLAMA_CPP && (isVisionModel(message) || message.device !== "wasm")) {
+    throw new EdgeChatError(ErrorCode.NO_VARIANT, `${message.dtype} runs on llama.cpp, for text on the CPU (WASM) only.`);
+  }
+  const { threads } = message;
+  if (runtime !== LLAMA_CPP && Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
   env.customCache = transformersCache(id, revision);
   const cache =
-    Array.isArray(artifacts) && artifacts.length ? await prepareCache(id, revision, artifacts, manifest, reply) : null;
+    Array.isArray(artifacts) && artifacts.length
+      ? await prepareCache(id, revision, artifacts, manifest, verify, reply)
+      : null;
   const ready = isVisionModel(message)
     ? await vlm.load(message, { id, revision, t0 }, reply)
-    : await loadText(message, { id, revision, t0 }, reply);
+    : await loadText(message, { id, revision, t0, runtime }, reply);
   return { ...ready, cache };
 }
 
-async function loadText({ dtype, device, files }, { id, revision, t0 }, reply) {
+async function loadText({ dtype, device, files, threads, manifest, session_options }, { id, revision, t0, runtime }, reply) {
   const modelId = `${id}/${revision}`;
   const progress_callback = (p) => {
     if (p.status === "progress") {
@@ -163,36 +156,67 @@ async function loadText({ dtype, device, files }, { id, revision, t0 }, reply) {
       reply({ type: Reply.PROGRESS, file: p.file, status: p.status });
     }
   };
-  const [tokenizer, llm] = await Promise.all([
-    AutoTokenizer.from_pretrained(modelId, { progress_callback }),
-    AutoModelForCausalLM.from_pretrained(modelId, {
-      dtype,
-      device,
-      progress_callback,
-      use_external_data_format: externalData(files),
-    }),
-  ]);
-  // Yield to the event loop before every forward pass, so an interrupt is seen before the next token.
-  const forward = llm.forward.bind(llm);
-  llm.forward = async (inputs) => {
-    await nextTask();
-    return forward(inputs);
-  };
+  const tokenizing = AutoTokenizer.from_pretrained(modelId, { progress_callback });
+  const loading =
+    runtime === LLAMA_CPP
+      ? loadGguf({ id, revision, dtype, files, threads, manifest }, reply)
+      : OrtTextRuntime.load({
+          modelId,
+          tokenizer: tokenizing,
+          dtype,
+          device,
+          progress_callback,
+          useExternalData: externalData(files),
+          sessionOptions: session_options, // bench only (bench.js ?session_options=): thread settings tried
+          stopper,
+          nextTask,
+        });
+  let tokenizer, model;
+  try {
+    [tokenizer, model] = await Promise.all([tokenizing, loading]);
+  } catch (err) {
+    (await loading.catch(() => null))?.dispose(); // the tokenizer failed after the model loaded
+    throw err;
+  }
   state.tokenizer = tokenizer;
-  state.model = llm;
-  // Warm-up: compiles kernels/shaders so the first reply's TTFT measures the model, not the setup.
-  const warm = tokenizer("Hi", { return_tensor: true });
-  await llm.generate({ ...warm, max_new_tokens: 1, do_sample: false });
+  state.runtime = model;
   const load_s = (performance.now() - t0) / 1000;
-  state.info = { id, revision, device, dtype, load_s };
-  // The page shows the thinking switch when the template takes enable_thinking (Qwen3).
-  const chat = { thinking: templateTakes(tokenizer, "enable_thinking") };
-  return { type: Reply.READY, load_s, model: id, revision, device, dtype, chat };
+  state.info = { id, revision, device, dtype, runtime, load_s };
+  // The page shows the thinking switch when the template takes enable_thinking (Qwen3), and caps its context limit
+  // at the runtime's own.
+  const chat = { thinking: templateTakes(tokenizer, "enable_thinking"), context_length: model.contextLength };
+  return { type: Reply.READY, load_s, model: id, revision, device, dtype, chat, runtime: { ...model.info, ...threadSupport() } };
 }
 
-/** The context a turn may fill: the page's limit, never more than the model's own. */
+/** What this worker's threads can do: both runtimes need crossOriginIsolated + SharedArrayBuffer for more than one. */
+function threadSupport() {
+  return {
+    crossOriginIsolated: Boolean(self.crossOriginIsolated),
+    sharedArrayBuffer: typeof SharedArrayBuffer !== "undefined",
+    hardwareConcurrency: self.navigator?.hardwareConcurrency ?? 1,
+  };
+}
+
+/** The dtype's GGUF, from the verified model cache, on llama.cpp. */
+async function loadGguf({ id, revision, dtype, files, threads, manifest }, reply) {
+  const gguf = (files ?? []).find((f) => f.endsWith(".gguf"));
+  if (!gguf) throw new EdgeChatError(ErrorCode.NO_VARIANT, `The ${dtype} variant lists no .gguf file.`);
+  const blob = await cachedArtifactBlob(id, revision, gguf, (loaded, total) =>
+    reply({ type: Reply.PROGRESS, file: gguf, loaded, total }),
+  );
+  reply({ type: Reply.PROGRESS, file: gguf, status: "done" });
+  return LlamaCppRuntime.load({
+    blob,
+    threads: Number.isInteger(threads) && threads > 0 ? threads : undefined,
+    // llama.cpp allocates its KV cache for the whole context at load: the page's default limit (the memory budget
+    // the manifest's memory_bytes assumes), which the page then cannot raise on this runtime (ready.chat).
+    contextLength: contextCap(manifest?.context_length),
+  });
+}
+
+/** The context a turn may fill: the page's limit, never more than the runtime's own. */
 function contextLimit(options) {
-  const own = state.model?.config?.max_position_embeddings;
+  const own = state.runtime?.contextLength;
   const asked = Number(options.context_limit);
   return Math.min(asked > 0 ? asked : Infinity, own > 0 ? own : Infinity);
 }
@@ -205,54 +229,32 @@ async function count({ messages, options = {} }) {
 }
 
 async function generate({ messages, options = {} }, reply) {
-  if (!state.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
-  const { tokenizer, model, info } = state;
+  if (!state.runtime) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
+  const { tokenizer, runtime, info } = state;
   const t0 = performance.now();
-  const { inputs, ids } = chatPrompt(tokenizer, messages, options); // ids: bigint[]
-  const contextTokens = ids.length;
-  checkContext(contextTokens, Math.max(1, Math.floor(Number(options.max_new_tokens ?? 256))), contextLimit(options));
-
-  // KV reuse: the cache covers `cache.ids`. The part of it this turn's ids start with is kept and only the rest
-  // is prefilled. Qwen3 drops the thinking of earlier replies from the template, so after such a reply only the
-  // prefix up to it matches: the cache is cut back to that prefix (CPU tensors; a GPU cache is dropped).
-  let reused = 0;
-  if (options.reuse_cache === false) await disposeCache();
-  if (state.cache) {
-    const n = reusableLength(state.cache.ids, ids);
-    if (n > 0 && n === state.cache.ids.length) reused = n;
-    else if (n > 0 && cropCache(state.cache.pkv, n)) {
-      state.cache.ids = state.cache.ids.slice(0, n);
-      reused = n;
-    } else await disposeCache();
-  }
-
-  let turn;
-  try {
-    const pastKeyValues = reused ? state.cache.pkv : null;
-    turn = await decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply });
-  } catch (err) {
-    await disposeCache(); // a half-extended cache must not leak into the next turn
-    throw err;
-  }
-  const { output, first, last, count, interrupted, generation } = turn;
-  const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
-  const newIds = sequence.slice(contextTokens);
-  const text = tokenizer.decode(newIds, { skip_special_tokens: true });
-
-  // Keep the cache for the next turn (the old one, if reused, was extended in place or replaced).
-  if (state.cache && state.cache.pkv !== output.past_key_values) await disposeCache();
-  state.cache = cacheAfter(output, sequence);
-  const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
-  // Tests: the exact ids, compared with Python onnxruntime token for token (images: vlm.js's "vlm-inputs").
+  const { text: prompt, inputs, ids } = chatPrompt(tokenizer, messages, options); // ids: bigint[]
+  checkContext(ids.length, newTokenLimits(options).maxNew, contextLimit(options));
+  const turn = await runtime.turn({ prompt, inputs, ids, options, reply });
+  const metrics = turnMetrics(info, { t0, ...turn, promptTokens: ids.length - turn.reused });
+  // Tests: the exact ids, compared with Python token for token (images: vlm.js's "vlm-inputs"). llama.cpp reports
+  // no ids: its reply is tokenized again here (new_ids_exact: false; tests compare its text instead).
   if (options.expose_inputs) {
-    reply({ type: Reply.TEXT_INPUTS, prompt_ids: ids.map(Number), new_ids: newIds.map(Number) });
+    const exact = turn.newIds !== null;
+    const newIds = exact ? turn.newIds : Array.from(tokenizer(turn.text, { add_special_tokens: false }).input_ids.data, Number);
+    reply({ type: Reply.TEXT_INPUTS, prompt_ids: ids.map(Number), new_ids: newIds, ...(exact ? {} : { new_ids_exact: false }) });
   }
   return {
     type: Reply.DONE,
-    text,
+    text: turn.text,
     metrics,
     // Beyond the metrics schema: what the KV cache did this turn (shown in the UI, read by tests).
-    context: { context_tokens: contextTokens, reused_tokens: reused, interrupted, generation },
+    context: {
+      context_tokens: ids.length,
+      reused_tokens: turn.reused,
+      interrupted: turn.interrupted,
+      generation: turn.generation,
+      ...turn.context,
+    },
   };
 }
 
@@ -277,12 +279,14 @@ serveRequests(self, {
     return vlm.active ? vlm.count(message) : count(message);
   },
   async [Request.RESET]() {
-    await disposeCache();
+    await state.runtime?.reset();
     await vlm.reset();
     return { type: Reply.CLEARED };
   },
   [Request.INTERRUPT]({ target }) {
     // Only the generate it names: a late interrupt must not stop the next reply.
-    if (running && (!target || target === running)) stopper.interrupt();
+    if (!running || (target && target !== running)) return;
+    if (state.runtime) state.runtime.interrupt();
+    else stopper.interrupt();
   },
 });

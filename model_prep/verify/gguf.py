@@ -1,0 +1,133 @@
+"""A GGUF against torch, run by a real llama.cpp (llama-cpp-python): the same teacher-forced scorer as the ONNX
+variants (the floor is verify/quality.py's), a tokenizer check, and greedy replies for the browser tests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VerificationFailed
+from .text import NATURAL_TEXT, Fidelity, Reference, score_teacher_forced
+
+
+class LlamaCppSession:
+    """reset() / forward(ids) → logits [len(ids), vocab], over llama.cpp's KV cache (the scorer's session API)."""
+
+    def __init__(self, path: Path, n_ctx: int, threads: int | None = None) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=min(512, n_ctx),
+            n_threads=threads or os.cpu_count() or 1,
+            logits_all=True,
+            verbose=False,
+        )
+        self.n_ctx = n_ctx
+
+    def reset(self) -> None:
+        self.llm.reset()
+
+    def forward(self, ids: list[int]) -> np.ndarray:
+        start = self.llm.n_tokens
+        if start + len(ids) > self.n_ctx:
+            raise ValueError(f"{start + len(ids)} tokens exceed the context of {self.n_ctx}")
+        self.llm.eval(list(ids))
+        return np.array(self.llm.scores[start : start + len(ids)], dtype=np.float32)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+@dataclass
+class GgufFidelity(Fidelity):
+    tokenizer_agrees: bool = True  # llama.cpp tokenizes the check texts to the same ids as tokenizer.json
+
+
+def context_for(ref: Reference) -> int:
+    """The context the longest scored sequence needs (scores are n_ctx × vocab floats: no larger than that)."""
+    longest = max(len(s) for s in ref.sequences)
+    return -(-longest // 256) * 256
+
+
+def score_gguf(path: Path, dtype: str, ref: Reference, tokenizer_dir: Path) -> GgufFidelity:
+    from transformers import AutoTokenizer
+
+    session = LlamaCppSession(path, context_for(ref))
+    try:
+        fidelity = score_teacher_forced(session, dtype, ref)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        texts = [NATURAL_TEXT, "Numbers 1234567 and 3.14, émigré café, 日本語, <|im_start|>user\nHi<|im_end|>\n"]
+        agrees = all(session.tokenize(t) == tokenizer(t, add_special_tokens=False).input_ids for t in texts)
+    finally:
+        session.close()
+    return GgufFidelity(**vars(fidelity), tokenizer_agrees=agrees)
+
+
+def require_tokenizer(result: GgufFidelity) -> None:
+    """llama.cpp must tokenize as tokenizer.json does: the browser sends it text, and llama.cpp tokenizes it."""
+    if not result.tokenizer_agrees:
+        raise VerificationFailed(
+            f"the GGUF ({result.dtype}): llama.cpp tokenizes differently from tokenizer.json (wrong pre-tokenizer or "
+            "vocab); nothing was written"
+        )
+
+
+def shortfalls_gguf(path: Path, prompt: list[int], chosen: list[int]) -> list[float]:
+    """max(logits) − logits[token] at each step of `chosen`, evaluated as llama.cpp's server does (the prompt in one
+    batch, then one token at a time): how far each of another runtime's tokens is from native llama.cpp's choice."""
+    session = LlamaCppSession(path, n_ctx=-(-(len(prompt) + len(chosen)) // 256) * 256, threads=1)
+    try:
+        logits = session.forward(prompt)[-1]
+        gaps = []
+        for token in chosen:
+            gaps.append(float(logits.max() - logits[token]))
+            logits = session.forward([token])[-1]
+        return gaps
+    finally:
+        session.close()
+
+
+def complete_utf8(data: bytes) -> int:
+    """Length of `data` without a multi-byte UTF-8 character cut off at its end (llama.cpp's validate_utf8)."""
+    for i in range(1, min(4, len(data)) + 1):
+        c = data[-i]
+        if (c & 0xE0) == 0xC0 and i < 2 or (c & 0xF0) == 0xE0 and i < 3 or (c & 0xF8) == 0xF0 and i < 4:
+            return len(data) - i
+    return len(data)
+
+
+def streamed_text(path: Path, ids: list[int]) -> str:
+    """The text llama.cpp's server streams for generated `ids`: their bytes, a character cut off at the end dropped,
+    invalid bytes as U+FFFD (what wllama's chat endpoint delivers)."""
+    session = LlamaCppSession(path, n_ctx=256, threads=1)
+    try:
+        data = b"".join(session.llm.detokenize([t]) for t in ids)
+    finally:
+        session.close()
+    return data[: complete_utf8(data)].decode("utf-8", errors="replace")
+
+
+def greedy_gguf(path: Path, prompt: list[int], max_new_tokens: int, eos_ids: set[int]) -> list[int]:
+    """Greedy ids after `prompt` (argmax of each step's logits, EOS not included): the browser's reference."""
+    session = LlamaCppSession(path, n_ctx=-(-(len(prompt) + max_new_tokens) // 256) * 256, threads=1)
+    try:
+        logits = session.forward(prompt)[-1]
+        out: list[int] = []
+        while len(out) < max_new_tokens:
+            token = int(np.argmax(logits))
+            if token in eos_ids:
+                break
+            out.append(token)
+            logits = session.forward([token])[-1]
+        return out
+    finally:
+        session.close()
