@@ -4,6 +4,7 @@ Settings (environment):
   EDGE_CHAT_MODELS    models folder (default: <repo>/models)
   EDGE_CHAT_MODEL     model id to chat with (default: smollm2-135m)
   EDGE_CHAT_CHROMIUM  Chromium binary (default: /usr/bin/chromium; `playwright install` is not needed)
+  EDGE_CHAT_SCREENSHOTS=1  write the docs' screenshots (docs/*.png) instead of into the test's temporary folder
 
 The page's own files must be vendored first: `cd web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --ignore-scripts
 && npm run vendor`. Tests that need a model skip when it has not been exported.
@@ -48,6 +49,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def screenshot_path(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`screenshot_path("screenshot.png")`: docs/<name> with EDGE_CHAT_SCREENSHOTS=1, else a temporary file, so a
+    test run leaves the checkout as it found it."""
+    folder = REPO / "docs" if os.environ.get("EDGE_CHAT_SCREENSHOTS") == "1" else tmp_path_factory.mktemp("screenshots")
+
+    def path(name: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+    return path
 
 
 @pytest.fixture(scope="session")

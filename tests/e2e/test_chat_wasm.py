@@ -27,7 +27,6 @@ MAX_NEW_TOKENS = 24  # short: exact comparison needs no more, and CI has 2 cores
 NEAR_TIE = 0.2  # logits; the measured worst is 0.089 (see the docstring)
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
 METRIC_KEYS = set(METRICS)
 
 
@@ -148,13 +147,13 @@ def test_second_turn_reuses_the_kv_cache(
         assert "Berlin" in reply["raw"]
 
 
-def test_screenshot_for_the_readme(chat: Any) -> None:
+def test_screenshot_for_the_readme(chat: Any, screenshot_path: Any) -> None:
     chat.page.click("#model-card summary")  # what each variant costs, in the picture
     chat.page.locator("#model-card-body table").wait_for(timeout=10_000)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    chat.page.screenshot(path=str(SCREENSHOT), full_page=True)
+    shot = screenshot_path("screenshot.png")
+    chat.page.screenshot(path=str(shot), full_page=True)
     chat.page.click("#model-card summary")
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
 
 
 def test_stop_mid_reply(chat: Any) -> None:

@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_NEW_TOKENS = 24
 QUESTION = "What is the capital of France?"
-PHONE_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-phone.png"
 
 
 def sw_controls(page: Any) -> bool:
@@ -67,7 +66,9 @@ def pwa(
     context.close()
 
 
-def test_phone_layout_and_memory_warning(new_chat_page: Any, model_dir: Path, model_id: str) -> None:
+def test_phone_layout_and_memory_warning(
+    new_chat_page: Any, model_dir: Path, model_id: str, screenshot_path: Any
+) -> None:
     chat = new_chat_page(viewport={"width": 390, "height": 844})
     # A phone that reports 256 MB: the WASM variant's working memory (weights and a 4096-token KV cache) is above it.
     chat.page.add_init_script("Object.defineProperty(Navigator.prototype, 'deviceMemory', {get: () => 0.25})")
@@ -78,9 +79,9 @@ def test_phone_layout_and_memory_warning(new_chat_page: Any, model_dir: Path, mo
     assert sizes["scroll"] <= sizes["client"], sizes
     chat.page.click("#storage-panel summary")
     assert chat.page.is_visible("#prompt") and chat.page.is_visible("#load-button")
-    PHONE_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    chat.page.screenshot(path=str(PHONE_SCREENSHOT), full_page=True)
-    assert PHONE_SCREENSHOT.stat().st_size > 10_000
+    shot = screenshot_path("screenshot-phone.png")
+    chat.page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
 
     chat.page.click("#load-button")
     chat.wait_for("() => document.body.dataset.memoryWarning === 'true'", 30)

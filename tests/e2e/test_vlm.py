@@ -35,7 +35,6 @@ VLM = "tiny-smolvlm"
 MAX_NEW_TOKENS = 8
 QUESTION = "What is in this picture?"
 FOLLOW_UP = "And what colour is it?"
-SCREENSHOT = REPO / "docs" / "screenshot-vlm.png"
 METRIC_KEYS = set(METRICS)
 
 
@@ -298,10 +297,10 @@ def test_text_follow_up_after_an_image_turn(chat: Any, tokenizer: Any, vlm_dir: 
     print("follow-up reused", context["reused_tokens"], "of", context["context_tokens"], "tokens")
 
 
-def test_screenshot_for_the_docs(chat: Any) -> None:
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    chat.page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 10_000
+def test_screenshot_for_the_docs(chat: Any, screenshot_path: Any) -> None:
+    shot = screenshot_path("screenshot-vlm.png")
+    chat.page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
 
 
 def test_pasted_oversized_image_is_downscaled(chat: Any, tokenizer: Any, vlm_dir: Path, reference: Any) -> None:
