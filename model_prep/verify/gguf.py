@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VerificationFailed
+from .onnx_runner import greedy
 from .text import NATURAL_TEXT, Fidelity, Reference, score_teacher_forced
 
 
@@ -120,14 +121,6 @@ def greedy_gguf(path: Path, prompt: list[int], max_new_tokens: int, eos_ids: set
     """Greedy ids after `prompt` (argmax of each step's logits, EOS not included): the browser's reference."""
     session = LlamaCppSession(path, n_ctx=-(-(len(prompt) + max_new_tokens) // 256) * 256, threads=1)
     try:
-        logits = session.forward(prompt)[-1]
-        out: list[int] = []
-        while len(out) < max_new_tokens:
-            token = int(np.argmax(logits))
-            if token in eos_ids:
-                break
-            out.append(token)
-            logits = session.forward([token])[-1]
-        return out
+        return greedy(session, prompt, max_new_tokens, eos_ids)
     finally:
         session.close()

@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
+from bench.quant_research import pack
 from model_prep.quantize import nodes as qn
 from model_prep.quantize import variants
 from model_prep.quantize.blockwise import BlockCode
@@ -217,16 +218,6 @@ def run_lm(path: Path, model: onnx.ModelProto | None = None) -> dict[str, np.nda
     source = model.SerializeToString() if model is not None else str(path)
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     return dict(zip(LM_OUTPUTS, session.run(list(LM_OUTPUTS), LM_FEEDS), strict=True))
-
-
-def pack(q: np.ndarray, bits: int) -> np.ndarray:
-    """[..., n] levels → MatMulNBits' bytes (4 bits: element 2j in the low nibble of byte j, n padded to even)."""
-    q = q.astype(np.uint8)
-    if bits == 8:
-        return q
-    if q.shape[-1] % 2:
-        q = np.concatenate([q, np.zeros((*q.shape[:-1], 1), np.uint8)], -1)
-    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
 
 
 def unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
