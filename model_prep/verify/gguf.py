@@ -82,21 +82,6 @@ def require_tokenizer(result: GgufFidelity) -> None:
         )
 
 
-def shortfalls_gguf(path: Path, prompt: list[int], chosen: list[int]) -> list[float]:
-    """max(logits) − logits[token] at each step of `chosen`, evaluated as llama.cpp's server does (the prompt in one
-    batch, then one token at a time): how far each of another runtime's tokens is from native llama.cpp's choice."""
-    session = LlamaCppSession(path, n_ctx=-(-(len(prompt) + len(chosen)) // 256) * 256, threads=1)
-    try:
-        logits = session.forward(prompt)[-1]
-        gaps = []
-        for token in chosen:
-            gaps.append(float(logits.max() - logits[token]))
-            logits = session.forward([token])[-1]
-        return gaps
-    finally:
-        session.close()
-
-
 def complete_utf8(data: bytes) -> int:
     """Length of `data` without a multi-byte UTF-8 character cut off at its end (llama.cpp's validate_utf8)."""
     for i in range(1, min(4, len(data)) + 1):

@@ -8,7 +8,8 @@ order.
 
 llama.cpp in WASM and natively sum in different orders (test_chat_wasm.py): where the page's penalised reply is not
 native's byte for byte, each of its tokens must be native's penalised greedy choice, given the page's prefix, to
-within NEAR_TIE, and some token must be clearly off plain greedy's choice, which only the penalty explains.
+within references.LLAMA_CPP_NEAR_TIE, and some token must be clearly off plain greedy's choice, which only the
+penalty explains.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import strip_eos
-from references import Native, aligned_shortfalls, greedy_with_penalty, shortfalls_with_penalty
+from references import LLAMA_CPP_NEAR_TIE, Native, aligned_shortfalls, greedy_with_penalty, shortfalls_with_penalty
 
 from model_prep.recipes import get_recipe
 
@@ -29,7 +30,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 POEM = "Write a short poem about autumn leaves."
 PENALTY = 1.3
 PENALTY_TOKENS = 40
-NEAR_TIE = 0.2  # as test_chat_wasm.py
 
 
 @pytest.fixture(scope="module")
@@ -145,14 +145,14 @@ def test_a_repetition_penalty_decoded_greedily_equals_python(
         expected = streamed_text(gguf, penalised)
         if reply["raw"] == expected:
             return
-        chosen, gaps = aligned_shortfalls(session, want_prompt, reply["raw"], PENALTY)
+        chosen, gaps = aligned_shortfalls(session, want_prompt, reply["raw"], PENALTY, max_tokens=PENALTY_TOKENS)
         unpenalised = shortfalls_with_penalty(session, want_prompt, chosen, 1.0)
     finally:
         if hasattr(session, "close"):
             session.close()
     print(f"\nWASM llama.cpp {reply['raw']!r} vs native {expected!r}: shortfalls {[round(g, 3) for g in gaps]}")
-    assert max(gaps) <= NEAR_TIE, f"a browser token is {max(gaps):.3f} below native's penalised greedy choice"
-    assert max(unpenalised) > NEAR_TIE, "every token is plain greedy's choice: the penalty did not reach llama.cpp"
+    assert max(gaps) <= LLAMA_CPP_NEAR_TIE, f"a browser token is {max(gaps):.3f} below native's penalised greedy choice"
+    assert max(unpenalised) > LLAMA_CPP_NEAR_TIE, "every token is plain greedy's: the penalty did not reach llama.cpp"
 
 
 def test_the_context_limit_stops_at_the_runtimes_own(chat: Any, manifest: dict[str, Any]) -> None:

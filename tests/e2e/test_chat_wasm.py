@@ -5,8 +5,8 @@ mid-reply, no foreign requests, no CSP violations, and the README screenshot.
 llama.cpp in WASM (SIMD128) and native llama.cpp (AVX2) sum in different orders, and the default model's first
 answer starts on a near tie: native prefers "L" (24.740) to "The" (24.651), WASM the other way round (measured
 2026-12-01; every later token of the reply is native's own choice given WASM's prefix). So for a GGUF each browser
-token must be native's greedy choice given the browser's prefix to within NEAR_TIE, and the reply is printed with
-the shortfalls; an ONNX dtype must match exactly.
+token must be native's greedy choice given the browser's prefix to within references.LLAMA_CPP_NEAR_TIE, and the
+reply is printed with the shortfalls; an ONNX dtype must match exactly.
 
 The tests share one page and one conversation, in file order (one browser, one model load).
 """
@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import strip_eos
+from references import LLAMA_CPP_NEAR_TIE, aligned_shortfalls
 
 from edge_contracts import DEFAULT_MODEL, METRICS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_NEW_TOKENS = 24  # short: exact comparison needs no more, and CI has 2 cores
-NEAR_TIE = 0.2  # logits; the measured worst is 0.089 (see the docstring)
 FIRST = "What is the capital of France?"
 SECOND = "And of Germany?"
 METRIC_KEYS = set(METRICS)
@@ -70,21 +69,22 @@ def is_gguf(manifest: dict[str, Any], dtype: str) -> bool:
 
 def check_reply(chat: Any, model_dir: Path, manifest: dict[str, Any], messages: list[dict[str, str]]) -> None:
     """The browser's reply is the reference runtime's greedy reply on the same file (GGUF: up to near ties)."""
-    from model_prep.verify.replies import eos_ids
-
     reply, dtype = chat.last_reply(), chat.metrics()["dtype"]
     expected = reference(model_dir, dtype, messages)
     if reply["raw"] == expected or not is_gguf(manifest, dtype):
         assert reply["raw"] == expected
         return
-    from model_prep.verify.gguf import shortfalls_gguf
+    from model_prep.verify.gguf import LlamaCppSession
 
     x = chat.text_inputs()
     [gguf] = [f for f in manifest["dtypes"][dtype]["files"] if f.endswith(".gguf")]
-    chosen = strip_eos(x["new_ids"], eos_ids(model_dir))
-    gaps = shortfalls_gguf(model_dir / gguf, x["prompt_ids"], chosen)
+    session = LlamaCppSession(model_dir / gguf, n_ctx=1024, threads=1)
+    try:
+        _, gaps = aligned_shortfalls(session, x["prompt_ids"], reply["raw"], max_tokens=MAX_NEW_TOKENS)
+    finally:
+        session.close()
     print(f"\nWASM llama.cpp {reply['raw']!r} vs native {expected!r}: shortfalls {[round(g, 4) for g in gaps]}")
-    assert max(gaps) <= NEAR_TIE, f"a browser token is {max(gaps):.3f} below native llama.cpp's greedy choice"
+    assert max(gaps) <= LLAMA_CPP_NEAR_TIE, f"a browser token is {max(gaps):.3f} below native llama.cpp's greedy choice"
 
 
 def test_page_chose_wasm_for_the_manifest_dtype(chat: Any, manifest: dict[str, Any]) -> None:

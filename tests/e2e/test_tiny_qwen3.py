@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 from conftest import serve_app, strip_eos
-from references import Native, cached_ids, common_prefix, greedy_with_penalty
+from references import LLAMA_CPP_NEAR_TIE, Native, aligned_shortfalls, cached_ids, common_prefix, greedy_with_penalty
 
 from model_prep.recipes import get_recipe
 
@@ -234,16 +234,18 @@ def test_a_repetition_penalty_decoded_greedily_equals_python(
     try:
         penalised = greedy_with_penalty(session, prompt, MAX_NEW_TOKENS, PENALTY, eos)
         plain = greedy_with_penalty(session, prompt, MAX_NEW_TOKENS, 1.0, eos)
+        assert penalised != plain, "the penalty changed nothing on this prompt: the check below proves nothing"
+        if gguf := reference.gguf(dtype):
+            from model_prep.verify.gguf import streamed_text
+
+            if reply["raw"] != streamed_text(gguf, penalised):  # up to WASM's near ties (references.py)
+                _, gaps = aligned_shortfalls(session, prompt, reply["raw"], PENALTY, max_tokens=MAX_NEW_TOKENS)
+                assert max(gaps) <= LLAMA_CPP_NEAR_TIE, f"a browser token is {max(gaps):.3f} below native's choice"
+        else:
+            assert strip_eos(x["new_ids"], eos) == penalised
     finally:
         if hasattr(session, "close"):
             session.close()
-    assert penalised != plain, "the penalty changed nothing on this prompt: the check below proves nothing"
-    if gguf := reference.gguf(dtype):
-        from model_prep.verify.gguf import streamed_text
-
-        assert reply["raw"] == streamed_text(gguf, penalised)
-    else:
-        assert strip_eos(x["new_ids"], eos) == penalised
     assert chat.page_errors == []
 
 

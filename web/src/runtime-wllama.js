@@ -51,7 +51,10 @@ export class LlamaCppRuntime {
       chat_template: PASS_THROUGH,
       jinja: true,
       reasoning_format: "none", // <think> stays in the text: the page splits it, as for the ONNX path
-      skip_chat_parsing: true,
+      // The template's own output parser (content only, for this template) passes the text through as generated.
+      // skip_chat_parsing's "pure content" parser would not: it dropped a reply's leading whitespace (" The" came
+      // out as "The", so Continue glued words together) and ended random-weight replies after their first piece.
+      skip_chat_parsing: false,
     });
     // wllama resolves even when llama.cpp refused the file (it logs "failed to load model"): check.
     if (!(wllama.getModelMetadata()?.hparams?.nVocab > 0)) {
