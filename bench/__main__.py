@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-native", action="store_true")
     p.add_argument("--no-wllama", action="store_true")
+    p.add_argument(
+        "--peer-every-model",
+        action="store_true",
+        help="run the wllama peer on --gguf for every model, not only GGUF-sourced ones (e.g. the pipeline's own GGUF)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     p.add_argument("--chromium", default=os.environ.get("EDGE_CHAT_CHROMIUM", "/usr/bin/chromium"))
     return p.parse_args(argv)
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                                 }
                             ]
                         )
-                if gguf is not None and "gguf" in json.dumps(manifest.get("source")):
+                if gguf is not None and (args.peer_every_model or "gguf" in json.dumps(manifest.get("source"))):
                     print(f"wllama {gguf.name} {threads}t …", flush=True)
                     emit(
                         browser.measure_wllama(

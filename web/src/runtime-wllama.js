@@ -86,8 +86,9 @@ export class LlamaCppRuntime {
   /**
    * Decodes one turn after `prompt` (the templated conversation as text; `ids` are Transformers.js's ids of it).
    * Streams each piece of text to `reply`. Returns {text, newIds: null (llama.cpp reports no ids), first, last,
-   * count, interrupted, reused, generation, context}: first/last are performance.now() marks of the first and last
-   * piece, count is llama.cpp's count of new tokens, reused the prompt tokens its KV cache already held.
+   * count, decodeSeconds, interrupted, reused, generation, context}: first/last are performance.now() marks of the
+   * first and last piece, count is llama.cpp's count of new tokens, decodeSeconds llama.cpp's own decode time,
+   * reused the prompt tokens its KV cache already held.
    */
   async turn({ prompt, ids, options, reply }) {
     const { maxNew, minNew } = newTokenLimits(options);
@@ -147,6 +148,9 @@ export class LlamaCppRuntime {
       first: marks.first,
       last: marks.last,
       count: timings?.predicted_n ?? marks.pieces,
+      // llama.cpp's own clock from its first new token to its last (the server's t_token_generation): the pieces'
+      // arrival would not do, because bytes of an unfinished character are held back until it completes.
+      decodeSeconds: timings?.predicted_ms > 0 ? timings.predicted_ms / 1000 : undefined,
       interrupted,
       reused,
       generation,

@@ -178,9 +178,10 @@ const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
  * Times are performance.now() readings: t0 before generate, first/last at the first and last streamed token.
  * `info` is the loaded model: {id, revision, device, dtype, runtime, load_s}.
  */
-export function turnMetrics(info, { t0, first, last, count, promptTokens }) {
+export function turnMetrics(info, { t0, first, last, count, promptTokens, decodeSeconds: measured }) {
   const ttft = (first - t0) / 1000;
-  const decodeSeconds = (last - first) / 1000;
+  // A runtime that times its own decode (llama.cpp) passes it: its text can arrive later than its tokens.
+  const decodeSeconds = measured ?? (last - first) / 1000;
   return {
     load_s: round(info.load_s),
     ttft_s: round(ttft),
