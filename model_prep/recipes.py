@@ -83,18 +83,28 @@ class GgufPlan:
         return f"gguf/model_{self.weights}.gguf"
 
 
-# The default model's source is a Q4_1 GGUF with a Q8_0 embedding: the same grid, recovered byte for byte. Its floor is
-# what llama.cpp's arithmetic reaches on those exact bytes, less a margin: llama.cpp quantizes activations to 8 bits
-# for its Q4_1/Q8_0 dot products, which moves near-tie argmaxes (measured against torch fp32 on the dequantized
-# weights: top-1 95.0 %, perplexity +0.2 %; an f16 embedding reaches 97.6 % for 27 % more bytes, and Q8_0 layers,
-# off the source grid, 94.8 %). GGUF_FLOOR's 97 % top-1 (the ONNX grid recipe, fp32 activations) is out of
-# llama.cpp's reach on these weights.
-SOURCE_GRID_GGUF = GgufPlan("q4_1", "q8_0", floor=Floor(min_top1=0.94, max_perplexity_ratio=1.02))
-# On CPUs, text models run their GGUF on llama.cpp in WASM: measured side by side with ONNX Runtime Web's fp32, q8 and
-# q4 on the same weights (README, "CPU runtime"), it downloads a fifth of fp32, holds a quarter of its memory and
-# starts in a fifth of the time; it decodes slower than fp32 at one thread and prefills much slower. WebGPU keeps the
-# ONNX graphs.
-GGUF_CPU_DEVICES = {**WEB_DEVICES, "wasm": SOURCE_GRID_GGUF.dtype}
+# llama.cpp quantizes activations to 8 bits for its quantized dot products, which moves near-tie argmaxes: on the
+# default model (against torch fp32 on the source's dequantized weights) the source's own Q4_1 bytes reach top-1
+# 95.0 % and perplexity +0.2 %, Q8_0 layers 94.8 %, an f16 embedding 97.6 %. GGUF_FLOOR's 97 % top-1 (the ONNX grid
+# recipe, fp32 activations) is out of llama.cpp's reach on these weights, so its GGUFs are held to this.
+LLAMA_CPP_FLOOR = Floor(min_top1=0.94, max_perplexity_ratio=1.02)
+# Q8_0 layers: llama.cpp's WASM build decodes and prefills them twice as fast as Q4_1 or Q4_0 (wllama 3.8, SmolLM2-135M,
+# one thread: 24.0 against 13.0 / 13.6 tok/s; two threads 34.2 against 17.7 / 22.5; README, "CPU runtime"), for 1.5x
+# the download of the source's Q4_1 (145 against 98 MB) and the same agreement with torch.
+WASM_FAST_GGUF = GgufPlan("q8_0", "q8_0", floor=LLAMA_CPP_FLOOR)
+# Qwen3-0.6B: bf16 weights rounded to nearest on Q8_0 (no source grid to recover), held to the recipe's floor; untested
+# on the real weights here (the hub is unreachable).
+QWEN3_GGUF = GgufPlan("q8_0", "q8_0")
+# The tiny test models keep Q4_1 (with the Q8_0 embedding: the default model's source layout), so the tests exercise
+# the 4-bit writer and its grid recovery.
+TINY_GGUF = GgufPlan("q4_1", "q8_0")
+
+
+def llama_cpp_on_cpus(plan: GgufPlan) -> dict[str, str]:
+    """The device table of a text model whose CPU (WASM) variant is its GGUF on llama.cpp; WebGPU keeps the ONNX
+    graphs. Measured side by side with ONNX Runtime Web's fp32, q8 and q4 on the same weights (README, "CPU runtime"):
+    a fraction of fp32's download and memory, faster to start, and the only runtime here that scales with threads."""
+    return {**WEB_DEVICES, "wasm": plan.dtype}
 
 
 @dataclass(frozen=True)
@@ -138,8 +148,8 @@ RECIPES: dict[str, Recipe] = {
             family="decoder",
             floor=GGUF_FLOOR,
             sampling=SMOLLM2_CHAT,
-            devices=dict(GGUF_CPU_DEVICES),
-            gguf=SOURCE_GRID_GGUF,
+            devices=llama_cpp_on_cpus(WASM_FAST_GGUF),
+            gguf=WASM_FAST_GGUF,
         ),
         Recipe(
             id="qwen3-0.6b",
@@ -148,12 +158,10 @@ RECIPES: dict[str, Recipe] = {
             architecture="Qwen3ForCausalLM",
             family="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
-            devices=dict(GGUF_CPU_DEVICES),
+            devices=llama_cpp_on_cpus(QWEN3_GGUF),
             sampling=QWEN3_THINKING,
             sampling_without_thinking=QWEN3_WITHOUT_THINKING,
-            # bf16 weights rounded to nearest on Q4_1's grid, as for the ONNX q4 (no source grid to recover); held to
-            # the recipe's floor, untested on the real weights here (the hub is unreachable).
-            gguf=GgufPlan("q4_1", "q8_0"),
+            gguf=QWEN3_GGUF,
         ),
         Recipe(
             id="smolvlm-256m",
@@ -182,7 +190,7 @@ RECIPES: dict[str, Recipe] = {
             family="decoder",
             q4_block_size=16,
             floor=TINY_FLOOR,
-            gguf=GgufPlan("q4_1", "q8_0"),  # shipped beside fp32, which WASM keeps here: both CPU paths tested
+            gguf=TINY_GGUF,  # shipped beside fp32, which WASM keeps here: both CPU paths tested
         ),
         Recipe(
             id="tiny-qwen3",
@@ -191,8 +199,8 @@ RECIPES: dict[str, Recipe] = {
             architecture="Qwen3ForCausalLM",
             family="decoder",
             variants=("fp32", "q4", "q4f16", "q8"),
-            devices=dict(GGUF_CPU_DEVICES),
-            gguf=GgufPlan("q4_1", "q8_0"),
+            devices=llama_cpp_on_cpus(TINY_GGUF),
+            gguf=TINY_GGUF,
             q4_block_size=16,
             floor=TINY_FLOOR,
             sampling=QWEN3_THINKING,  # the page's two sampling modes, tested on random weights
