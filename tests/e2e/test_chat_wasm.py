@@ -3,10 +3,10 @@ for an ONNX dtype, native llama.cpp for the GGUF the manifest maps to `wasm`), K
 mid-reply, no foreign requests, no CSP violations, and the README screenshot.
 
 llama.cpp in WASM (SIMD128) and native llama.cpp (AVX2) sum in different orders, and the default model's first
-answer starts on a near tie: native prefers "L" (24.740) to "The" (24.651), WASM the other way round (measured
-2026-12-01; every later token of the reply is native's own choice given WASM's prefix). So for a GGUF each browser
-token must be native's greedy choice given the browser's prefix to within references.LLAMA_CPP_NEAR_TIE, and the
-reply is printed with the shortfalls; an ONNX dtype must match exactly.
+answer starts on a near tie: native prefers "L" (24.740) to "The" (24.651); WASM on the Q4_1 file went the other
+way round (2026-12-01; every later token of the reply was native's own choice given WASM's prefix). So for a GGUF
+each browser token must be native's greedy choice given the browser's prefix to within
+references.LLAMA_CPP_NEAR_TIE, and the reply is printed with the shortfalls; an ONNX dtype must match exactly.
 
 The tests share one page and one conversation, in file order (one browser, one model load).
 """
@@ -114,7 +114,10 @@ def test_first_reply_equals_the_python_reference(
     messages = [{"role": "user", "content": FIRST}]
     check_reply(chat, model_dir, manifest, messages)
     assert reply["streamed"] == reply["raw"]  # what was streamed piece by piece is the whole decode
-    if model_id == DEFAULT_MODEL:
+    if model_id == DEFAULT_MODEL and runtime != "llama.cpp":
+        # An exact ONNX greedy reply answers; llama.cpp's plain greedy one starts on a near tie ("L" 24.740, "The"
+        # 24.651 natively) and, without the page's repetition penalty, repeats ("L'Étoile, la Cité, la France, la
+        # France, …"). test_pwa.py checks the answer with the page's defaults.
         assert "Paris" in reply["raw"]
     assert reply["raw"].strip() in " ".join(reply["text"].split())  # rendered (plain text renders as is)
 
@@ -143,7 +146,7 @@ def test_second_turn_reuses_the_kv_cache(
     assert metrics["prompt_tokens"] == full - context["reused_tokens"] < full
     # Reusing the cache changes nothing: same tokens as a full prefill of the whole conversation.
     check_reply(chat, model_dir, manifest, messages)
-    if model_id == DEFAULT_MODEL:
+    if model_id == DEFAULT_MODEL and chat.metrics()["runtime"] != "llama.cpp":  # as in the first turn
         assert "Berlin" in reply["raw"]
 
 

@@ -260,6 +260,7 @@ async function loadModel() {
   }
   progress.hide();
   app.vision = Boolean(ready.vision);
+  await settings.reloadDefaults();
   settings.setThinkingSupported(ready.chat?.thinking);
   settings.setRuntimeContext(ready.chat?.context_length);
   models.remember(model);

@@ -262,6 +262,16 @@ export function createSettings({ query, onChange }) {
       state.runtimeContext = null;
       render();
     },
+    /**
+     * Reads generation_config.json again after a load: the load verified the model cache, so a copy that was damaged
+     * when setModel read it has been repaired, and its defaults (the repetition penalty among them) apply now.
+     */
+    async reloadDefaults() {
+      if (!state.model) return;
+      state.config = await fetchGenerationConfig(state.model);
+      state.thinkingSupported ||= Boolean(state.config?.sampling_without_thinking);
+      render();
+    },
     /** The loaded runtime's own context (the worker's ready.chat.context_length): the limit never passes it. */
     setRuntimeContext(tokens) {
       state.runtimeContext = Number.isFinite(tokens) && tokens > 0 ? tokens : null;
