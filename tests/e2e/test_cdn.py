@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 BUCKET_HEADERS = [(b"access-control-allow-origin", b"*"), (b"cross-origin-resource-policy", b"cross-origin")]
-DTYPE = "q4"  # the smallest download of the default model; WASM loads it (see README, device choice)
+DTYPE = "q4"  # an ONNX variant of the default model that WASM loads too (see README, device choice)
 
 
 class Bucket:

@@ -18,8 +18,8 @@ export function runtimeOf(dtype, manifest) {
 
 const RUNTIME_WHY = {
   [LLAMA_CPP]:
-    "It runs on llama.cpp compiled to WebAssembly (wllama): its 4-bit GGUF is the smallest download and needs a " +
-    "quarter of the memory of ONNX Runtime Web's fp32 model on a CPU.",
+    "It runs on llama.cpp compiled to WebAssembly (wllama): a GGUF a fraction of the fp32 model's download and " +
+    "memory, on a runtime that gets faster with more CPU cores.",
   [ONNX_RUNTIME]: "It runs on ONNX Runtime Web.",
 };
 
