@@ -20,6 +20,7 @@ import { BENCH_PROMPTS } from "./bench-prompts.js";
 import { BENCH_NUMBERS, BENCH_TEXTS, DEFAULT_MODEL, METRICS } from "/static/src/contracts.js";
 import { chooseDevice, runtimeOf } from "/static/src/device.js";
 import { describeError, ErrorCode } from "/static/src/errors.js";
+import { artifactsFor } from "/static/src/models.js"; // the chat's own list, so the bench loads what the chat loads
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -169,15 +170,6 @@ async function fetchManifest(model) {
     console.warn("manifest", err);
   }
   return null;
-}
-
-/** The manifest entries a dtype loads, as the chat page sends them: its files plus those of no dtype. */
-function artifactsFor(manifest, dtype) {
-  const variantFiles = new Set(Object.values(manifest.dtypes ?? {}).flatMap((d) => d.files ?? []));
-  const wanted = new Set(manifest.dtypes?.[dtype]?.files ?? []);
-  return (manifest.files ?? []).filter(
-    (f) => wanted.has(f.path) || (!variantFiles.has(f.path) && f.path !== "verification.json"),
-  );
 }
 
 /** Loads like the chat: the artifacts go through the verified model cache. Resolves with the "ready" reply. */
