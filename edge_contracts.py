@@ -22,6 +22,11 @@ REVISION_HEX_DIGITS = 12
 ONNX_RUNTIME = "onnxruntime-web"
 LLAMA_CPP = "llama.cpp"
 RUNTIMES = (ONNX_RUNTIME, LLAMA_CPP)
+# llama.cpp's KV cache type (K and V; a quantized V needs flash attention) where a GGUF's attention heads split into
+# its blocks (model_prep/verify/gguf.kv_cache_type; else llama.cpp's f16). The manifest's dtypes[d].kv_cache tells the
+# browser, and the Python references and verification run the same. q8_0 rather than f16: WASM has no f16 conversion
+# instruction, so at long contexts reading an f16 cache dominated decode; q8_0 is also half the memory.
+LLAMA_CPP_KV_CACHE = "q8_0"
 
 # The one metrics schema of every generation (docs/architecture.md): the UI, the tests and the benchmark.
 METRIC_NUMBERS = (

@@ -42,6 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="JSON",
         help='ONNX Runtime session options to try, one run each (e.g. \'{"executionMode": "parallel"}\')',
     )
+    p.add_argument(
+        "--llama-options",
+        nargs="+",
+        default=[None],
+        type=json.loads,
+        metavar="JSON",
+        help="llama.cpp load settings to try on GGUF dtypes, one run each (e.g. '{\"n_ubatch\": 128}')",
+    )
     p.add_argument("--prompts", nargs="+", default=["short", "long512"], choices=["short", "long512"])
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     p.add_argument("--timeout", type=float, default=1200, help="seconds per browser run")
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 for dtype in dtypes:
                     gguf_dtype = dtype.startswith("gguf")
                     for device in args.device:
-                        for options in [None] if gguf_dtype else args.session_options:
+                        for options in args.llama_options if gguf_dtype else args.session_options:
                             print(f"edge-chat {model} {device} {dtype} {threads}t {options or ''}…", flush=True)
                             target = browser.Target(model, device, dtype, threads)
                             emit(

@@ -95,10 +95,11 @@ def build_manifest(
     recipe: Recipe,
     dtype_files: dict[str, list[str]],
     source_ref: str,
-    runtimes: dict[str, str] | None = None,
+    runtimes: dict[str, dict[str, str]] | None = None,
 ) -> dict:
     """The manifest of `folder`; `source_ref` is published as is (sources/resolve.public_source: never a path);
-    `runtimes`: {dtype: runtime} for dtypes ONNX Runtime does not run (a GGUF: "llama.cpp")."""
+    `runtimes`: {dtype: {"runtime": ..., other settings it needs}} for dtypes ONNX Runtime does not run (a GGUF:
+    {"runtime": "llama.cpp", "kv_cache": "q8_0"})."""
     # Sorted as POSIX strings, the order the app recomputes the revision in (Path order differs: onnx/ vs onnx.json).
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     files = [
@@ -111,8 +112,8 @@ def build_manifest(
     config = json.loads((folder / "config.json").read_text())
     text_config = config.get("text_config", config)
     dtypes = {d: {"files": paths, "bytes": sum(sizes[p] for p in paths)} for d, paths in dtype_files.items()}
-    for d, runtime in (runtimes or {}).items():
-        dtypes[d]["runtime"] = runtime
+    for d, settings in (runtimes or {}).items():
+        dtypes[d].update(settings)
     return {
         "schema": 1,
         "id": recipe.id,
@@ -128,15 +129,24 @@ def build_manifest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dtypes": dtypes,
         "devices": {k: v for k, v in recipe.devices.items() if v in dtypes},
-        "memory_bytes": {d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config) for d, info in dtypes.items()},
+        "memory_bytes": {
+            d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config, info.get("kv_cache"))
+            for d, info in dtypes.items()
+        },
         "files": files,
     }
 
 
-def kv_cache_bytes(text_config: dict) -> int:
+# Bytes per cached element: llama.cpp's cache types (a q8_0 block is 32 int8 values and an f16 scale); an ONNX
+# graph's cache, with no type of its own in the manifest, counted as fp32.
+KV_ELEMENT_BYTES = {"f16": 2, "q8_0": 34 / 32}
+
+
+def kv_cache_bytes(text_config: dict, kv_cache: str | None = None) -> int:
     heads = text_config.get("num_key_value_heads") or text_config["num_attention_heads"]
     head_dim = text_config.get("head_dim") or text_config["hidden_size"] // text_config["num_attention_heads"]
-    return 2 * text_config["num_hidden_layers"] * heads * head_dim * KV_CONTEXT_FOR_MEMORY * 4
+    elements = 2 * text_config["num_hidden_layers"] * heads * head_dim * KV_CONTEXT_FOR_MEMORY
+    return int(elements * KV_ELEMENT_BYTES.get(kv_cache, 4))
 
 
 def finish_folder(tmp: Path, manifest: dict, models_dir: Path) -> Path:

@@ -115,7 +115,7 @@ def run_recipe(
             runtimes = {}
             if plan:
                 dtype_files[plan.dtype] = [plan.path]
-                runtimes[plan.dtype] = LLAMA_CPP
+                runtimes[plan.dtype] = {"runtime": LLAMA_CPP, "kv_cache": scored.kv_cache}
             manifest = layout.build_manifest(tmp, recipe, dtype_files, public_source(recipe, source), runtimes)
             final = layout.finish_folder(tmp, manifest, models_dir)
     except BaseException:

@@ -86,8 +86,10 @@ class GgufPlan:
 # llama.cpp quantizes activations to 8 bits for its quantized dot products, which moves near-tie argmaxes: on the
 # default model (against torch fp32 on the source's dequantized weights) the source's own Q4_1 bytes reach top-1
 # 95.0 % and perplexity +0.2 %, Q8_0 layers 94.8 %, an f16 embedding 97.6 %. GGUF_FLOOR's 97 % top-1 (the ONNX grid
-# recipe, fp32 activations) is out of llama.cpp's reach on these weights, so its GGUFs are held to this.
-LLAMA_CPP_FLOOR = Floor(min_top1=0.94, max_perplexity_ratio=1.02)
+# recipe, fp32 activations) is out of llama.cpp's reach on these weights, so its GGUFs are held to this. The 8-bit KV
+# cache the browser runs (edge_contracts.LLAMA_CPP_KV_CACHE, verified as run) moves a few more near ties, with
+# perplexity unharmed (README, "CPU runtime").
+LLAMA_CPP_FLOOR = Floor(min_top1=0.93, max_perplexity_ratio=1.02)
 # Q8_0 layers: llama.cpp's WASM build decodes and prefills them twice as fast as Q4_1 or Q4_0 (wllama 3.8, SmolLM2-135M,
 # one thread: 24.0 against 13.0 / 13.6 tok/s; two threads 34.2 against 17.7 / 22.5; README, "CPU runtime"), for 1.5x
 # the download of the source's Q4_1 (145 against 98 MB) and the same agreement with torch.

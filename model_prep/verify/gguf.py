@@ -10,23 +10,48 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_contracts import LLAMA_CPP_KV_CACHE
+
 from ..errors import VerificationFailed
 from .onnx_runner import greedy
 from .text import NATURAL_TEXT, Fidelity, Reference, score_teacher_forced
 
 
-class LlamaCppSession:
-    """reset() / forward(ids) → logits [len(ids), vocab], over llama.cpp's KV cache (the scorer's session API)."""
+def kv_cache_type(path: Path) -> str:
+    """The KV cache type llama.cpp runs `path` with, in the browser (the manifest's kv_cache) and here:
+    edge_contracts.LLAMA_CPP_KV_CACHE where every attention head splits into its blocks, else llama.cpp's f16."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
-    def __init__(self, path: Path, n_ctx: int, threads: int | None = None) -> None:
+    fields = GGUFReader(path).fields
+    arch = fields["general.architecture"].contents()
+    width = fields[f"{arch}.embedding_length"].contents() // fields[f"{arch}.attention.head_count"].contents()
+    heads = [
+        fields[f"{arch}.attention.{k}_length"].contents() if f"{arch}.attention.{k}_length" in fields else width
+        for k in ("key", "value")
+    ]
+    block, _ = GGML_QUANT_SIZES[GGMLQuantizationType[LLAMA_CPP_KV_CACHE.upper()]]
+    return LLAMA_CPP_KV_CACHE if all(h % block == 0 for h in heads) else "f16"
+
+
+class LlamaCppSession:
+    """reset() / forward(ids) → logits [len(ids), vocab], over llama.cpp's KV cache (the scorer's session API), of
+    type `kv_cache` (default: the browser's, kv_cache_type)."""
+
+    def __init__(self, path: Path, n_ctx: int, threads: int | None = None, kv_cache: str | None = None) -> None:
+        import llama_cpp
         from llama_cpp import Llama
 
+        self.kv_cache = kv_cache or kv_cache_type(path)
+        kv_type = getattr(llama_cpp, f"GGML_TYPE_{self.kv_cache.upper()}")
         self.llm = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
             n_batch=min(512, n_ctx),
             n_threads=threads or os.cpu_count() or 1,
             logits_all=True,
+            flash_attn=True,
+            type_k=kv_type,
+            type_v=kv_type,
             verbose=False,
         )
         self.n_ctx = n_ctx
@@ -51,6 +76,7 @@ class LlamaCppSession:
 @dataclass
 class GgufFidelity(Fidelity):
     tokenizer_agrees: bool = True  # llama.cpp tokenizes the check texts to the same ids as tokenizer.json
+    kv_cache: str = "f16"  # the KV cache type it was scored with, the browser's (kv_cache_type)
 
 
 def context_for(ref: Reference) -> int:
@@ -70,7 +96,7 @@ def score_gguf(path: Path, dtype: str, ref: Reference, tokenizer_dir: Path) -> G
         agrees = all(session.tokenize(t) == tokenizer(t, add_special_tokens=False).input_ids for t in texts)
     finally:
         session.close()
-    return GgufFidelity(**vars(fidelity), tokenizer_agrees=agrees)
+    return GgufFidelity(**vars(fidelity), tokenizer_agrees=agrees, kv_cache=session.kv_cache)
 
 
 def require_tokenizer(result: GgufFidelity) -> None:

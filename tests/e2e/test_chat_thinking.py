@@ -51,7 +51,11 @@ def thinking_models(qwen3_models: Path, tmp_path_factory: pytest.TempPathFactory
     old = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").unlink()
     dtype_files = {d: info["files"] for d, info in old["dtypes"].items()}
-    runtimes = {d: info["runtime"] for d, info in old["dtypes"].items() if "runtime" in info}
+    runtimes = {
+        d: {k: info[k] for k in ("runtime", "kv_cache") if k in info}
+        for d, info in old["dtypes"].items()
+        if "runtime" in info
+    }
     manifest = layout.build_manifest(folder, get_recipe(MODEL), dtype_files, old["source"], runtimes)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out

@@ -21,7 +21,13 @@ gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")  # noqa: F841 (the verifier's runtime: skip loudly where missing)
 
 from model_prep.verify import quality  # noqa: E402
-from model_prep.verify.gguf import GgufFidelity, LlamaCppSession, greedy_gguf, require_tokenizer  # noqa: E402
+from model_prep.verify.gguf import (  # noqa: E402
+    GgufFidelity,
+    LlamaCppSession,
+    greedy_gguf,
+    kv_cache_type,
+    require_tokenizer,
+)
 
 TEXTS = [
     "The capital of France is Paris. Numbers 1234567 and 3.14!",
@@ -83,7 +89,7 @@ def test_f32_gguf_reproduces_torch(tiny: tuple[str, Path], tmp_path: Path) -> No
     ids = [1, 7, 42, 99, 3, 250, 17, 8, 64, 5, 300, 12]
     with torch.inference_mode():
         want = load_causal_lm_fp32(source)(torch.tensor([ids])).logits[0].numpy()
-    session = LlamaCppSession(path, n_ctx=256)
+    session = LlamaCppSession(path, n_ctx=256, kv_cache="f16")  # the layout alone: not the browser's 8-bit cache
     try:
         got = np.concatenate([session.forward(ids[:5]), session.forward(ids[5:])])  # KV path exercised
         session.reset()
@@ -94,6 +100,20 @@ def test_f32_gguf_reproduces_torch(tiny: tuple[str, Path], tmp_path: Path) -> No
     cosine = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
     assert cosine.min() > 0.9999, cosine
     np.testing.assert_allclose(again, got, atol=1e-3)
+
+
+def test_kv_cache_is_8bit_where_the_heads_split_into_its_blocks(tiny: tuple[str, Path], tmp_path: Path) -> None:
+    """q8_0 (the browser's cache) where heads are a multiple of its 32-wide blocks; else f16, because llama.cpp
+    refuses to create a context with a q8_0 cache over tiny-llama's 16-wide heads."""
+    arch, source = tiny
+    path = write_gguf(source, tmp_path / "m.gguf", GgufPlan("q8_0", "q8_0"), "tiny").path
+    assert kv_cache_type(path) == {"llama": "f16", "qwen3": "q8_0"}[arch]
+    session = LlamaCppSession(path, n_ctx=256)
+    try:
+        assert session.kv_cache == kv_cache_type(path)
+        assert np.isfinite(session.forward([1, 7, 42])).all()
+    finally:
+        session.close()
 
 
 def test_llama_cpp_tokenizes_like_tokenizer_json(tiny: tuple[str, Path], tmp_path: Path) -> None:

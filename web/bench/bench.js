@@ -156,8 +156,10 @@ function measureMemory() {
   if (!globalThis.crossOriginIsolated || typeof performance.measureUserAgentSpecificMemory !== "function") {
     return Promise.resolve(null);
   }
+  // Chromium leaves out a worker it cannot measure (llama.cpp's, once it runs threads on shared memory): a figure
+  // without the workers would pass for the model's memory, so it is no figure.
   return performance.measureUserAgentSpecificMemory().then(
-    (m) => m.bytes,
+    (m) => (m.breakdown.some((b) => b.attribution.some((a) => a.scope === "DedicatedWorkerGlobalScope")) ? m.bytes : null),
     () => null,
   );
 }

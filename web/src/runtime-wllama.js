@@ -33,10 +33,11 @@ const PASS_THROUGH = "{{ messages[0]['content'] }}";
 export class LlamaCppRuntime {
   /**
    * Loads the GGUF `blob` with `threads` (default: what wllama picks, half the logical cores) and a context of
-   * `contextLength` tokens: llama.cpp allocates the KV cache for all of them now. Resolves with a runtime whose
-   * first decode already ran (warm-up), like the ONNX path's load.
+   * `contextLength` tokens: llama.cpp allocates the KV cache for all of them now, of type `kvCache` (the manifest's,
+   * which verification ran; llama.cpp's f16 when absent). Resolves with a runtime whose first decode already ran
+   * (warm-up), like the ONNX path's load.
    */
-  static async load({ blob, threads, contextLength, logger = console }) {
+  static async load({ blob, threads, contextLength, kvCache = "f16", overrides = {}, logger = console }) {
     const wllama = new Wllama(
       { default: new URL(WASM_URL, self.location.origin).href },
       { logger: { debug() {}, log() {}, warn: logger.warn, error: logger.error }, suppressNativeLog: true },
@@ -47,6 +48,9 @@ export class LlamaCppRuntime {
       n_gpu_layers: 0, // the CPU path: WebGPU devices get the ONNX q4/q4f16 graphs
       n_parallel: 1, // one slot: the conversation's KV cache is always the one reused
       kv_unified: true,
+      flash_attn: true, // a quantized V cache needs it; verification runs with it too
+      cache_type_k: kvCache,
+      cache_type_v: kvCache,
       warmup: true,
       chat_template: PASS_THROUGH,
       jinja: true,
@@ -55,6 +59,7 @@ export class LlamaCppRuntime {
       // skip_chat_parsing's "pure content" parser would not: it dropped a reply's leading whitespace (" The" came
       // out as "The", so Continue glued words together) and ended random-weight replies after their first piece.
       skip_chat_parsing: false,
+      ...overrides,
     });
     // wllama resolves even when llama.cpp refused the file (it logs "failed to load model"): check.
     if (!(wllama.getModelMetadata()?.hparams?.nVocab > 0)) {

@@ -159,7 +159,7 @@ async function loadText({ dtype, device, files, threads, manifest, session_optio
   const tokenizing = AutoTokenizer.from_pretrained(modelId, { progress_callback });
   const loading =
     runtime === LLAMA_CPP
-      ? loadGguf({ id, revision, dtype, files, threads, manifest }, reply)
+      ? loadGguf({ id, revision, dtype, files, threads, manifest, session_options }, reply)
       : OrtTextRuntime.load({
           modelId,
           tokenizer: tokenizing,
@@ -198,7 +198,7 @@ function threadSupport() {
 }
 
 /** The dtype's GGUF, from the verified model cache, on llama.cpp. */
-async function loadGguf({ id, revision, dtype, files, threads, manifest }, reply) {
+async function loadGguf({ id, revision, dtype, files, threads, manifest, session_options }, reply) {
   const gguf = (files ?? []).find((f) => f.endsWith(".gguf"));
   if (!gguf) throw new EdgeChatError(ErrorCode.NO_VARIANT, `The ${dtype} variant lists no .gguf file.`);
   const blob = await cachedArtifactBlob(id, revision, gguf, (loaded, total) =>
@@ -211,6 +211,8 @@ async function loadGguf({ id, revision, dtype, files, threads, manifest }, reply
     // llama.cpp allocates its KV cache for the whole context at load: the page's default limit (the memory budget
     // the manifest's memory_bytes assumes), which the page then cannot raise on this runtime (ready.chat).
     contextLength: contextCap(manifest?.context_length),
+    kvCache: manifest?.dtypes?.[dtype]?.kv_cache,
+    overrides: session_options, // bench only (bench.js ?session_options=): llama.cpp load settings tried
   });
 }
 
