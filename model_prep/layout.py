@@ -129,24 +129,15 @@ def build_manifest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dtypes": dtypes,
         "devices": {k: v for k, v in recipe.devices.items() if v in dtypes},
-        "memory_bytes": {
-            d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config, info.get("kv_cache"))
-            for d, info in dtypes.items()
-        },
+        "memory_bytes": {d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config) for d, info in dtypes.items()},
         "files": files,
     }
 
 
-# Bytes per cached element: llama.cpp's cache types (a q8_0 block is 32 int8 values and an f16 scale); an ONNX
-# graph's cache, with no type of its own in the manifest, counted as fp32.
-KV_ELEMENT_BYTES = {"f16": 2, "q8_0": 34 / 32}
-
-
-def kv_cache_bytes(text_config: dict, kv_cache: str | None = None) -> int:
+def kv_cache_bytes(text_config: dict) -> int:
     heads = text_config.get("num_key_value_heads") or text_config["num_attention_heads"]
     head_dim = text_config.get("head_dim") or text_config["hidden_size"] // text_config["num_attention_heads"]
-    elements = 2 * text_config["num_hidden_layers"] * heads * head_dim * KV_CONTEXT_FOR_MEMORY
-    return int(elements * KV_ELEMENT_BYTES.get(kv_cache, 4))
+    return 2 * text_config["num_hidden_layers"] * heads * head_dim * KV_CONTEXT_FOR_MEMORY * 4
 
 
 def finish_folder(tmp: Path, manifest: dict, models_dir: Path) -> Path:
