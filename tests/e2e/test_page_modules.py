@@ -624,3 +624,52 @@ def test_sampling_settings_map_to_llama_cpp_with_hfs_meaning(chat: Any) -> None:
     }
     assert mapped[3] == "bad-setting"  # the same checks as the ONNX path: nothing out of range reaches llama.cpp
     assert mapped[4] == "bad-request"  # no penalty window without the context it runs with
+
+
+def test_a_download_is_held_to_the_caches_pace(chat: Any) -> None:
+    """A model file streams into the cache and through sha256 without piling up in memory: the server's bytes
+    are read no faster than the cache takes them. (Two branches of a tee() let the hash read the whole file ahead
+    of a slower cache, holding everything in between in memory.)"""
+    result = chat.page.evaluate(
+        """async () => {
+          const { ensureModelCached, deleteModelCache, modelCacheName } = await import('/static/src/cache.js');
+          const CHUNK = 1 << 20, CHUNKS = 24;
+          const body = new Uint8Array(CHUNK * CHUNKS).map((_, i) => i % 251);
+          const sha256 = [...new Uint8Array(await crypto.subtle.digest('SHA-256', body))]
+            .map((b) => b.toString(16).padStart(2, '0')).join('');
+          let served = 0, stored = 0, ahead = 0;
+          const realFetch = globalThis.fetch, realPut = Cache.prototype.put;
+          globalThis.fetch = async () => new Response(new ReadableStream({
+            pull(controller) {
+              if (served >= body.length) return controller.close();
+              controller.enqueue(body.slice(served, served + CHUNK));
+              served += CHUNK;
+              ahead = Math.max(ahead, served - stored);
+            },
+          }, { highWaterMark: 0 }));
+          Cache.prototype.put = async function (url, response) {  // a cache slower than the network
+            const parts = [];
+            const reader = response.body.getReader();
+            for (;;) {
+              const { done, value } = await reader.read();
+              if (done) break;
+              parts.push(value);
+              stored += value.byteLength;
+              await new Promise((r) => setTimeout(r, 5));
+            }
+            return realPut.call(this, url, new Response(new Blob(parts), { headers: response.headers }));
+          };
+          try {
+            const report = await ensureModelCached({
+              id: 'pace-test', revision: '0123456789ab', files: [{ path: 'blob.bin', bytes: body.length, sha256 }],
+            });
+            return { downloaded: report.downloaded, ahead, total: body.length, chunk: CHUNK };
+          } finally {
+            globalThis.fetch = realFetch;
+            Cache.prototype.put = realPut;
+            await deleteModelCache(modelCacheName('pace-test', '0123456789ab'));
+          }
+        }"""
+    )
+    assert result["downloaded"] == ["blob.bin"]
+    assert result["ahead"] <= 4 * result["chunk"], result  # a few chunks in flight, not the file

@@ -69,20 +69,35 @@ async function checkManifest(id, revision, manifest) {
 
 const fmtMB = (n) => `${(n / 1e6).toFixed(n >= 1e8 ? 0 : 1)} MB`;
 
-/** Streams a body through sha256; returns {sha256, bytes}. */
-async function hashStream(stream, onBytes) {
+/**
+ * A pass-through stream that hashes what flows through it; `result()` gives {sha256, bytes} once the stream
+ * has closed. One reader end to end, so the consumer's pace holds the producer back (a tee() buffers whatever
+ * its slower branch has not taken yet: up to the whole file in memory).
+ */
+async function hashingStream(onBytes) {
   const hasher = await createSHA256();
   hasher.init();
-  const reader = stream.getReader();
   let bytes = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    hasher.update(value);
-    bytes += value.byteLength;
-    onBytes?.(bytes);
-  }
-  return { sha256: hasher.digest("hex"), bytes };
+  let result = null;
+  const stream = new TransformStream({
+    transform(chunk, controller) {
+      hasher.update(chunk);
+      bytes += chunk.byteLength;
+      onBytes?.(bytes);
+      controller.enqueue(chunk);
+    },
+    flush() {
+      result = { sha256: hasher.digest("hex"), bytes };
+    },
+  });
+  return { stream, result: () => result };
+}
+
+/** Streams a body through sha256; returns {sha256, bytes}. */
+async function hashStream(stream, onBytes) {
+  const hashing = await hashingStream(onBytes);
+  await stream.pipeThrough(hashing.stream).pipeTo(new WritableStream());
+  return hashing.result();
 }
 
 async function storageNumbers() {
@@ -261,19 +276,12 @@ async function download(cache, id, revision, file, onProgress, source) {
         `${from}: ${response.status}`,
       );
     }
-    const [toCache, toHash] = response.body.tee();
     const identity = crypto.randomUUID();
     const headers = new Headers(response.headers);
     headers.set(PUT_HEADER, identity);
-    const stored = cache.put(url, new Response(toCache, { status: 200, headers }));
-    const hashed = hashStream(toHash, (loaded) => onProgress?.({ file: file.path, loaded, total: file.bytes, phase: "download" }));
-    let got;
-    try {
-      [, got] = await Promise.all([stored, hashed]);
-    } catch (err) {
-      toHash.cancel().catch(() => {});
-      throw err;
-    }
+    const hashing = await hashingStream((loaded) => onProgress?.({ file: file.path, loaded, total: file.bytes, phase: "download" }));
+    await cache.put(url, new Response(response.body.pipeThrough(hashing.stream), { status: 200, headers }));
+    const got = hashing.result();
     if (got.bytes === file.bytes && got.sha256 === file.sha256) return { sha256: got.sha256, bytes: got.bytes, identity };
     await cache.delete(url);
     if (attempt >= 2) {
