@@ -32,6 +32,23 @@ NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 # GPT-2's split regex: what a ByteLevel pre-tokenizer with use_regex applies.
 GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 QWEN2_REGEX_START = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+# The order llama.cpp loads tensors in (the order llama-model.cpp creates them): these first, then each block's in
+# BLOCK_ORDER. The file is written in that order so llama.cpp reads it front to back: wllama reads ahead 1 MB for
+# every read under 1 MB, and in any other order it throws most of that away and reads the file almost twice.
+TOP_ORDER = ("token_embd", "output_norm", "output")
+BLOCK_ORDER = (
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "attn_q_norm",
+    "attn_k_norm",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_down",
+    "ffn_up",
+)
 
 
 @dataclass
@@ -118,6 +135,15 @@ def _token_text(value) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def load_order(gguf_name: str) -> tuple[int, int, int, str]:
+    """Sort key: llama.cpp's load order (TOP_ORDER, then blocks by number in BLOCK_ORDER); unknown names last."""
+    parts = gguf_name.split(".")
+    if parts[0] == "blk":
+        kind = parts[2]
+        return 1, int(parts[1]), BLOCK_ORDER.index(kind) if kind in BLOCK_ORDER else len(BLOCK_ORDER), gguf_name
+    return 0, 0, TOP_ORDER.index(parts[0]) if parts[0] in TOP_ORDER else len(TOP_ORDER), gguf_name
+
+
 def permute_rotary(weights: np.ndarray, n_head: int) -> np.ndarray:
     """HF's rotate-half q/k rows → llama.cpp's interleaved pairs (convert_hf_to_gguf's LlamaModel.permute)."""
     rows = weights.shape[0]
@@ -154,7 +180,8 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
         return mapped
 
     # (checkpoint tensor, GGUF tensor) in file order; llama.cpp reads a tied lm_head from token_embd.
-    entries = [(hf, gguf_name(hf)) for hf in sorted(reader.files) if not (tied and hf == "lm_head.weight")]
+    entries = [(hf, gguf_name(hf)) for hf in reader.files if not (tied and hf == "lm_head.weight")]
+    entries.sort(key=lambda entry: load_order(entry[1]))
 
     def qtype(gname: str, shape: tuple[int, ...]) -> str:
         if len(shape) < 2:

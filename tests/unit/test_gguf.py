@@ -102,6 +102,39 @@ def test_f32_gguf_reproduces_torch(tiny: tuple[str, Path], tmp_path: Path) -> No
     np.testing.assert_allclose(again, got, atol=1e-3)
 
 
+def llama_cpp_load_steps(path: Path) -> list[int]:
+    """The bytes llama.cpp loads between its progress reports, one report before each tensor it reads (no mmap:
+    the browser's way), in the order it reads them."""
+    import llama_cpp
+
+    reports: list[float] = []
+
+    @llama_cpp.llama_progress_callback
+    def progress(fraction: float, _user: object) -> bool:
+        reports.append(fraction)
+        return True
+
+    params = llama_cpp.llama_model_default_params()
+    params.use_mmap = False
+    params.progress_callback = progress
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    assert model, "llama.cpp could not load the file"
+    llama_cpp.llama_model_free(model)
+    total = sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors)
+    return [round((b - a) * total) for a, b in zip(reports, reports[1:], strict=False)]
+
+
+def test_llama_cpp_reads_the_tensors_front_to_back(tiny: tuple[str, Path], tmp_path: Path) -> None:
+    """The tensors lie in the order llama.cpp loads them, so a loader that reads ahead (wllama fetches 1 MB for
+    every read under 1 MB) gets each byte once: what llama.cpp loads step by step is the file's tensors in order."""
+    _, source = tiny
+    path = write_gguf(source, tmp_path / "m.gguf", GgufPlan("q8_0", "q8_0"), "tiny").path
+    in_file = [int(t.n_bytes) for t in sorted(gguf.GGUFReader(path).tensors, key=lambda t: int(t.data_offset))]
+    steps = llama_cpp_load_steps(path)
+    assert len(steps) >= len(in_file) - 1
+    assert all(abs(got - want) <= 2 for got, want in zip(steps, in_file[:-1], strict=False)), (steps, in_file)
+
+
 def test_kv_cache_is_8bit_where_the_heads_split_into_its_blocks(tiny: tuple[str, Path], tmp_path: Path) -> None:
     """q8_0 (the browser's cache) where heads are a multiple of its 32-wide blocks; else f16, because llama.cpp
     refuses to create a context with a q8_0 cache over tiny-llama's 16-wide heads."""
