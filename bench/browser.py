@@ -25,6 +25,8 @@ from .prompts import NEW_TOKENS
 # next garbage collection (up to ~20 s later), so the page can sample memory after each stage.
 BASE_ARGS = ["--disable-quic", "--enable-blink-features=ForceEagerMeasureMemory"]
 FINISHED = "() => ['done', 'failed'].includes(document.body.dataset.state)"
+GATED = "() => typeof window.__benchStart === 'function'"
+SETTLE_S = 1.0  # after the page is up, before the idle browser's private memory is taken as the baseline
 
 
 @dataclass(frozen=True)
@@ -35,17 +37,20 @@ class Target:
     threads: int
 
 
-class RssSampler:
-    """Peak resident memory of a Chromium process tree (browser + renderers + GPU process), sampled."""
+class MemorySampler:
+    """Samples a Chromium process tree (browser + renderers + GPU process): the peak of its resident memory, and
+    its private memory (USS: pages no other process maps, what freeing the tab gives back) over time."""
 
     def __init__(self, profile_dir: str, interval_s: float = 0.25) -> None:
         self.profile_dir = profile_dir
         self.interval_s = interval_s
         self.peak = 0
+        self.private: list[tuple[float, int]] = []  # (time.time(), bytes)
+        self._root_proc = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
@@ -63,26 +68,41 @@ class RssSampler:
                     return proc
         return None
 
-    def _run(self) -> None:
+    def sample(self) -> int | None:
+        """Takes one sample now; returns the tree's private bytes (None before Chromium runs or without psutil)."""
         try:
             import psutil
         except ImportError:
-            return
-        root = None
-        while not self._stop.wait(self.interval_s):
-            try:
-                root = root if root is not None and root.is_running() else self._root()
-                if root is None:
+            return None
+        try:
+            root = self._root_proc
+            if root is None or not root.is_running():
+                root = self._root_proc = self._root()
+            if root is None:
+                return None
+            rss = private = 0
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    info = proc.memory_full_info()
+                except psutil.Error:
                     continue
-                total = 0
-                for proc in [root, *root.children(recursive=True)]:
-                    try:
-                        total += proc.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                root = None
+                rss += info.rss
+                private += info.uss
+        except psutil.Error:
+            self._root_proc = None
+            return None
+        self.peak = max(self.peak, rss)
+        self.private.append((time.time(), private))
+        return private
+
+    def private_peak(self, start_s: float, end_s: float) -> int | None:
+        """The largest private-memory sample from `start_s` to one interval past `end_s` (epoch seconds)."""
+        inside = [b for t, b in self.private if start_s <= t <= end_s + self.interval_s]
+        return max(inside) if inside else None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
 
 
 def _failure(base: dict[str, Any], stage: str, category: str, message: str) -> dict[str, Any]:
@@ -98,20 +118,27 @@ def _open_and_wait(
     timeout_s: float,
     extra_args: list[str],
 ) -> list[dict[str, Any]]:
-    """Opens `url` in a fresh profile, waits for body[data-state] done|failed, returns body[data-results]."""
+    """Opens `url` in a fresh profile, takes the idle browser's private memory, starts the page's run, waits for
+    body[data-state] done|failed, returns body[data-results], each row with the private memory its cold run added
+    at its peak (model_memory_bytes: sampled, so a spike shorter than the interval can slip past)."""
     crashed: list[str] = []
     console_errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="edge-chat-bench-") as profile, RssSampler(profile) as rss:
+    baseline = None
+    with tempfile.TemporaryDirectory(prefix="edge-chat-bench-") as profile, MemorySampler(profile) as memory:
         context = playwright.chromium.launch_persistent_context(
             profile, executable_path=chromium, args=[*BASE_ARGS, *extra_args], viewport={"width": 1000, "height": 800}
         )
         try:
             page = context.new_page()
-            page.add_init_script(f"window.__benchConfig = {json.dumps({'prompts': prompts})};")
+            page.add_init_script(f"window.__benchConfig = {json.dumps({'prompts': prompts, 'gated': True})};")
             page.on("crash", lambda _page: crashed.append("renderer crashed"))
             context.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             try:
                 page.goto(url)
+                page.wait_for_function(GATED, timeout=60_000, polling=100)
+                time.sleep(SETTLE_S)
+                baseline = memory.sample()
+                page.evaluate("() => { window.__benchStart(); }")
                 page.wait_for_function(FINISHED, timeout=timeout_s * 1000, polling=500)
                 rows = json.loads(page.evaluate("() => document.body.dataset.results || '[]'"))
             except PlaywrightTimeout:
@@ -128,8 +155,12 @@ def _open_and_wait(
                 pass
     for row in rows:
         row.update({k: v for k, v in base.items() if k not in row})
-        if rss.peak:
-            row["peak_rss_bytes"] = rss.peak
+        if memory.peak:
+            row["peak_rss_bytes"] = memory.peak
+        window = row.pop("memory_window_ms", None)
+        peak = memory.private_peak(window[0] / 1000, window[1] / 1000) if window else None
+        if peak is not None and baseline is not None:
+            row["model_memory_bytes"] = peak - baseline
     return rows
 
 
@@ -152,7 +183,7 @@ def measure(
         "new_tokens": new_tokens,
         "prompts": ",".join(prompts),
         "post": 0,
-        "autorun": 1,
+        "autorun": 1,  # gated: _open_and_wait starts it
         **({"session_options": json.dumps(session_options)} if session_options else {}),
     }
     base = {"runner": "edge-chat", **target.__dict__}

@@ -13,7 +13,7 @@
 // Query parameters: ?model= ?device= ?dtype= ?threads= ?new_tokens=128 ?prompts=short,long512 ?warm=0
 // ?turn2=0 ?post=0 ?autorun=1 ?client=<label> ?token=<the --lan server's token, printed with its /bench URL>
 // ?session_options=<JSON> (ORT session options, to try thread settings). bench/browser.py may set
-// window.__benchConfig = {prompts: {name: text}} before the page runs (its prompts come from bench/prompts.py).
+// window.__benchConfig = {prompts: {name: text}, gated} before the page runs (its prompts come from bench/prompts.py).
 // State: body[data-state] = idle|running|done|failed; body[data-results] = JSON of the rows of this run.
 
 import { BENCH_PROMPTS } from "./bench-prompts.js";
@@ -211,6 +211,7 @@ async function measure(model, say) {
 
     stage = "load";
     say(`Loading ${model.id} on ${choice.device} with ${choice.dtype} (cold: download + verify + init)…`);
+    const coldStart = Date.now();
     const ready = await loadInto(worker, model, choice, manifest);
     const coldLoad = ready.load_s;
     // What really ran: the runtime's own thread count and whether this worker could use threads at all.
@@ -248,6 +249,8 @@ async function measure(model, say) {
       }
       rows.push(row);
     }
+    // When the cold run (load, prompts, turn 2) began and ended, for bench/browser.py's private-memory samples.
+    for (const row of rows) row.memory_window_ms = [coldStart, Date.now()];
     worker.terminate();
 
     if (config.warm) {
@@ -435,4 +438,9 @@ try {
 el.run.addEventListener("click", run);
 setState("idle", catalog.length ? "" : "No models on this server.");
 refresh();
-if (params.get("autorun") === "1") run();
+// bench/browser.py measures the browser's memory before the run starts: it sets __benchConfig.gated and calls
+// __benchStart() itself.
+if (params.get("autorun") === "1") {
+  if (injected.gated) globalThis.__benchStart = run;
+  else run();
+}
