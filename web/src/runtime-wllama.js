@@ -92,8 +92,8 @@ export class LlamaCppRuntime {
    * Decodes one turn after `prompt` (the templated conversation as text; `ids` are Transformers.js's ids of it).
    * Streams each piece of text to `reply`. Returns {text, newIds: null (llama.cpp reports no ids), first, last,
    * count, decodeSeconds, interrupted, reused, generation, context}: first/last are performance.now() marks of the
-   * first and last piece, count is llama.cpp's count of new tokens, decodeSeconds llama.cpp's own decode time,
-   * reused the prompt tokens its KV cache already held.
+   * first token's chunk and of the last piece, count is llama.cpp's count of new tokens, decodeSeconds llama.cpp's
+   * own decode time, reused the prompt tokens its KV cache already held.
    */
   async turn({ prompt, ids, options, reply }) {
     const { maxNew, minNew } = newTokenLimits(options);
@@ -114,10 +114,13 @@ export class LlamaCppRuntime {
     this.keepCache = false; // until this turn settles: a failed turn leaves no cache to trust
     const onData = (chunk) => {
       if (chunk.timings) timings = chunk.timings;
+      // The server streams a chunk for the first token even when it holds the token's text back (a byte piece that
+      // is not valid UTF-8 on its own waits for the rest): TTFT is that chunk, not the first text.
+      if (!marks.first) marks.first = performance.now();
       const piece = chunk.choices?.[0]?.delta?.content;
       if (!piece) return;
       marks.last = performance.now();
-      if (marks.pieces++ === 0) marks.first = marks.last;
+      marks.pieces++;
       text += piece;
       reply({ type: Reply.TOKEN, text: piece });
     };
@@ -140,7 +143,8 @@ export class LlamaCppRuntime {
       this.abort = null;
     }
     this.keepCache = true;
-    if (marks.pieces === 0) marks.first = marks.last = performance.now(); // an empty reply (EOS at once)
+    if (!marks.first) marks.first = performance.now(); // nothing streamed (stopped before the first token)
+    if (marks.pieces === 0) marks.last = marks.first; // no text (EOS at once, or only held-back bytes)
     const reused = timings?.cache_n ?? 0;
     // llama.cpp tokenized the prompt itself: the same count as Transformers.js's ids, or the turn says so.
     const promptTokens = timings ? reused + (timings.prompt_n ?? 0) : null;
