@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", nargs="+", default=[DEFAULT_MODEL])
     p.add_argument("--device", nargs="+", default=["wasm"], choices=["wasm", "webgpu"])
     p.add_argument(
-        "--dtype", nargs="+", default=["fp32", "q8", "q4", "gguf-q4_1"], help="dtypes the manifest lacks are skipped"
+        "--dtype", nargs="+", default=["fp32", "q8", "q4", "gguf-q8_0"], help="dtypes the manifest lacks are skipped"
     )
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument(
