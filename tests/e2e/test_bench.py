@@ -1,6 +1,7 @@
 """The benchmark in Chromium: bench/browser.py's measurement on the default model (short: one prompt, 8 new
 tokens) yields the metrics schema with positive, finite figures; the /bench page runs from its button,
-posts its result, and the stored result shows up in its table. No timing thresholds: CI has 2 cores.
+posts its result, and the stored result shows up in its table; the wllama peer's page times random weights too.
+No timing thresholds: CI has 2 cores.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from bench import browser
 from bench.prompts import SHORT
+from bench.server import GGUF_ROUTE, serving
 from edge_contracts import BENCH_NUMBERS, METRIC_NUMBERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -71,3 +73,23 @@ def test_bench_page_posts_and_lists_its_result(new_chat_page: Any, server: str, 
     assert page.locator("#results-chart svg").count() >= 1
     assert not chat.csp_violations()
     assert not chat.foreign_requests()
+
+
+def test_the_peer_page_times_random_weights(
+    playwright_driver: Any, chromium_path: str, qwen3_models: Path, tmp_path: Path
+) -> None:
+    """Random weights stream byte pieces that are not valid UTF-8 alone, and llama.cpp's server holds their text
+    back: the peer's TTFT is its first token's chunk and its count llama.cpp's, as on Edge Chat's own llama.cpp path
+    (web/src/runtime-wllama.js), or a random-weight model could not be compared with the peer at all."""
+    gguf = next((qwen3_models / "tiny-qwen3" / "gguf").glob("*.gguf"))
+    with serving(qwen3_models, Path(__file__).resolve().parents[2] / "web", tmp_path, gguf) as base_url:
+        rows = browser.measure_wllama(
+            playwright_driver, chromium_path, base_url, GGUF_ROUTE, "tiny-qwen3", 1, {"short": SHORT}, NEW_TOKENS, 600
+        )
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert "error" not in row, row["error"]
+    assert row["new_tokens"] == NEW_TOKENS
+    for key in ("ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s"):
+        value = row[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value, row)

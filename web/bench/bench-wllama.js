@@ -30,12 +30,17 @@ async function load(wllama, url) {
   return (performance.now() - t0) / 1000;
 }
 
-/** One chat completion, streamed: TTFT and decode rate by wall clock, as bench.js measures Edge Chat. */
+/**
+ * One chat completion, streamed, measured as Edge Chat's llama.cpp path measures a turn (web/src/runtime-wllama.js,
+ * web/src/turn.js): TTFT at the first token's chunk (the server holds back a byte piece that is not valid UTF-8 on
+ * its own, so the first *text* can come much later: random weights do it all the time), the new-token count and the
+ * decode time from llama.cpp's own timings.
+ */
 async function complete(wllama, messages, maxTokens, cachePrompt) {
   const t0 = performance.now();
   let first = 0;
   let last = 0;
-  let count = 0;
+  let pieces = 0;
   let text = "";
   let timings = null;
   let usage = null;
@@ -45,29 +50,31 @@ async function complete(wllama, messages, maxTokens, cachePrompt) {
     temperature: 0,
     ignore_eos: true,
     cache_prompt: cachePrompt,
+    timings_per_token: true,
     stream: true,
     onData: (chunk) => {
+      if (!first) first = performance.now();
+      if (chunk.timings) timings = chunk.timings;
+      if (chunk.usage) usage = chunk.usage;
       const piece = chunk.choices?.[0]?.delta?.content;
       if (piece) {
         last = performance.now();
-        if (count++ === 0) first = last;
+        pieces++;
         text += piece;
       }
-      if (chunk.timings) timings = chunk.timings;
-      if (chunk.usage) usage = chunk.usage;
     },
   });
-  const promptTokens = usage?.prompt_tokens ?? timings?.prompt_n ?? 0;
-  const newCount = usage?.completion_tokens ?? count;
+  const promptTokens = usage?.prompt_tokens ?? (timings ? (timings.cache_n ?? 0) + (timings.prompt_n ?? 0) : 0);
+  const count = timings?.predicted_n ?? usage?.completion_tokens ?? pieces;
   const ttft = (first - t0) / 1000;
-  const decode = (last - first) / 1000;
+  const decode = timings?.predicted_ms > 0 ? timings.predicted_ms / 1000 : (last - first) / 1000;
   return {
     text,
     ttft_s: ttft,
     prefill_tokens_per_s: promptTokens / ttft,
     decode_tokens_per_s: count > 1 && decode > 0 ? (count - 1) / decode : null,
     prompt_tokens: promptTokens,
-    new_tokens: newCount,
+    new_tokens: count,
     llama_timings: timings,
   };
 }
