@@ -27,6 +27,8 @@ RUNTIMES = (ONNX_RUNTIME, LLAMA_CPP)
 # browser, and the Python references and verification run the same. q8_0 rather than f16: WASM has no f16 conversion
 # instruction, so at long contexts reading an f16 cache dominated decode; q8_0 is also half the memory.
 LLAMA_CPP_KV_CACHE = "q8_0"
+# The tensor types the pipeline's GGUF writer makes (model_prep/export/gguf.py); a GGUF dtype is "gguf-<type>".
+GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q6_k", "f16", "f32")
 
 # The one metrics schema of every generation (docs/architecture.md): the UI, the tests and the benchmark.
 METRIC_NUMBERS = (

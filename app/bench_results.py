@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from edge_contracts import BENCH_NUMBERS, BENCH_TEXTS, METRIC_NUMBERS, METRIC_TEXTS, RUNTIMES
+from edge_contracts import BENCH_NUMBERS, BENCH_TEXTS, GGUF_TYPES, METRIC_NUMBERS, METRIC_TEXTS, RUNTIMES
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_RESULTS_PER_POST = 50
@@ -27,7 +27,7 @@ OPTIONAL_TEXTS = BENCH_TEXTS
 DEVICES = {"webgpu", "wasm"}
 DTYPES = {"fp32", "fp16", "q8", "q4", "q4f16"}
 # GGUF dtypes run by llama.cpp: "gguf-" and one of the GGUF writer's tensor types.
-GGUF_DTYPES = {f"gguf-{t}" for t in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "f32")}
+GGUF_DTYPES = {f"gguf-{t}" for t in GGUF_TYPES}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (

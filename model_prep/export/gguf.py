@@ -2,9 +2,11 @@
 
 Weights are read one tensor at a time and quantized with the `gguf` package's numpy quantizers (Q4_0, Q4_1, Q5_0,
 Q5_1, Q8_0), then streamed into the file: the header and tensor table go first, so no quantized tensor is held
-beyond the one being written. The tokenizer metadata (byte-level BPE tokens, token types, merges, special ids, the
-pre-tokenizer llama.cpp must apply, the chat template) comes from the same tokenizer.json the browser's
-Transformers.js reads, so a prompt tokenized either way is the same token ids.
+beyond the one being written. The k-quants (Q6_K), which those quantizers lack, come from llama.cpp's own quantizer
+run on an f32 file written first; this writer then writes its output again, with the same metadata and in load order.
+The tokenizer metadata (byte-level BPE tokens, token types, merges, special ids, the pre-tokenizer llama.cpp must
+apply, the chat template) comes from the same tokenizer.json the browser's Transformers.js reads, so a prompt
+tokenized either way is the same token ids.
 
 When the checkpoint came from a GGUF (the default model: Q4_1 layers, a Q8_0 embedding), re-encoding its
 dequantized weights on the same grid gives back the source's bytes: `grid_match` counts how many tensors do.
@@ -19,14 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_contracts import GGUF_TYPES
+
 from ..errors import SourceCorrupt, UnsupportedArchitecture
 from ..recipes import GgufPlan
 
 # HF architecture → (gguf architecture, rotary layout). Llama checkpoints keep q/k rows in HF's rotate-half order,
 # which llama.cpp's Llama graph expects interleaved (convert_hf_to_gguf permutes them); Qwen3 is NEOX-style as is.
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "Qwen3ForCausalLM": ("qwen3", False)}
-QUANT_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "f32")
-FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q8_0": 7}  # llama_ftype
+QUANT_TYPES = GGUF_TYPES
+LLAMA_CPP_QUANTIZED = ("q6_k",)  # made by llama.cpp's quantizer (rows it cannot split into 256-wide blocks: Q8_0)
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q8_0": 7, "q6_k": 18}  # llama_ftype
 # llama.cpp's token types (llama_token_type / gguf.TokenType).
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 # GPT-2's split regex: what a ByteLevel pre-tokenizer with use_regex applies.
@@ -152,13 +157,50 @@ def permute_rotary(weights: np.ndarray, n_head: int) -> np.ndarray:
 
 def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_gguf: Path | None = None) -> GgufReport:
     """Write `source` (an HF folder) as a GGUF at `out_path` (via a `.part` file, renamed when complete)."""
+    for kind in (plan.weights, plan.embedding):
+        if kind not in QUANT_TYPES:
+            raise ValueError(f"GGUF type {kind!r} is not one of {', '.join(QUANT_TYPES)}")
+    if not {plan.weights, plan.embedding} & set(LLAMA_CPP_QUANTIZED):
+        return _write(source, out_path, plan, name, source_gguf)
+    f32 = out_path.with_name(out_path.name + ".f32.part")
+    quantized = out_path.with_name(out_path.name + ".quantized.part")
+    try:
+        _write(source, f32, GgufPlan("f32", "f32"), name)
+        _llama_cpp_quantize(f32, quantized, plan)
+        f32.unlink()
+        # llama.cpp's quantizer writes the tensors sorted by name: written again here, they lie in load order.
+        return _write(source, out_path, plan, name, quantized=quantized)
+    finally:
+        f32.unlink(missing_ok=True)
+        quantized.unlink(missing_ok=True)
+
+
+def _llama_cpp_quantize(f32: Path, out: Path, plan: GgufPlan) -> None:
+    import os
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FILE_TYPE[plan.weights]
+    params.token_embedding_type = int(_ggml_type(plan.embedding))
+    params.nthread = os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(str(f32).encode(), str(out).encode(), params) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {f32.name} to {plan.weights}")
+
+
+def _write(
+    source: Path,
+    out_path: Path,
+    plan: GgufPlan,
+    name: str,
+    source_gguf: Path | None = None,
+    quantized: Path | None = None,
+) -> GgufReport:
+    """The file itself; with `quantized` (a GGUF of the same checkpoint), its tensors as they are, not re-encoded."""
     import gguf
 
     from ..sources.checkpoint import SafetensorsReader
 
-    for kind in (plan.weights, plan.embedding):
-        if kind not in QUANT_TYPES:
-            raise ValueError(f"GGUF type {kind!r} is not one of {', '.join(QUANT_TYPES)}")
     config = json.loads((source / "config.json").read_text())
     found = (config.get("architectures") or ["unknown"])[0]
     if found not in ARCHITECTURES:
@@ -202,7 +244,13 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
     writer = gguf.GGUFWriter(part, arch)
     _add_metadata(writer, arch, config, head_dim, n_kv, vocab, plan, name)
     types: dict[str, int] = {}
-    shapes = _tensor_shapes(reader, entries, qtype)
+    done = {t.name: t for t in gguf.GGUFReader(quantized).tensors} if quantized else None
+    if done is None:
+        shapes = _tensor_shapes(reader, entries, qtype)
+    else:
+        shapes = {
+            g: (tuple(int(n) for n in reversed(done[g].shape)), done[g].tensor_type.name.lower()) for _, g in entries
+        }
     for gname, (shape, kind) in shapes.items():
         qt = _ggml_type(kind)
         nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qt))) if kind not in ("f32", "f16") else 0
@@ -219,11 +267,15 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
     written = list(shapes)
     i = 0
     compare = _SourceGrid(source_gguf) if source_gguf else None
-    for gname, kind, data in tensors():
+    encoded_tensors = (
+        ((g, _encode(data, kind)) for g, kind, data in tensors())
+        if done is None
+        else ((g, np.asarray(done[g].data)) for g in shapes)
+    )
+    for gname, encoded in encoded_tensors:
         if gname != written[i]:
             raise RuntimeError(f"tensor order changed while writing: {gname} != {written[i]}")
         i += 1
-        encoded = _encode(data, kind)
         if compare:
             compare.check(gname, encoded)
         writer.write_tensor_data(encoded)

@@ -284,3 +284,49 @@ def test_a_tokenizer_that_disagrees_fails_the_export() -> None:
     require_tokenizer(fidelity(0.99, 10.0))
     with pytest.raises(VerificationFailed, match="tokenizes differently"):
         require_tokenizer(fidelity(0.99, 10.0, agrees=False))
+
+
+@pytest.fixture(scope="module")
+def wide_qwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen3 with 256-wide rows (hidden and MLP), so the k-quants' 256-wide blocks split them."""
+    import shutil
+
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tiny = build_tiny("qwen3", tmp_path_factory.mktemp("qwen3") / "source")
+    out = tmp_path_factory.mktemp("wide-qwen3")
+    config = json.loads((tiny / "config.json").read_text()) | {"hidden_size": 256, "intermediate_size": 512}
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(Qwen3Config(**config)).eval().save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (tiny / name).is_file():
+            shutil.copy(tiny / name, out / name)
+    return out
+
+
+def test_a_k_quant_gguf_is_llama_cpps_own_written_in_load_order(wide_qwen3: Path, tmp_path: Path) -> None:
+    """Q6_K comes from llama.cpp's quantizer (gguf's numpy quantizers have no k-quants), which writes tensors sorted by
+    name: the writer lays them out again in load order, with its own metadata, and leaves no intermediate file."""
+    report = write_gguf(wide_qwen3, tmp_path / "m.gguf", GgufPlan("q6_k", "q6_k"), "wide")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(report.path).tensors}
+    assert types["token_embd.weight"] == types["blk.0.attn_q.weight"] == types["blk.1.ffn_down.weight"] == "Q6_K"
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    assert fields(report.path)["general.file_type"] == 18  # LLAMA_FTYPE_MOSTLY_Q6_K
+    in_file = [int(t.n_bytes) for t in sorted(gguf.GGUFReader(report.path).tensors, key=lambda t: int(t.data_offset))]
+    steps = llama_cpp_load_steps(report.path)
+    assert all(abs(got - want) <= 2 for got, want in zip(steps, in_file[:-1], strict=False)), (steps, in_file)
+    # Close to the same checkpoint at f32 (random weights: harder to quantize than trained ones).
+    f32 = write_gguf(wide_qwen3, tmp_path / "f32.gguf", GgufPlan("f32", "f32"), "wide").path
+    ids = [1, 7, 42, 99, 3, 250, 17, 8, 64, 5, 300, 12]
+    logits = []
+    for path in (report.path, f32):
+        session = LlamaCppSession(path, n_ctx=256, kv_cache="f16")
+        try:
+            logits.append(session.forward(ids))
+        finally:
+            session.close()
+    got, want = logits
+    cosine = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
+    assert cosine.min() > 0.995, cosine
