@@ -95,8 +95,8 @@ LLAMA_CPP_FLOOR = Floor(min_top1=0.93, max_perplexity_ratio=1.02)
 WASM_FAST_GGUF = GgufPlan("q8_0", "q8_0", floor=LLAMA_CPP_FLOOR)
 # Qwen3-0.6B: Q6_K from llama.cpp's own quantizer (its rows split into the k-quants' 256-wide blocks, which SmolLM2's
 # 576-wide rows do not). llama.cpp's WASM build decodes and prefills Qwen3-0.6B's shapes twice as fast on Q6_K as on
-# Q8_0, from a smaller file (README, "CPU runtime"). Held to the recipe's floor; untested on the real weights here (the
-# hub is unreachable).
+# Q8_0, from a smaller file, for a few points of agreement with torch (README, "CPU runtime"). Held to the recipe's
+# floor; untested on the real weights here (the hub is unreachable).
 QWEN3_GGUF = GgufPlan("q6_k", "q6_k")
 # The tiny test models keep Q4_1 (with the Q8_0 embedding: the default model's source layout), so the tests exercise
 # the 4-bit writer and its grid recovery.
