@@ -1,8 +1,8 @@
 """`python -m bench`: Edge Chat in Chromium, native onnxruntime on the same artifact and wllama as a peer.
 
 Writes build/bench/results.jsonl (one row per runner × config × prompt, the one metrics schema plus
-warm_load_s, turn2_ttft_s, turn2_ttft_no_reuse_s, peak_memory_bytes, model_memory_bytes, threads, prompt, error) and
-build/bench/report.html, and prints the table and the ratios. Prints figures; asserts none.
+warm_load_s, turn2_ttft_s, turn2_ttft_no_reuse_s, peak_memory_bytes, model_memory_bytes, model_memory_settled_bytes,
+threads, prompt, error) and build/bench/report.html, and prints the table and the ratios. Prints figures; asserts none.
 """
 
 from __future__ import annotations

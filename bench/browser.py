@@ -97,8 +97,19 @@ class MemorySampler:
 
     def private_peak(self, start_s: float, end_s: float) -> int | None:
         """The largest private-memory sample from `start_s` to one interval past `end_s` (epoch seconds)."""
-        inside = [b for t, b in self.private if start_s <= t <= end_s + self.interval_s]
+        inside = self._between(start_s, end_s)
         return max(inside) if inside else None
+
+    def private_last(self, start_s: float, end_s: float) -> int | None:
+        """The last private-memory sample before `end_s`: what the run still holds once the load's transient memory
+        (V8's optimizing compile of the runtime's WASM, the load's garbage) is given back, before the page lets go of
+        the model."""
+        inside = self._between(start_s, end_s, slack_s=0.0)
+        return inside[-1] if inside else None
+
+    def _between(self, start_s: float, end_s: float, slack_s: float | None = None) -> list[int]:
+        end = end_s + (self.interval_s if slack_s is None else slack_s)
+        return [b for t, b in self.private if start_s <= t <= end]
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -120,7 +131,8 @@ def _open_and_wait(
 ) -> list[dict[str, Any]]:
     """Opens `url` in a fresh profile, takes the idle browser's private memory, starts the page's run, waits for
     body[data-state] done|failed, returns body[data-results], each row with the private memory its cold run added
-    at its peak (model_memory_bytes: sampled, so a spike shorter than the interval can slip past)."""
+    at its peak (model_memory_bytes: sampled, so a spike shorter than the interval can slip past) and at its end
+    (model_memory_settled_bytes)."""
     crashed: list[str] = []
     console_errors: list[str] = []
     baseline = None
@@ -158,9 +170,12 @@ def _open_and_wait(
         if memory.peak:
             row["peak_rss_bytes"] = memory.peak
         window = row.pop("memory_window_ms", None)
-        peak = memory.private_peak(window[0] / 1000, window[1] / 1000) if window else None
-        if peak is not None and baseline is not None:
-            row["model_memory_bytes"] = peak - baseline
+        if window and baseline is not None:
+            peak = memory.private_peak(window[0] / 1000, window[1] / 1000)
+            last = memory.private_last(window[0] / 1000, window[1] / 1000)
+            if peak is not None and last is not None:
+                row["model_memory_bytes"] = peak - baseline
+                row["model_memory_settled_bytes"] = last - baseline
     return rows
 
 

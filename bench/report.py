@@ -24,6 +24,7 @@ COLUMNS = [
     ("turn2_ttft_no_reuse_s", "t2 fresh s", 2),
     ("peak_memory_bytes", "heap MB", -6),
     ("model_memory_bytes", "private MB", -6),  # private memory the cold run added to the browser, at its peak
+    ("model_memory_settled_bytes", "settled MB", -6),  # the same at the cold run's end
     ("peak_rss_bytes", "RSS MB", -6),
     ("error", "error", None),
 ]
@@ -65,7 +66,9 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n = native.get(_key(r))
         w = wllama.get((r.get("threads"), r.get("prompt")))
         t2, t2_fresh = r.get("turn2_ttft_s"), r.get("turn2_ttft_no_reuse_s")
-        memory, download = r.get("model_memory_bytes"), r.get("download_bytes")
+        memory, settled, download = (
+            r.get(k) for k in ("model_memory_bytes", "model_memory_settled_bytes", "download_bytes")
+        )
         out.append(
             {
                 "config": f"{r['device']} {r['dtype']} {r.get('threads')}t {r.get('prompt')}",
@@ -73,17 +76,22 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "edge_over_wllama": r["decode_tokens_per_s"] / w["decode_tokens_per_s"] if w else None,
                 "turn2_reuse_over_fresh": t2 / t2_fresh if t2 and t2_fresh else None,
                 "memory_over_download": memory / download if memory and download else None,
+                "settled_over_download": settled / download if settled and download else None,
             }
         )
     return out
 
 
 def ratio_table(items: list[dict[str, Any]]) -> str:
-    lines = ["config                          browser/native  edge/wllama  turn2 reuse/fresh  memory/download"]
+    lines = [
+        "config                          browser/native  edge/wllama  turn2 reuse/fresh  memory/download"
+        "  settled/download"
+    ]
     for it in items:
         lines.append(
             f"{it['config']:<32}{_fmt(it['browser_over_native'], 2):>14}{_fmt(it['edge_over_wllama'], 2):>13}"
             f"{_fmt(it['turn2_reuse_over_fresh'], 2):>19}{_fmt(it['memory_over_download'], 2):>17}"
+            f"{_fmt(it['settled_over_download'], 2):>18}"
         )
     lines.append(
         "goals (reported, not asserted): browser/native ≥ 0.5 on CPU, edge/wllama > 1, turn2 reuse/fresh ≤ 0.25,"

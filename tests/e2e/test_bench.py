@@ -48,6 +48,8 @@ def test_browser_run_reports_the_schema(
     assert row["turn2_reused_tokens"] > 0  # turn 2 really reused the KV cache
     # The private memory the cold run added to the browser holds at least the model's weights.
     assert row["model_memory_bytes"] >= 0.5 * row["download_bytes"], (row["model_memory_bytes"], row["download_bytes"])
+    # At the run's end it still holds them, and no more than at its peak.
+    assert 0.5 * row["download_bytes"] <= row["model_memory_settled_bytes"] <= row["model_memory_bytes"], row
 
 
 def test_bench_page_posts_and_lists_its_result(new_chat_page: Any, server: str, model_dir: Path, model_id: str) -> None:
