@@ -97,19 +97,18 @@ class MemorySampler:
 
     def private_peak(self, start_s: float, end_s: float) -> int | None:
         """The largest private-memory sample from `start_s` to one interval past `end_s` (epoch seconds)."""
-        inside = self._between(start_s, end_s)
+        inside = self._between(start_s, end_s + self.interval_s)
         return max(inside) if inside else None
 
     def private_last(self, start_s: float, end_s: float) -> int | None:
         """The last private-memory sample before `end_s`: what the run still holds once the load's transient memory
         (V8's optimizing compile of the runtime's WASM, the load's garbage) is given back, before the page lets go of
         the model."""
-        inside = self._between(start_s, end_s, slack_s=0.0)
+        inside = self._between(start_s, end_s)
         return inside[-1] if inside else None
 
-    def _between(self, start_s: float, end_s: float, slack_s: float | None = None) -> list[int]:
-        end = end_s + (self.interval_s if slack_s is None else slack_s)
-        return [b for t, b in self.private if start_s <= t <= end]
+    def _between(self, start_s: float, end_s: float) -> list[int]:
+        return [b for t, b in self.private if start_s <= t <= end_s]
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
