@@ -15,6 +15,7 @@ dequantized weights on the same grid gives back the source's bytes: `grid_match`
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,6 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
 
 
 def _llama_cpp_quantize(f32: Path, out: Path, plan: GgufPlan) -> None:
-    import os
-
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
