@@ -2,7 +2,8 @@
 
 Writes build/bench/results.jsonl (one row per runner × config × prompt, the one metrics schema plus
 warm_load_s, turn2_ttft_s, turn2_ttft_no_reuse_s, peak_memory_bytes, model_memory_bytes, model_memory_settled_bytes,
-threads, prompt, error) and build/bench/report.html, and prints the table and the ratios. Prints figures; asserts none.
+revisit_load_s, revisit_memory_bytes, revisit_memory_settled_bytes, revisit_hashed_bytes, threads, prompt, error)
+and build/bench/report.html, and prints the table and the ratios. Prints figures; asserts none.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=ROOT / "models/.cache/gguf/SmolLM2-135M-Instruct.Q4_1.gguf",
         help="the peer's weights (wllama); skipped when missing",
+    )
+    p.add_argument(
+        "--no-revisit",
+        action="store_true",
+        help="skip the returning visit (a new page in the same profile, loading from the caches) after each run",
     )
     p.add_argument("--no-native", action="store_true")
     p.add_argument("--no-wllama", action="store_true")
@@ -122,7 +128,15 @@ def main(argv: list[str] | None = None) -> int:
                             target = browser.Target(model, device, dtype, threads)
                             emit(
                                 browser.measure(
-                                    pw, args.chromium, base_url, target, prompts, args.new_tokens, args.timeout, options
+                                    pw,
+                                    args.chromium,
+                                    base_url,
+                                    target,
+                                    prompts,
+                                    args.new_tokens,
+                                    args.timeout,
+                                    options,
+                                    revisit=not args.no_revisit,
                                 )
                             )
                     if args.no_native:
@@ -156,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                             prompts,
                             args.new_tokens,
                             args.timeout,
+                            revisit=not args.no_revisit,
                         )
                     )
 

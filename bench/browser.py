@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from playwright.sync_api import BrowserContext, Playwright
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .prompts import NEW_TOKENS
@@ -127,38 +127,37 @@ def _open_and_wait(
     base: dict[str, Any],
     timeout_s: float,
     extra_args: list[str],
+    revisit_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """Opens `url` in a fresh profile, takes the idle browser's private memory, starts the page's run, waits for
     body[data-state] done|failed, returns body[data-results], each row with the private memory its cold run added
     at its peak (model_memory_bytes: sampled, so a spike shorter than the interval can slip past) and at its end
-    (model_memory_settled_bytes)."""
+    (model_memory_settled_bytes).
+
+    With `revisit_url`, a returning visit follows: the page is closed and `revisit_url` opens in a new page of the
+    same profile (the browser's caches and the model cache kept, nothing of the first page's memory), its run
+    measured the same way: revisit_load_s, revisit_memory_bytes, revisit_memory_settled_bytes,
+    revisit_hashed_bytes (what its load read through sha256)."""
     crashed: list[str] = []
-    console_errors: list[str] = []
-    baseline = None
     with tempfile.TemporaryDirectory(prefix="edge-chat-bench-") as profile, MemorySampler(profile) as memory:
         context = playwright.chromium.launch_persistent_context(
             profile, executable_path=chromium, args=[*BASE_ARGS, *extra_args], viewport={"width": 1000, "height": 800}
         )
         try:
-            page = context.new_page()
-            page.add_init_script(f"window.__benchConfig = {json.dumps({'prompts': prompts, 'gated': True})};")
-            page.on("crash", lambda _page: crashed.append("renderer crashed"))
-            context.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-            try:
-                page.goto(url)
-                page.wait_for_function(GATED, timeout=60_000, polling=100)
-                time.sleep(SETTLE_S)
-                baseline = memory.sample()
-                page.evaluate("() => { window.__benchStart(); }")
-                page.wait_for_function(FINISHED, timeout=timeout_s * 1000, polling=500)
-                rows = json.loads(page.evaluate("() => document.body.dataset.results || '[]'"))
-            except PlaywrightTimeout:
-                return [_failure(base, "run", "timeout", f"no result within {timeout_s:.0f} s")]
-            except PlaywrightError as err:
-                if crashed or "crash" in str(err).lower():
-                    # A renderer that dies mid-run is, for a model benchmark, nearly always memory.
-                    return [_failure(base, "run", "out-of-memory", f"the renderer crashed ({str(err)[:120]})")]
-                return [_failure(base, "run", "error", str(err)[:300])]
+            stage = "run"
+            rows, baseline = _run_page(context, url, prompts, memory, timeout_s, crashed)
+            revisit: list[dict[str, Any]] = []
+            if revisit_url and rows and not any("error" in row for row in rows):
+                stage = "revisit"
+                time.sleep(SETTLE_S)  # the first page is closed: its worker and memory go
+                revisit, revisit_baseline = _run_page(context, revisit_url, prompts, memory, timeout_s, crashed)
+        except PlaywrightTimeout:
+            return [_failure(base, stage, "timeout", f"no result within {timeout_s:.0f} s")]
+        except PlaywrightError as err:
+            if crashed or "crash" in str(err).lower():
+                # A renderer that dies mid-run is, for a model benchmark, nearly always memory.
+                return [_failure(base, stage, "out-of-memory", f"the renderer crashed ({str(err)[:120]})")]
+            return [_failure(base, stage, "error", str(err)[:300])]
         finally:
             try:
                 context.close()
@@ -168,14 +167,58 @@ def _open_and_wait(
         row.update({k: v for k, v in base.items() if k not in row})
         if memory.peak:
             row["peak_rss_bytes"] = memory.peak
-        window = row.pop("memory_window_ms", None)
-        if window and baseline is not None:
-            peak = memory.private_peak(window[0] / 1000, window[1] / 1000)
-            last = memory.private_last(window[0] / 1000, window[1] / 1000)
-            if peak is not None and last is not None:
-                row["model_memory_bytes"] = peak - baseline
-                row["model_memory_settled_bytes"] = last - baseline
+        row.update(_memory_added(memory, row.pop("memory_window_ms", None), baseline, "model_memory"))
+    if revisit and "error" in revisit[0]:
+        rows.append({**base, "prompt": "revisit", "error": revisit[0]["error"]})
+    elif revisit:
+        again = revisit[0]
+        figures = {
+            "revisit_load_s": again.get("load_s"),
+            "revisit_hashed_bytes": again.get("load_hashed_bytes"),
+            **_memory_added(memory, again.get("memory_window_ms"), revisit_baseline, "revisit_memory"),
+        }
+        for row in rows:
+            row.update(figures)
     return rows
+
+
+def _run_page(
+    context: BrowserContext,
+    url: str,
+    prompts: dict[str, str],
+    memory: MemorySampler,
+    timeout_s: float,
+    crashed: list[str],
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One run of a gated bench page in a new page of `context`: its rows, and the private memory the browser held
+    idle, the page up, just before the run started. The page is closed once its rows are read; a renderer crash is
+    noted in `crashed`."""
+    page = context.new_page()
+    page.on("crash", lambda _page: crashed.append("renderer crashed"))
+    page.add_init_script(f"window.__benchConfig = {json.dumps({'prompts': prompts, 'gated': True})};")
+    page.goto(url)
+    page.wait_for_function(GATED, timeout=60_000, polling=100)
+    time.sleep(SETTLE_S)
+    baseline = memory.sample()
+    page.evaluate("() => { window.__benchStart(); }")
+    page.wait_for_function(FINISHED, timeout=timeout_s * 1000, polling=500)
+    rows = json.loads(page.evaluate("() => document.body.dataset.results || '[]'"))
+    page.close()
+    return rows, baseline
+
+
+def _memory_added(
+    memory: MemorySampler, window_ms: list[float] | None, baseline: int | None, prefix: str
+) -> dict[str, int]:
+    """The private memory a run added over `baseline` in its window: `{prefix}_bytes` at the peak and
+    `{prefix}_settled_bytes` at the window's end; nothing when either is unknown."""
+    if not window_ms or baseline is None:
+        return {}
+    start, end = window_ms[0] / 1000, window_ms[1] / 1000
+    peak, last = memory.private_peak(start, end), memory.private_last(start, end)
+    if peak is None or last is None:
+        return {}
+    return {f"{prefix}_bytes": peak - baseline, f"{prefix}_settled_bytes": last - baseline}
 
 
 def measure(
@@ -187,8 +230,10 @@ def measure(
     new_tokens: int = NEW_TOKENS,
     timeout_s: float = 900,
     session_options: dict | None = None,
+    revisit: bool = True,
 ) -> list[dict[str, Any]]:
-    """Edge Chat on `target`: rows in the metrics schema (plus warm load, turn 2, memory), one per prompt."""
+    """Edge Chat on `target`: rows in the metrics schema (plus warm load, turn 2, memory, and with `revisit` a
+    returning visit on the first prompt), one per prompt."""
     query = {
         "model": target.model,
         "device": target.device,
@@ -203,7 +248,17 @@ def measure(
     base = {"runner": "edge-chat", **target.__dict__}
     extra = ["--enable-unsafe-webgpu"] if target.device == "webgpu" else []
     start = time.monotonic()
-    rows = _open_and_wait(playwright, chromium, f"{base_url}/bench?{urlencode(query)}", prompts, base, timeout_s, extra)
+    again = {**query, "prompts": next(iter(prompts)), "warm": 0, "turn2": 0}
+    rows = _open_and_wait(
+        playwright,
+        chromium,
+        f"{base_url}/bench?{urlencode(query)}",
+        prompts,
+        base,
+        timeout_s,
+        extra,
+        f"{base_url}/bench?{urlencode(again)}" if revisit else None,
+    )
     for row in rows:
         row["runner"] = "edge-chat"
         row["wall_s"] = round(time.monotonic() - start, 1)
@@ -220,8 +275,10 @@ def measure_wllama(
     prompts: dict[str, str],
     new_tokens: int = NEW_TOKENS,
     timeout_s: float = 900,
+    revisit: bool = True,
 ) -> list[dict[str, Any]]:
-    """The peer, wllama, on the GGUF the model was exported from, in the same Chromium, same prompts."""
+    """The peer, wllama, on the GGUF the model was exported from, in the same Chromium, same prompts (and with
+    `revisit` a returning visit on the first prompt, from wllama's own cache)."""
     query = {
         "gguf": gguf_path,
         "model": model,
@@ -230,5 +287,7 @@ def measure_wllama(
         "prompts": ",".join(prompts),
     }
     base = {"runner": "wllama", "model": model, "device": "wasm", "dtype": "gguf", "threads": threads}
-    url = f"{base_url}/static/bench/bench-wllama.html?{urlencode(query)}"
-    return _open_and_wait(playwright, chromium, url, prompts, base, timeout_s, [])
+    page = f"{base_url}/static/bench/bench-wllama.html"
+    again = {**query, "prompts": next(iter(prompts))}
+    revisit_url = f"{page}?{urlencode(again)}" if revisit else None
+    return _open_and_wait(playwright, chromium, f"{page}?{urlencode(query)}", prompts, base, timeout_s, [], revisit_url)

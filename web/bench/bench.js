@@ -220,6 +220,8 @@ async function measure(model, say) {
       cross_origin_isolated: ready.runtime?.crossOriginIsolated ?? null,
       shared_array_buffer: ready.runtime?.sharedArrayBuffer ?? null,
       download_bytes: manifest?.dtypes?.[choice.dtype]?.bytes ?? null,
+      // What this load read through sha256: the download on a first visit, 0 on a returning one (stamps trusted).
+      load_hashed_bytes: ready.cache?.hashed_bytes ?? null,
     });
     if (config.sessionOptions) base.session_options = JSON.stringify(config.sessionOptions);
     memory.push(measureMemory());
