@@ -478,9 +478,10 @@ async function runTurn({ chat, edit = () => {}, continueFinal = false, images = 
   el.metrics.dataset.metrics = JSON.stringify(done.metrics);
   el.metrics.dataset.context = JSON.stringify(done.context ?? {});
   el.metrics.textContent = `Last reply: ${metricsLine(done.metrics)}`;
+  // Stored before the page says ready: a reply shown as done is already in the saved chat and the chat list.
+  await chats.save();
   setState("ready");
   showContext((done.context?.context_tokens ?? 0) + (done.metrics?.new_tokens ?? 0));
-  await chats.save();
 }
 
 function currentSettings() {
