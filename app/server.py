@@ -22,6 +22,7 @@ from app.artifacts import ArtifactUnavailable, locate_artifact, serve_artifact
 from app.bench_results import MAX_BODY_BYTES, InvalidResults, ResultStore, validate
 from app.catalog import Catalog, models_base_url, url_origin
 from app.pwa import SW_HEADERS, PrecacheManifest
+from app.ranges import RangeUnitsMiddleware
 from app.security import SecurityHeadersMiddleware, security_headers
 from app.state import results_db
 from app.static import RevalidatedStaticFiles
@@ -181,7 +182,10 @@ def create_app(
     app = EdgeChatApp(
         routes=routes,
         headers=security_headers([url_origin(remote)] if remote else []),
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(access.allowed_hosts), www_redirect=False)],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(access.allowed_hosts), www_redirect=False),
+            Middleware(RangeUnitsMiddleware),
+        ],
         exception_handlers={
             HTTPException: _http_error,
             ArtifactUnavailable: _artifact_unavailable,
