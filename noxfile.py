@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -23,20 +24,58 @@ WEB = ROOT / "web"
 NPM_ENV = {"ONNXRUNTIME_NODE_INSTALL": "skip", "ONNXRUNTIME_NODE_INSTALL_CUDA": "skip"}
 
 
-# llama-cpp-python compiles llama.cpp from its sdist: only the library it loads, none of the tools, servers,
-# examples, tests or the multimodal (llava/mtmd) library.
-LLAMA_CPP_CMAKE_ARGS = " ".join(
-    f"-D{flag}=OFF"
-    for flag in ("LLAVA_BUILD", "LLAMA_BUILD_TESTS", "LLAMA_BUILD_EXAMPLES", "LLAMA_BUILD_TOOLS", "LLAMA_BUILD_SERVER")
-)
+# The GGUF verifier's llama.cpp (llama-cpp-python; no Linux wheel on PyPI). Built from the sdist once per version and
+# flags into build/llama-cpp/<key>/ and installed from there, never from pip's wheel cache: pip keys a built wheel by
+# the sdist, not by CMAKE_ARGS, so a cache that once built llama.cpp with -march=native (AMX kernels that SIGILL on
+# an Intel CPU with AMX) would hand that wheel back. Portable: GGML_NATIVE off, x86-64 at an AVX2 baseline
+# (model_prep/llama_cpp_isa.py checks the installed library), aarch64 at the compiler's default; only the
+# library the package loads, none of the tools, servers, examples, tests or the multimodal (llava/mtmd) library.
+LLAMA_CPP = "llama-cpp-python==0.3.36"
+LLAMA_CPP_TRIM = ("LLAVA_BUILD", "LLAMA_BUILD_TESTS", "LLAMA_BUILD_EXAMPLES", "LLAMA_BUILD_TOOLS", "LLAMA_BUILD_SERVER")
+X86_64_BASELINE = ("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2")
+
+
+def llama_cpp_cmake_args() -> str:
+    """The portable flags; a user's CMAKE_ARGS (Metal, CUDA...) come after them, so theirs win."""
+    flags = {"GGML_NATIVE": "OFF", **dict.fromkeys(LLAMA_CPP_TRIM, "OFF")}
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags |= dict.fromkeys(X86_64_BASELINE, "ON")
+    ours = " ".join(f"-D{name}={value}" for name, value in flags.items())
+    return f"{ours} {os.environ.get('CMAKE_ARGS', '')}".strip()
+
+
+def llama_cpp_wheel(session: nox.Session) -> Path:
+    """The portable wheel for this platform and these flags, built (about 4 min on 2 cores) when missing."""
+    args = llama_cpp_cmake_args()
+    key = hashlib.sha256(f"{LLAMA_CPP} {sys.platform} {platform.machine()} {args}".encode()).hexdigest()[:16]
+    folder = ROOT / "build" / "llama-cpp" / key
+    wheels = sorted(folder.glob("*.whl"))
+    if wheels:
+        return wheels[0]
+    partial = folder.with_name(key + ".part")
+    shutil.rmtree(partial, ignore_errors=True)
+    env = {"CMAKE_ARGS": args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    session.run_install(
+        "python", "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python",
+        "-w", str(partial), LLAMA_CPP, env=env,
+    )  # fmt: skip
+    partial.rename(folder)  # a wheel folder is whole or absent
+    return next(folder.glob("*.whl"))
 
 
 def install(session: nox.Session, *extras: str) -> None:
-    env = {
-        "CMAKE_ARGS": os.environ.get("CMAKE_ARGS", LLAMA_CPP_CMAKE_ARGS),
-        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
-    }
-    session.install("-e", f".[{','.join(extras)}]", env=env)
+    if "prep" not in extras:
+        session.install("-e", f".[{','.join(extras)}]")
+        return
+    wheel = llama_cpp_wheel(session)
+    # The local wheel outranks PyPI's sdist for the same version, so pip builds nothing and reads no cache.
+    session.install("-e", f".[{','.join(extras)}]", "--find-links", str(wheel.parent))
+    # A reused venv may already hold another build (a native one from pip's cache): replace it with ours.
+    stamp = Path(session.virtualenv.location) / "llama-cpp-build"
+    if not stamp.is_file() or stamp.read_text() != wheel.name + wheel.parent.name:
+        session.install("--no-deps", "--force-reinstall", str(wheel))
+        stamp.write_text(wheel.name + wheel.parent.name)
+    session.run_install("python", "-m", "model_prep.llama_cpp_isa")  # fails the session on a non-portable build
 
 
 def build_web(session: nox.Session) -> None:
@@ -48,8 +87,8 @@ def build_web(session: nox.Session) -> None:
     if stamp.is_file() and stamp.read_text() == want:
         return
     with session.chdir(WEB):
-        session.run("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", external=True, env=NPM_ENV)
-        session.run("npm", "run", "vendor", external=True)
+        session.run_install("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", external=True, env=NPM_ENV)
+        session.run_install("npm", "run", "vendor", external=True)
     stamp.write_text(want)
 
 

@@ -177,6 +177,9 @@ def write_gguf(source: Path, out_path: Path, plan: GgufPlan, name: str, source_g
 
 
 def _llama_cpp_quantize(f32: Path, out: Path, plan: GgufPlan) -> None:
+    from ..llama_cpp_isa import require_portable_llama_cpp
+
+    require_portable_llama_cpp()
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()

@@ -13,6 +13,7 @@ import numpy as np
 from edge_contracts import LLAMA_CPP_KV_CACHE
 
 from ..errors import VerificationFailed
+from ..llama_cpp_isa import require_portable_llama_cpp
 from .onnx_runner import greedy
 from .text import NATURAL_TEXT, Fidelity, Reference, score_teacher_forced
 
@@ -38,6 +39,7 @@ class LlamaCppSession:
     type `kv_cache` (default: the browser's, kv_cache_type)."""
 
     def __init__(self, path: Path, n_ctx: int, threads: int | None = None, kv_cache: str | None = None) -> None:
+        require_portable_llama_cpp()
         import llama_cpp
         from llama_cpp import Llama
 
