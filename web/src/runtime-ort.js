@@ -5,6 +5,7 @@
 
 import { AutoModelForCausalLM, env } from "/static/vendor/transformers.min.js";
 import { ONNX_RUNTIME } from "./contracts.js";
+import { createStepMeter } from "./gpu-counters.js";
 import { cacheAfter, cropCache, decodeTurn, reusableLength } from "./turn.js";
 
 export const RUNTIME = ONNX_RUNTIME;
@@ -29,21 +30,30 @@ export class OrtTextRuntime {
         ...(sessionOptions ? { session_options: sessionOptions } : {}),
       }),
     ]);
-    // Yield to the event loop before every forward pass, so an interrupt is seen before the next token.
+    // Yield to the event loop before every forward pass, so an interrupt is seen before the next token; the
+    // turn's step meter counts the WebGPU calls of each pass (gpu-counters.js).
     const forward = model.forward.bind(model);
+    const meter = { current: null };
     model.forward = async (inputs) => {
       await nextTask();
-      return forward(inputs);
+      meter.current?.begin();
+      try {
+        return await forward(inputs);
+      } finally {
+        meter.current?.end();
+      }
     };
     const warm = tokenizer("Hi", { return_tensor: true });
     await model.generate({ ...warm, max_new_tokens: 1, do_sample: false });
-    return new OrtTextRuntime(model, tokenizer, stopper, device);
+    return new OrtTextRuntime(model, tokenizer, stopper, device, meter);
   }
 
-  constructor(model, tokenizer, stopper, device) {
+  constructor(model, tokenizer, stopper, device, meter) {
     this.model = model;
     this.tokenizer = tokenizer;
     this.stopper = stopper;
+    this.device = device;
+    this.meter = meter; // {current}: the step meter of the turn being decoded (WebGPU only)
     this.cache = null; // {pkv, ids: bigint[]}: the KV cache of the conversation so far and the token ids it covers
     /** What runs, for the ready reply (the page names it). */
     this.info = {
@@ -57,7 +67,8 @@ export class OrtTextRuntime {
 
   /**
    * Decodes one turn after `inputs` (tokenized `ids`, bigint[]): streams tokens to `reply`, keeps the KV cache.
-   * Returns {text, newIds, first, last, count, interrupted, reused, generation}.
+   * Returns {text, newIds, first, last, count, interrupted, reused, generation, gpu}: `gpu` on WebGPU only, the
+   * per-step WebGPU counts of the turn's decode steps (gpu-counters.js GpuStepMetrics).
    *
    * KV reuse: the cache covers `cache.ids`. The part of it this turn's ids start with is kept and only the rest is
    * prefilled. Qwen3 drops the thinking of earlier replies from the template, so after such a reply only the
@@ -76,12 +87,16 @@ export class OrtTextRuntime {
       } else await this.reset();
     }
     let turn;
+    const meter = this.device === "webgpu" ? createStepMeter() : null;
+    this.meter.current = meter;
     try {
       const pastKeyValues = reused ? this.cache.pkv : null;
       turn = await decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper: this.stopper, reply });
     } catch (err) {
       await this.reset(); // a half-extended cache must not leak into the next turn
       throw err;
+    } finally {
+      this.meter.current = null;
     }
     const { output, first, last, count, interrupted, generation } = turn;
     const sequence = Array.from(output.sequences.data); // bigint[]: prompt + new tokens
@@ -90,7 +105,8 @@ export class OrtTextRuntime {
     // Keep the cache for the next turn (the old one, if reused, was extended in place or replaced).
     if (this.cache && this.cache.pkv !== output.past_key_values) await this.reset();
     this.cache = cacheAfter(output, sequence);
-    return { text, newIds: newIds.map(Number), first, last, count, interrupted, reused, generation };
+    const gpu = meter?.summary() ?? undefined;
+    return { text, newIds: newIds.map(Number), first, last, count, interrupted, reused, generation, gpu };
   }
 
   interrupt() {

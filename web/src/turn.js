@@ -176,9 +176,10 @@ const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
 
 /**
  * Times are performance.now() readings: t0 before generate, first/last at the first and last streamed token.
- * `info` is the loaded model: {id, revision, device, dtype, runtime, load_s}.
+ * `info` is the loaded model: {id, revision, device, dtype, runtime, load_s}. `gpu`, on WebGPU only, is what each
+ * decode step asked of the WebGPU API (gpu-counters.js GpuStepMetrics); other devices' metrics have no `gpu` key.
  */
-export function turnMetrics(info, { t0, first, last, count, promptTokens, decodeSeconds: measured }) {
+export function turnMetrics(info, { t0, first, last, count, promptTokens, decodeSeconds: measured, gpu }) {
   const ttft = (first - t0) / 1000;
   // A runtime that times its own decode (llama.cpp) passes it: its text can arrive later than its tokens.
   const decodeSeconds = measured ?? (last - first) / 1000;
@@ -194,5 +195,6 @@ export function turnMetrics(info, { t0, first, last, count, promptTokens, decode
     runtime: info.runtime,
     model: info.id,
     revision: info.revision,
+    ...(gpu ? { gpu } : {}),
   };
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // The model worker: owns the tokenizer, the model and its KV cache. The UI thread never runs inference. It speaks
 // protocol.js: requests check / load / generate / count / interrupt / reset, each answered with replies carrying the
 // request's id (docs/architecture.md, "Worker protocol").
@@ -12,6 +13,7 @@ import { CacheUnavailable, cachedArtifactBlob, ensureModelCached, transformersCa
 import { LLAMA_CPP } from "./contracts.js";
 import { probeCapabilities, runtimeOf } from "./device.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
+import { installGpuCounters } from "./gpu-counters.js";
 import { Reply, Request, serveRequests } from "./protocol.js";
 import { OrtTextRuntime } from "./runtime-ort.js";
 import { LlamaCppRuntime } from "./runtime-wllama.js";
@@ -19,6 +21,9 @@ import { checkSampling } from "./sampling.js";
 import { contextCap } from "./settings.js";
 import { chatPrompt, checkContext, newTokenLimits, templateTakes, turnMetrics } from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
+
+// Per-step WebGPU counts for the metrics' `gpu` object (gpu-counters.js): wrapped before ORT creates its device.
+installGpuCounters(self);
 
 // Everything comes from this origin: models under /models/{id}/{revision}/, ORT's wasm under /static/vendor/.
 env.allowRemoteModels = false;

@@ -1,0 +1,129 @@
+"""What a WebGPU decode step asks of the GPU API, counted on Chromium's SwiftShader adapter (web/src/gpu-counters.js):
+the metrics' `gpu` object, per decode step (the prefill pass left out). Buffers created and readbacks per step are
+exact on any adapter, so they are asserted; submits, dispatches and writes are printed for the report.
+
+tiny-llama (random weights, 2 layers, built by the real pipeline) runs q4 on SwiftShader (no shader-f16). The page's
+worker is driven directly over its protocol (web/src/protocol.js) from the chat page's origin, so each decode path
+(load option `kv`: "static", the default on WebGPU, or "dynamic", Transformers.js' DynamicCache) runs in the same
+browser, and greedy tokens are compared between them.
+
+A module-level `server` overrides conftest's: it serves a temporary models folder holding tiny-llama
+(EDGE_CHAT_TINY_MODELS=<folder> reuses a folder that already holds it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import serve_app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MODEL = "tiny-llama"
+CHROMIUM_ARGS = ["--enable-unsafe-webgpu"]
+NEW_TOKENS = 12
+PROMPT = "What is the capital of France?"
+
+# Drives a fresh worker: check, load (q4 on WebGPU, `kv` as given), then one greedy turn per entry of `turns`
+# (each {messages, n}); returns each turn's done reply and the exposed ids.
+DRIVE = """
+async ({model, kv, turns, extra}) => {
+  const { artifactsFor } = await import('/static/src/models.js');
+  const manifest = await (await fetch(`/api/models/${model.id}`)).json();
+  const worker = new Worker('/static/src/worker.js', { type: 'module' });
+  let next = 0;
+  const request = (message, until, onReply) => new Promise((resolve, reject) => {
+    const id = `t${++next}`;
+    const listen = (event) => {
+      const m = event.data ?? {};
+      if (m.id !== id) return;
+      onReply?.(m);
+      if (m.type === 'error') { worker.removeEventListener('message', listen); reject(new Error(`${m.code}: ${m.message} ${m.detail ?? ''}`)); }
+      else if (m.type === until) { worker.removeEventListener('message', listen); resolve(m); }
+    };
+    worker.addEventListener('message', listen);
+    worker.postMessage({ ...message, id });
+  });
+  try {
+    const caps = await request({ type: 'check' }, 'capabilities');
+    if (!caps.webgpu) return { skip: `no WebGPU adapter: ${caps.error}` };
+    const dtype = manifest.devices.webgpu;
+    const ready = await request({
+      type: 'load', model: { id: model.id, revision: model.revision }, dtype, device: 'webgpu',
+      files: manifest.dtypes[dtype].files, artifacts: artifactsFor(manifest, dtype), manifest, kv, ...extra,
+    }, 'ready');
+    const out = [];
+    for (const turn of turns) {
+      let ids = null;
+      const done = await request({ type: 'generate', messages: turn.messages, options: {
+        max_new_tokens: turn.n, min_new_tokens: turn.n, sampling: { temperature: 0 }, expose_inputs: true,
+        ...(turn.options ?? {}),
+      } }, 'done', (m) => { if (m.type === 'text-inputs') ids = m; });
+      out.push({ metrics: done.metrics, context: done.context, text: done.text, ids });
+    }
+    return { ready, turns: out };
+  } finally {
+    worker.terminate();
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("EDGE_CHAT_TINY_MODELS")
+    if given:
+        return Path(given).resolve()
+    from model_prep.__main__ import main
+
+    models = tmp_path_factory.mktemp("tiny-models")
+    assert main(["export", MODEL, "--out", str(models)]) == 0
+    return models
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve_app(tiny_models, tmp_path_factory.mktemp("gpu-overhead-server")) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models: Path) -> dict[str, str]:
+    manifest = json.loads((tiny_models / MODEL / "manifest.json").read_text())
+    return {"id": MODEL, "revision": manifest["revision"]}
+
+
+@pytest.fixture(scope="module")
+def drive(new_chat_page: Any, model: dict[str, str]) -> Any:
+    page = new_chat_page()
+    page.page.goto(f"{page.base_url}/?autoload=0")
+
+    def run(kv: str, turns: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = page.page.evaluate(DRIVE, {"model": model, "kv": kv, "turns": turns, "extra": extra or {}})
+        if "skip" in result:
+            pytest.skip(result["skip"])
+        return result
+
+    run.page = page
+    return run
+
+
+def one_turn(n: int = NEW_TOKENS, content: str = PROMPT) -> list[dict[str, Any]]:
+    return [{"messages": [{"role": "user", "content": content}], "n": n}]
+
+
+def test_dynamic_cache_counts(drive: Any) -> None:
+    """Today's path (Transformers.js generate with its DynamicCache): the counts this work starts from."""
+    result = drive("dynamic", one_turn())
+    gpu = result["turns"][0]["metrics"]["gpu"]
+    print(f"dynamic: {json.dumps(gpu)}")
+    assert gpu["steps"] == NEW_TOKENS - 1
+    # the logits and the total length GroupQueryAttention reads on the CPU
+    assert gpu["readbacks_per_step"] == 2
+    # ORT writes each step's present.* into new buffers (2 × layers of them), some from its bucket cache
+    assert gpu["buffers_per_step"] > 2
