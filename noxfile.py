@@ -3,8 +3,12 @@
 import hashlib
 import os
 import platform
+import re
 import shutil
+import subprocess
 import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -44,38 +48,63 @@ def llama_cpp_cmake_args() -> str:
     return f"{ours} {os.environ.get('CMAKE_ARGS', '')}".strip()
 
 
-def llama_cpp_wheel(session: nox.Session) -> Path:
-    """The portable wheel for this platform and these flags, built (about 4 min on 2 cores) when missing."""
+def llama_cpp_build(session: nox.Session) -> Callable[[], Path]:
+    """Starts building the portable wheel in the background when this platform and these flags have none (about
+    3 min on 2 cores: pip and npm install meanwhile); returns the function that waits for it."""
     args = llama_cpp_cmake_args()
     key = hashlib.sha256(f"{LLAMA_CPP} {sys.platform} {platform.machine()} {args}".encode()).hexdigest()[:16]
     folder = ROOT / "build" / "llama-cpp" / key
-    wheels = sorted(folder.glob("*.whl"))
-    if wheels:
-        return wheels[0]
-    partial = folder.with_name(key + ".part")
+    if any(folder.glob("*.whl")):
+        return lambda: next(folder.glob("*.whl"))
+    partial, log = folder.with_name(key + ".part"), folder.with_name(key + ".log")
     shutil.rmtree(partial, ignore_errors=True)
-    env = {"CMAKE_ARGS": args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    session.run_install(
-        "python", "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python",
-        "-w", str(partial), LLAMA_CPP, env=env,
-    )  # fmt: skip
-    partial.rename(folder)  # a wheel folder is whole or absent
-    return next(folder.glob("*.whl"))
+    partial.mkdir(parents=True)
+    command = [str(Path(session.bin) / "python"), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir"]
+    command += ["--no-binary", "llama-cpp-python", "-w", str(partial), LLAMA_CPP]
+    env = {**os.environ, "CMAKE_ARGS": args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    session.log(f"building llama.cpp for the GGUF verifier in the background ({args}); log: {log}")
+    with log.open("wb") as out:
+        build = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def wait() -> Path:
+        if build.wait() != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            session.error(f"building llama-cpp-python failed (full log: {log}):\n{tail}")
+        partial.rename(folder)  # a wheel folder is whole or absent
+        return next(folder.glob("*.whl"))
+
+    return wait
 
 
-def install(session: nox.Session, *extras: str) -> None:
-    if "prep" not in extras:
-        session.install("-e", f".[{','.join(extras)}]")
-        return
-    wheel = llama_cpp_wheel(session)
-    # The local wheel outranks PyPI's sdist for the same version, so pip builds nothing and reads no cache.
-    session.install("-e", f".[{','.join(extras)}]", "--find-links", str(wheel.parent))
-    # A reused venv may already hold another build (a native one from pip's cache): replace it with ours.
-    stamp = Path(session.virtualenv.location) / "llama-cpp-build"
-    if not stamp.is_file() or stamp.read_text() != wheel.name + wheel.parent.name:
-        session.install("--no-deps", "--force-reinstall", str(wheel))
-        stamp.write_text(wheel.name + wheel.parent.name)
-    session.run_install("python", "-m", "model_prep.llama_cpp_isa")  # fails the session on a non-portable build
+def holds_wheel_libraries(venv: Path, wheel: Path) -> bool:
+    """Whether the venv's installed package has every shared library of `wheel`, with the same bytes."""
+    with zipfile.ZipFile(wheel) as archive:
+        libraries = {n: archive.read(n) for n in archive.namelist() if re.search(r"/lib/[^/]+\.(so|dylib|dll)", n)}
+    for name, data in libraries.items():
+        installed = [*venv.glob(f"lib/python*/site-packages/{name}"), *venv.glob(f"Lib/site-packages/{name}")]
+        if not installed or installed[0].read_bytes() != data:
+            return False
+    return bool(libraries)
+
+
+def install(session: nox.Session, *extras: str) -> Callable[[], None]:
+    """Installs the project with `extras`; with "prep", returns the function that finishes by installing the
+    portable llama.cpp once its wheel is ready (call it before anything runs llama.cpp)."""
+    wheel = llama_cpp_build(session) if "prep" in extras else None
+    session.install("-e", f".[{','.join(extras)}]")
+
+    def finish() -> None:
+        if wheel is None:
+            return
+        built = wheel()
+        # Installed by path, from the wheelhouse: never the sdist, so pip's wheel cache is never read. A reused venv
+        # may hold another build (a native one from an earlier install or a hand-made `pip install`): replaced
+        # unless its libraries are this wheel's, byte for byte.
+        if not holds_wheel_libraries(Path(session.virtualenv.location), built):
+            session.install("--no-deps", "--force-reinstall", str(built))
+        session.run_install("python", "-m", "model_prep.llama_cpp_isa")  # fails the session on a non-portable build
+
+    return finish
 
 
 def build_web(session: nox.Session) -> None:
@@ -119,8 +148,9 @@ def serve(session: nox.Session) -> None:
     $EDGE_CHAT_STATE, else ~/.local/state/edge-chat). `-- --lan`: https on the network, token printed with the URL;
     `-- --models-base-url URL`: the page downloads artifacts from a copy of models/ at URL (CDN, bucket).
     """
-    install(session, "app", "prep")
+    finish_install = install(session, "app", "prep")
     build_web(session)
+    finish_install()
     ensure_model(session)
     session.run("python", "-m", "app", "--models", str(MODELS), "--web", str(WEB), *session.posargs)
 
@@ -128,16 +158,17 @@ def serve(session: nox.Session) -> None:
 @nox.session
 def export(session: nox.Session) -> None:
     """`nox -s export -- RECIPE... [--source S] [--out DIR]` (no recipe: qwen3-0.6b and smolvlm-256m)."""
-    install(session, "prep")
+    install(session, "prep")()
     session.run("python", "-m", "model_prep", "export", *session.posargs)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests, pipeline tests on tiny models, and Playwright in Chromium on the default model."""
-    install(session, "app", "prep", "test")
+    finish_install = install(session, "app", "prep", "test")
     chromium = ensure_chromium(session)
     build_web(session)
+    finish_install()
     ensure_model(session)
     session.run("pytest", *(session.posargs or ["-q"]), env={"EDGE_CHAT_CHROMIUM": chromium})
 
@@ -156,8 +187,9 @@ def bench(session: nox.Session) -> None:
     Defaults are sized for a 2-core machine: smollm2-135m on WASM, fp32 and q4 (q4 shows the cost of WASM's
     MatMulNBits), 1 and 2 threads. Arguments after `--` go to `python -m bench` (see `python -m bench -h`).
     """
-    install(session, "app", "prep", "test", "bench")
+    finish_install = install(session, "app", "prep", "test", "bench")
     chromium = ensure_chromium(session)
     build_web(session)
+    finish_install()
     ensure_model(session)
     session.run("python", "-m", "bench", *session.posargs, env={"EDGE_CHAT_CHROMIUM": chromium})

@@ -48,6 +48,14 @@ class NativeBuildNotPortable(PrepError):
         )
 
 
+class LlamaCppMissing(PrepError):
+    def __init__(self) -> None:
+        super().__init__(
+            "llama-cpp-python is not installed: the GGUF variant is verified on a real llama.cpp. Run the export "
+            "through nox (`nox -s export -- RECIPE`), which builds and installs a portable llama.cpp"
+        )
+
+
 def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
@@ -98,7 +106,9 @@ def installed_above_avx2() -> dict[str, int]:
 
 
 def require_portable_llama_cpp() -> None:
-    """Call before `import llama_cpp`: a clear error instead of a SIGILL later, in the middle of an eval."""
+    """Call before `import llama_cpp`: a clear error instead of an ImportError, or of a SIGILL in an eval later."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LlamaCppMissing()
     found = installed_above_avx2()
     if found:
         raise NativeBuildNotPortable(found)

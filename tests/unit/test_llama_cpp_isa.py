@@ -59,6 +59,7 @@ def test_code_above_avx2_is_found(tmp_path: Path, name: str, kind: str) -> None:
 def test_a_non_portable_build_is_a_clear_error_not_a_sigill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     libraries = [compile_library(tmp_path, "avx2"), compile_library(tmp_path, "amx")]
     monkeypatch.setattr(native_isa, "llama_cpp_libraries", lambda: libraries)
+    monkeypatch.setattr(native_isa.importlib.util, "find_spec", lambda name: object())
     native_isa.installed_above_avx2.cache_clear()
     try:
         with pytest.raises(NativeBuildNotPortable, match=r"above the AVX2 baseline \(AMX: 3\).*GGML_NATIVE=OFF"):
@@ -76,3 +77,9 @@ def test_installed_llama_cpp_stays_within_avx2() -> None:
         pytest.skip("llama-cpp-python is not installed")
     assert {lib.name.split(".so")[0] for lib in libraries} >= {"libggml-cpu", "libllama"}
     assert {lib.name: dict(instructions_above_avx2(lib)) for lib in libraries} == {lib.name: {} for lib in libraries}
+
+
+def test_a_missing_llama_cpp_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native_isa.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(native_isa.LlamaCppMissing, match="nox -s export"):
+        native_isa.require_portable_llama_cpp()
