@@ -1,3 +1,4 @@
+// @ts-check
 // The model cache: one Cache Storage cache per model revision ("edge-chat-model-<id>-<revision>"), filled
 // and verified by the model worker before Transformers.js reads from it, and listed / deleted by the page's
 // storage panel. Every file is checked against the manifest's byte count and sha256 (streamed through
@@ -78,6 +79,7 @@ async function hashingStream(onBytes) {
   const hasher = await createSHA256();
   hasher.init();
   let bytes = 0;
+  /** @type {{sha256: string, bytes: number} | null} */
   let result = null;
   const stream = new TransformStream({
     transform(chunk, controller) {
@@ -90,7 +92,11 @@ async function hashingStream(onBytes) {
       result = { sha256: hasher.digest("hex"), bytes };
     },
   });
-  return { stream, result: () => result };
+  const done = () => {
+    if (!result) throw new Error("hashingStream: read before the stream closed");
+    return result;
+  };
+  return { stream, result: done };
 }
 
 /** Streams a body through sha256; returns {sha256, bytes}. */
@@ -182,6 +188,7 @@ export async function ensureModelCached({ id, revision, files, manifest, onProgr
   const source = sourceBase(id, revision, manifest);
   const name = modelCacheName(id, revision);
   const cache = await caches.open(name);
+  /** @type {{downloaded: string[], repaired: string[], verified: string[], trusted: string[], bytes: number, hashed_bytes: number}} */
   const report = { downloaded: [], repaired: [], verified: [], trusted: [], bytes: 0, hashed_bytes: 0 };
   const stamps = await readStamps(cache, id, revision);
   const stampsBefore = JSON.stringify(stamps);
@@ -353,6 +360,7 @@ export async function verifyModelCache(name, onProgress) {
   if (!parsed) throw new Error(`${name} is not a model cache`);
   const { id, revision } = parsed;
   const manifest = await cachedManifest(id, revision);
+  /** @type {{verified: string[], damaged: string[], hashed_bytes: number}} */
   const report = { verified: [], damaged: [], hashed_bytes: 0 };
   if (!manifest) return report;
   const cache = await caches.open(name);

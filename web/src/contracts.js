@@ -1,3 +1,4 @@
+// @ts-check
 // The contracts the browser shares with Python, written once per language: here and in edge_contracts.py
 // (tests/unit/test_contracts.py runs this module in Node and checks that the two agree). No DOM, no imports:
 // it runs in the page, the workers and Node alike.

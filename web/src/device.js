@@ -1,3 +1,4 @@
+// @ts-check
 // Device choice: which backend (WebGPU or WASM) and which dtype variant of a model to load, and why.
 //
 // `chooseDevice` is pure (capabilities + manifest in, decision out) so it can be tested with synthetic
@@ -52,7 +53,9 @@ function pickDtype(deviceClass, manifest, hasF16) {
   return fallback ? { dtype: fallback, mappedBy: null } : null;
 }
 
+/** @param {Partial<import("./protocol.js").Capabilities>} capabilities */
 function describeAdapter(capabilities) {
+  /** @type {Partial<import("./protocol.js").AdapterInfo>} */
   const a = capabilities?.adapter ?? {};
   const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(" ");
   const fallback = a.isFallbackAdapter ? " (software fallback adapter)" : "";
@@ -62,13 +65,14 @@ function describeAdapter(capabilities) {
 /**
  * Decides device and dtype. Pure: no browser access.
  *
- * @param {{webgpu: boolean, f16: boolean, adapter?: object, error?: string}} capabilities from probeCapabilities()
+ * @param {Partial<import("./protocol.js").Capabilities> | null | undefined} capabilities from probeCapabilities()
  * @param {{devices?: Record<string,string>, dtypes?: Record<string, unknown>}} manifest a catalog entry or manifest
  * @param {{device?: string|null, dtype?: string|null}} [forced] overrides (the ?device= / ?dtype= query params)
  * @returns {{device: "webgpu"|"wasm", dtype: string, runtime: string, reason: string}}
  * @throws {EdgeChatError} when the forced device is missing or no variant fits
  */
 export function chooseDevice(capabilities, manifest, forced = {}) {
+  /** @type {Partial<import("./protocol.js").Capabilities>} */
   const caps = capabilities ?? {};
   const hasGpu = Boolean(caps.webgpu);
   const hasF16 = hasGpu && Boolean(caps.f16);
@@ -148,10 +152,10 @@ export function chooseDevice(capabilities, manifest, forced = {}) {
 
 /**
  * Asks the browser what it can do. Works in a window and in a worker.
- * @returns {Promise<{webgpu: boolean, f16: boolean, adapter: object|null, error: string|null,
- *   crossOriginIsolated: boolean, hardwareConcurrency: number, limits: object|null}>}
+ * @returns {Promise<import("./protocol.js").Capabilities>}
  */
 export async function probeCapabilities() {
+  /** @type {import("./protocol.js").Capabilities} */
   const caps = {
     webgpu: false,
     f16: false,
@@ -172,6 +176,7 @@ export async function probeCapabilities() {
       caps.error = "no WebGPU adapter";
       return caps;
     }
+    /** @type {Partial<GPUAdapterInfo> & {isFallbackAdapter?: boolean}} */
     const info = adapter.info ?? {};
     caps.webgpu = true;
     caps.f16 = adapter.features.has("shader-f16");
@@ -179,7 +184,8 @@ export async function probeCapabilities() {
       vendor: info.vendor ?? "",
       architecture: info.architecture ?? "",
       description: info.description ?? "",
-      isFallbackAdapter: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter),
+      // GPUAdapter.isFallbackAdapter: the older spelling, before GPUAdapterInfo had it
+      isFallbackAdapter: Boolean(info.isFallbackAdapter ?? /** @type {any} */ (adapter).isFallbackAdapter),
       features: [...adapter.features].sort(),
     };
     caps.limits = {

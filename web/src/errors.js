@@ -1,3 +1,4 @@
+// @ts-check
 // Every error a person can see, in one place: the codes the page, the model workers and the caches use, the
 // message each one shows, and the mapping from raw browser/runtime errors (WebGPU, ORT-web, Transformers.js,
 // the Cache API, IndexedDB) to those codes. A code names what the person can act on, not where it happened.
@@ -22,6 +23,9 @@ export const ErrorCode = Object.freeze({
   UNKNOWN: "unknown",
 });
 
+/** @typedef {typeof ErrorCode[keyof typeof ErrorCode]} ErrorCodeValue */
+
+/** @type {Set<string>} */
 const CODES = new Set(Object.values(ErrorCode));
 
 /** True when `code` is one of ErrorCode's values. */
@@ -84,6 +88,7 @@ export function describeError(err) {
   const detail = String(err?.message ?? err ?? "");
   const name = String(err?.name ?? "");
   const text = `${name} ${detail}`.toLowerCase();
+  /** @type {ErrorCodeValue} */
   let code = ErrorCode.UNKNOWN;
   if (name === "QuotaExceededError" || text.includes("quota")) code = ErrorCode.QUOTA_EXCEEDED;
   else if (text.includes("device lost") || text.includes("device was lost") || text.includes("devicelost"))

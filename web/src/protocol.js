@@ -1,3 +1,4 @@
+// @ts-check
 // The model-worker protocol: every message the page and the model worker exchange, in the spirit of WebLLM's
 // message.ts. worker.js serves it for every runtime behind it (ONNX Runtime Web: runtime-ort.js and vlm.js;
 // llama.cpp: runtime-wllama.js) with one set of handlers, so the page never knows which one runs but for its name.
@@ -112,6 +113,8 @@ export const FINAL_REPLY = Object.freeze({
  * @typedef {{type: "check", id: string}} CheckRequest
  */
 
+/** @typedef {CheckRequest | LoadRequest | GenerateRequest | CountRequest | InterruptRequest | ResetRequest} WorkerRequest */
+
 // ------------------------------------------------------------------------------------------------- replies
 
 /**
@@ -128,14 +131,22 @@ export const FINAL_REPLY = Object.freeze({
  * @property {"onnxruntime-web"|"llama.cpp"} runtime
  * @property {string} model
  * @property {string} revision
+ * @property {object} [gpu]  WebGPU only: what each decode step asked of the WebGPU API (gpu-counters.js)
  */
 
 /**
- * @typedef {{type: "capabilities", id: string, webgpu: boolean, f16: boolean, adapter: object|null, error: string|null}} CapabilitiesReply
+ * @typedef {{vendor: string, architecture: string, description: string, isFallbackAdapter: boolean, features: string[]}} AdapterInfo
+ * @typedef {{type: "capabilities", id: string, webgpu: boolean, f16: boolean, adapter: AdapterInfo|null, error: string|null,
+ *   limits: {maxBufferSize: number, maxStorageBufferBindingSize: number}|null, crossOriginIsolated: boolean,
+ *   hardwareConcurrency: number}} CapabilitiesReply
+ *   limits: the adapter's buffer limits (the page warns when a model's largest tensor cannot fit one)
  * @typedef {{type: "progress", id: string, file: string, loaded?: number, total?: number, status?: string, phase?: string}} ProgressReply
  * @typedef {{type: "cache", id: string, downloaded?: string[], repaired?: string[], verified?: string[], trusted?: string[], bytes?: number, hashed_bytes?: number, seconds: number, unavailable?: string}} CacheReply
  *   trusted: verified on their stamp without reading; hashed_bytes: what this load read through sha256
- * @typedef {{name: "onnxruntime-web"|"llama.cpp", label: string, threads: number|null}} RuntimeInfo  what runs (llama.cpp adds multithread, libllama)
+ * @typedef {{name: "onnxruntime-web"|"llama.cpp", label: string, threads: number|null, multithread?: boolean,
+ *   libllama?: string, crossOriginIsolated?: boolean, sharedArrayBuffer?: boolean, hardwareConcurrency?: number}} RuntimeInfo
+ *   what runs: `threads` is the count the runtime was set to for this load (null on WebGPU); llama.cpp adds
+ *   multithread and libllama; the worker adds what its threads can use (crossOriginIsolated, sharedArrayBuffer)
  * @typedef {{type: "ready", id: string, load_s: number, model: string, revision: string, device: string, dtype: string, vision?: boolean, chat: {thinking: boolean, context_length: number|null}, runtime: RuntimeInfo, cache: object|null}} ReadyReply
  *   chat.context_length: the runtime's own context in tokens (llama.cpp: what it allocated at load); the page's
  *   context limit never passes it
@@ -143,7 +154,14 @@ export const FINAL_REPLY = Object.freeze({
  *   tests (expose_inputs): new_ids_exact false when the runtime reported text only (llama.cpp) and the ids are its
  *   reply tokenized again
  * @typedef {{type: "token", id: string, text: string}} TokenReply
- * @typedef {{type: "counted", id: string, tokens: number}} CountedReply
+ * @typedef {{type: "counted", id: string, tokens: number, limit: number|null, approximate?: boolean}} CountedReply
+ *   limit: the context the next generate may fill (the request's context_limit, never more than the runtime's own;
+ *   null: no limit known); approximate (image models): images not sent yet are not counted
+ * @typedef {{id: string, rows: number, cols: number, width: number, height: number}} ImageLayout
+ * @typedef {{dims: number[], type: string, data: ArrayLike<number>}} TensorCopy
+ * @typedef {{type: "vlm-inputs", id: string, prompt_ids: number[], new_ids: number[], images: ImageLayout[],
+ *   encoded_images: number, pixel_values: TensorCopy|null, pixel_attention_mask: TensorCopy|null}} VlmInputsReply
+ *   tests (expose_inputs, image models): the ids and the pixels this turn encoded (encoded_images of them)
  * @typedef {{type: "cleared", id: string}} ClearedReply
  * @typedef {{type: "error", id: string|undefined, code: string, message: string, detail: string, data?: object}} ErrorReply
  */
@@ -154,10 +172,40 @@ export const FINAL_REPLY = Object.freeze({
  * @property {string} id
  * @property {string} text  the whole reply, decoded once at the end
  * @property {Metrics} metrics
- * @property {{context_tokens: number, reused_tokens: number, interrupted: boolean, generation: object, prompt_ids_match?: boolean}} context
+ * @property {{context_tokens: number, reused_tokens: number, interrupted: boolean, generation: object,
+ *   prompt_ids_match?: boolean, images?: number, encoded_images?: number}} context
  *   what the KV cache did this turn, and `generation`: the sampling and limits the runtime was called with (llama.cpp
  *   adds `llama_cpp`: the sampler parameters they mapped to, sampling.js); llama.cpp adds `prompt_ids_match`: its
- *   own tokenization of the prompt had as many tokens as Transformers.js's
+ *   own tokenization of the prompt had as many tokens as Transformers.js's; image models add `images` (in the
+ *   conversation) and `encoded_images` (encoded this turn, the rest came from the KV cache)
+ */
+
+/** What the worker's browser can do (device.js probeCapabilities). @typedef {Omit<CapabilitiesReply, "type" | "id">} Capabilities */
+
+/**
+ * @typedef {CapabilitiesReply | ProgressReply | CacheReply | ReadyReply | TextInputsReply | VlmInputsReply | TokenReply
+ *   | CountedReply | ClearedReply | ErrorReply | DoneReply} WorkerReply
+ */
+
+/**
+ * A message as its sender writes it: serveRequests and WorkerClient add the `id`. Distributes over a union, so a
+ * reply is checked against the member its `type` names (an unknown field is an error, not a silent extra).
+ * @template T
+ * @typedef {T extends unknown ? Omit<T, "id"> : never} WithoutId
+ */
+
+/** @typedef {(reply: WithoutId<WorkerReply>) => void} ReplyFn  posts a reply with the request's id */
+
+/**
+ * The worker's handlers, keyed by Request kind: each gets its request and `reply`, and returns its final reply
+ * (FINAL_REPLY); `interrupt` returns nothing.
+ * @typedef {Object} Handlers
+ * @property {(m: CheckRequest, reply: ReplyFn) => Promise<WithoutId<CapabilitiesReply>>} check
+ * @property {(m: LoadRequest, reply: ReplyFn) => Promise<WithoutId<ReadyReply>>} load
+ * @property {(m: GenerateRequest, reply: ReplyFn) => Promise<WithoutId<DoneReply>>} generate
+ * @property {(m: CountRequest, reply: ReplyFn) => Promise<WithoutId<CountedReply>>} count
+ * @property {(m: ResetRequest, reply: ReplyFn) => Promise<WithoutId<ClearedReply>>} reset
+ * @property {(m: InterruptRequest, reply: ReplyFn) => void} interrupt
  */
 
 // ------------------------------------------------------------------------------------------------ worker side
@@ -168,12 +216,13 @@ export const FINAL_REPLY = Object.freeze({
  * with the request's id — and returns its final reply; whatever it throws becomes an `error` with that id.
  *
  * @param {{addEventListener: Function, postMessage: Function}} scope  the worker's global scope
- * @param {Record<string, (message: any, reply: (m: object) => void) => any>} handlers  keyed by Request kind
+ * @param {Handlers} handlers
  */
 export function serveRequests(scope, handlers) {
   let queue = Promise.resolve();
   scope.addEventListener("message", (event) => {
     const message = event.data ?? {};
+    /** @type {ReplyFn} */
     const reply = (m) => scope.postMessage({ ...m, id: message.id });
     const fail = (err) => {
       const { code, message: text, detail, data } = describeError(err);
@@ -248,7 +297,7 @@ export class WorkerClient {
   }
 
   /**
-   * @param {object} message  a request without `id` (one is added)
+   * @param {WithoutId<WorkerRequest>} message  a request without `id` (one is added)
    * @param {{onMessage?: (reply: object) => void, transfer?: Transferable[]}} [options]
    * @returns {{id: string, done: Promise<object>}}
    */
@@ -261,7 +310,10 @@ export class WorkerClient {
     return { id, done };
   }
 
-  /** A request without a reply (interrupt). */
+  /**
+   * A request without a reply (interrupt).
+   * @param {WithoutId<InterruptRequest>} message
+   */
   post(message) {
     const id = `r${++this.counter}`;
     this.worker.postMessage({ ...message, id });

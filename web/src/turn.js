@@ -178,6 +178,10 @@ const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
  * Times are performance.now() readings: t0 before generate, first/last at the first and last streamed token.
  * `info` is the loaded model: {id, revision, device, dtype, runtime, load_s}. `gpu`, on WebGPU only, is what each
  * decode step asked of the WebGPU API (gpu-counters.js GpuStepMetrics); other devices' metrics have no `gpu` key.
+ * @param {{id: string, revision: string, device: string, dtype: string, runtime: "onnxruntime-web"|"llama.cpp",
+ *   load_s: number}} info
+ * @param {{t0: number, first: number, last: number, count: number, promptTokens: number, decodeSeconds?: number,
+ *   gpu?: object}} timing
  */
 export function turnMetrics(info, { t0, first, last, count, promptTokens, decodeSeconds: measured, gpu }) {
   const ttft = (first - t0) / 1000;

@@ -1,3 +1,4 @@
+// @ts-check
 // Worker side of image chat: SmolVLM / Idefics3 (image-text-to-text) with Transformers.js. worker.js routes
 // load/generate/reset here when the model takes images (catalog task "image-text-to-text" or
 // capabilities.image); it shares the worker's interrupt (InterruptableStoppingCriteria), its macrotask yield
@@ -128,7 +129,13 @@ export function createVLM({ stopper, nextTask, externalData }) {
     };
   }
 
-  /** Builds the model from the revision's cache, which worker.js's load has verified (or filled) first. */
+  /**
+   * Builds the model from the revision's cache, which worker.js's load has verified (or filled) first.
+   * @param {import("./protocol.js").LoadRequest} message
+   * @param {{id: string, revision: string, t0?: number}} model
+   * @param {import("./protocol.js").ReplyFn} reply
+   * @returns {Promise<import("./protocol.js").WithoutId<Omit<import("./protocol.js").ReadyReply, "cache">>>}
+   */
   async function load({ dtype, device, files }, { id, revision, t0 = performance.now() }, reply) {
     await unload();
     const modelId = `${id}/${revision}`;
@@ -141,7 +148,7 @@ export function createVLM({ stopper, nextTask, externalData }) {
     const [processor, vlm] = await Promise.all([
       AutoProcessor.from_pretrained(modelId, { progress_callback }),
       AutoModelForVision2Seq.from_pretrained(modelId, {
-        dtype,
+        dtype: /** @type {any} */ (dtype), // a manifest dtype name, checked by Transformers.js
         device,
         progress_callback,
         use_external_data_format: externalData(files),
@@ -155,7 +162,7 @@ export function createVLM({ stopper, nextTask, externalData }) {
     s.processor = processor;
     s.model = vlm;
     // Warm-up: one small image through all three graphs, so the first reply's TTFT measures the model.
-    const size = processor.image_processor.max_image_size?.longest_edge ?? 64;
+    const size = /** @type {any} */ (processor.image_processor).max_image_size?.longest_edge ?? 64;
     const gray = { width: size, height: size, data: new Uint8ClampedArray(size * size * 4).fill(128) };
     const warm = await prepareImage(gray);
     const text = imagePromptString(warm.rows, warm.cols, processor.config.image_seq_len);
@@ -169,8 +176,10 @@ export function createVLM({ stopper, nextTask, externalData }) {
     });
     const load_s = (performance.now() - t0) / 1000;
     s.info = { id, revision, device, dtype, runtime: ONNX_RUNTIME, load_s };
-    const own = vlm.config.text_config?.max_position_embeddings ?? vlm.config.max_position_embeddings ?? null;
+    const config = /** @type {any} */ (vlm.config); // Idefics3: the text model's config is nested
+    const own = config.text_config?.max_position_embeddings ?? config.max_position_embeddings ?? null;
     const chat = { thinking: templateTakes(processor.tokenizer, "enable_thinking"), context_length: own };
+    /** @type {import("./protocol.js").RuntimeInfo} */
     const runtime = { name: ONNX_RUNTIME, label: "ONNX Runtime Web", threads: device === "wasm" ? (env.backends.onnx.wasm.numThreads ?? null) : null };
     return { type: Reply.READY, load_s, model: id, revision, device, dtype, vision: true, chat, runtime };
   }
@@ -205,6 +214,10 @@ export function createVLM({ stopper, nextTask, externalData }) {
     return { prompt, imageIds };
   }
 
+  /**
+   * @param {import("./protocol.js").CountRequest} message
+   * @returns {Promise<import("./protocol.js").WithoutId<import("./protocol.js").CountedReply>>}
+   */
   async function count({ messages, options = {} }) {
     if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
     const { prompt, imageIds } = promptFor(messages, options);
@@ -216,6 +229,11 @@ export function createVLM({ stopper, nextTask, externalData }) {
     return { type: Reply.COUNTED, tokens, limit: Number.isFinite(limit) ? limit : null, approximate };
   }
 
+  /**
+   * @param {import("./protocol.js").GenerateRequest} message
+   * @param {import("./protocol.js").ReplyFn} reply
+   * @returns {Promise<import("./protocol.js").WithoutId<import("./protocol.js").DoneReply>>}
+   */
   async function generate({ messages, images = [], options = {} }, reply) {
     if (!s.model) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
     const { processor, model, info } = s;
@@ -285,6 +303,7 @@ export function createVLM({ stopper, nextTask, externalData }) {
     s.cache = cacheAfter(output, sequence);
     const metrics = turnMetrics(info, { t0, first, last, count, promptTokens: contextTokens - reused });
     if (options.expose_inputs) {
+      /** @type {import("./protocol.js").WithoutId<import("./protocol.js").VlmInputsReply>} */
       const exposed = {
         type: Reply.VLM_INPUTS,
         prompt_ids: ids.map(Number),

@@ -22,6 +22,13 @@ import { contextCap } from "./settings.js";
 import { chatPrompt, checkContext, newTokenLimits, templateTakes, turnMetrics } from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
+// The protocol's types: tsc checks every reply below against them (`nox -s lint`).
+/** @typedef {import("./protocol.js").ReplyFn} ReplyFn */
+/**
+ * @template T
+ * @typedef {import("./protocol.js").WithoutId<T>} WithoutId
+ */
+
 // Per-step WebGPU counts for the metrics' `gpu` object (gpu-counters.js): wrapped before ORT creates its device.
 installGpuCounters(self);
 
@@ -73,6 +80,7 @@ async function unloadText() {
   await runtime?.dispose();
 }
 
+/** @returns {Promise<WithoutId<import("./protocol.js").CapabilitiesReply>>} */
 async function check() {
   return { type: Reply.CAPABILITIES, ...(await probeCapabilities()) };
 }
@@ -127,6 +135,9 @@ async function prepareCache(id, revision, artifacts, manifest, verify, reply) {
  * One load path for text and image models: free what is loaded, verify (or download) the dtype's artifacts into
  * the revision's model cache (sha256 against the manifest, the offline copy, old revisions deleted: cache.js),
  * then build the model from that cache: a text model on its runtime here, an image model in vlm.js.
+ * @param {import("./protocol.js").LoadRequest} message
+ * @param {ReplyFn} reply
+ * @returns {Promise<WithoutId<import("./protocol.js").ReadyReply>>}
  */
 async function load(message, reply) {
   const t0 = performance.now();
@@ -152,6 +163,12 @@ async function load(message, reply) {
   return { ...ready, cache };
 }
 
+/**
+ * @param {import("./protocol.js").LoadRequest} message
+ * @param {{id: string, revision: string, t0: number, runtime: string}} model
+ * @param {ReplyFn} reply
+ * @returns {Promise<WithoutId<Omit<import("./protocol.js").ReadyReply, "cache">>>}
+ */
 async function loadText({ dtype, device, files, threads, manifest, session_options }, { id, revision, t0, runtime }, reply) {
   const modelId = `${id}/${revision}`;
   const progress_callback = (p) => {
@@ -228,6 +245,10 @@ function contextLimit(options) {
   return Math.min(asked > 0 ? asked : Infinity, own > 0 ? own : Infinity);
 }
 
+/**
+ * @param {import("./protocol.js").CountRequest} message
+ * @returns {Promise<WithoutId<import("./protocol.js").CountedReply>>}
+ */
 async function count({ messages, options = {} }) {
   if (!state.tokenizer) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
   const { ids } = chatPrompt(state.tokenizer, messages, options);
@@ -235,6 +256,11 @@ async function count({ messages, options = {} }) {
   return { type: Reply.COUNTED, tokens: ids.length, limit: Number.isFinite(limit) ? limit : null };
 }
 
+/**
+ * @param {import("./protocol.js").GenerateRequest} message
+ * @param {ReplyFn} reply
+ * @returns {Promise<WithoutId<import("./protocol.js").DoneReply>>}
+ */
 async function generate({ messages, options = {} }, reply) {
   if (!state.runtime) throw new EdgeChatError(ErrorCode.MODEL_NOT_LOADED);
   const { tokenizer, runtime, info } = state;
