@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import edge_contracts as contracts
+from model_prep import layout
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACTS_JS = REPO / "web" / "src" / "contracts.js"
@@ -41,6 +42,8 @@ console.log(JSON.stringify({
   cache_name: c.modelCacheName("tiny-llm", "0123456789ab"),
   parsed: c.parseModelCacheName(c.modelCacheName("a-b-c", "0123456789ab")),
   not_a_model_cache: c.parseModelCacheName("edge-chat-pages"),
+  KV_BUDGET_TOKENS: c.KV_BUDGET_TOKENS,
+  context_caps: [512, 4095, 4096, 40960, 0, null].map((n) => c.contextCap(n)),
   revisions,
 }));
 """
@@ -71,6 +74,10 @@ def test_python_and_js_agree() -> None:
         "cache_name": contracts.model_cache_name("tiny-llm", "0123456789ab"),
         "parsed": {"id": "a-b-c", "revision": "0123456789ab"},
         "not_a_model_cache": None,
+        # manifest.json's memory_bytes counts KV cache for KV_CONTEXT_FOR_MEMORY tokens; the page's default context
+        # limit (and llama.cpp's allocation) stops there, so the memory warning stays true.
+        "KV_BUDGET_TOKENS": layout.KV_CONTEXT_FOR_MEMORY,
+        "context_caps": [512, 4095, *[layout.KV_CONTEXT_FOR_MEMORY] * 4],
         "revisions": [contracts.revision_of(files) for files in SAMPLES],
     }
 

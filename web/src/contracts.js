@@ -34,6 +34,23 @@ export const METRICS = Object.freeze([...METRIC_NUMBERS, ...METRIC_TEXTS]);
 export const BENCH_NUMBERS = Object.freeze(["warm_load_s", "turn2_ttft_s", "turn2_ttft_no_reuse_s", "peak_memory_bytes", "threads"]);
 export const BENCH_TEXTS = Object.freeze(["prompt", "error"]);
 
+/**
+ * The KV cache the manifest's memory_bytes budgets for (model_prep/layout.py KV_CONTEXT_FOR_MEMORY). A longer context
+ * grows the cache past what the memory warning assumed, so the page stops there unless the person raises the limit,
+ * and llama.cpp allocates no more at load.
+ */
+export const KV_BUDGET_TOKENS = 4096;
+
+/**
+ * The context limit the page applies by default: the model's own, capped at the memory budget.
+ * @param {number|null|undefined} contextLength
+ */
+export function contextCap(contextLength) {
+  return Number.isFinite(contextLength) && Number(contextLength) > 0
+    ? Math.min(Number(contextLength), KV_BUDGET_TOKENS)
+    : KV_BUDGET_TOKENS;
+}
+
 export const modelCacheName = (id, revision) => `${MODEL_CACHE_PREFIX}${id}-${revision}`;
 
 /** {id, revision} from a cache name, or null for caches that are not model caches. */

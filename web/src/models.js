@@ -3,11 +3,10 @@
 // can load on open (every file the chosen dtype needs already in the verified cache).
 
 import { cachedManifest, modelBaseUrl, modelCacheName, readModelJson } from "./cache.js";
-import { DEFAULT_MODEL } from "./contracts.js";
+import { contextCap, DEFAULT_MODEL } from "./contracts.js";
 import { chooseDevice } from "./device.js";
 import { renderModelCard } from "./modelcard.js";
 import { fmtBytes } from "./progress.js";
-import { contextCap } from "./settings.js";
 
 const LAST_MODEL_KEY = "edge-chat-last-model";
 

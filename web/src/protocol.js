@@ -60,12 +60,13 @@ export const FINAL_REPLY = Object.freeze({
  * @property {"webgpu"|"wasm"} device
  * @property {string[]} [files]  the dtype's files (ONNX: external data chunks are counted from them; GGUF: the .gguf)
  * @property {Array<{path: string, bytes: number, sha256: string}>} [artifacts]  verified into the model cache first
- * @property {object} [manifest]  stored with the verified cache (offline loads); its `dtypes[dtype].runtime` and
- *   `context_length` are read
+ * @property {{context_length?: number|null, dtypes?: Record<string, any>, [key: string]: any}} [manifest]  stored with
+ *   the verified cache (offline loads); its `dtypes[dtype].runtime` / `kv_cache` and `context_length` are read
  * @property {"stamp"|"full"} [verify]  "full": hash every cached file; "stamp" (default): only entries whose verified
  *   stamp no longer holds (cache.js, docs/architecture.md "Warm start")
  * @property {number} [threads]  WASM threads (either runtime)
  * @property {object} [session_options]  ONNX Runtime session options (the benchmark's thread experiments)
+ * @property {"static"|"dynamic"} [kv]  WebGPU's KV cache: "static" (default) or "dynamic" (the benchmark's ?kv=)
  * @property {string} [task]  "text-generation" | "image-text-to-text"
  * @property {{text: boolean, image: boolean}} [capabilities]
  */

@@ -8,15 +8,6 @@ import { EdgeChatError, ErrorCode } from "./errors.js";
 import { GREEDY, SAMPLING_LIMITS } from "./sampling.js";
 
 export const DEFAULT_MAX_NEW_TOKENS = 512;
-// The KV cache the manifest's memory_bytes budgets for (model_prep/layout.py KV_CONTEXT_FOR_MEMORY; a test keeps the
-// two equal). A longer context than this grows the cache past what the memory warning assumed (Qwen3-0.6B: 229 kB a
-// token in fp32, 0.94 GB at 4096, 9.4 GB at its 40960), so the page stops there unless the person raises the limit.
-export const KV_BUDGET_TOKENS = 4096;
-
-/** The context limit the page applies by default: the model's own, capped at the memory budget. */
-export function contextCap(contextLength) {
-  return Number.isFinite(contextLength) && contextLength > 0 ? Math.min(contextLength, KV_BUDGET_TOKENS) : KV_BUDGET_TOKENS;
-}
 const STORE_PREFIX = "edge-chat-settings:";
 // HF GenerationConfig's defaults for keys a generation_config.json leaves out.
 const HF_DEFAULTS = { temperature: 1, top_p: 1, top_k: 50, min_p: 0, repetition_penalty: 1 };

@@ -10,7 +10,7 @@
 
 import { AutoTokenizer, env, InterruptableStoppingCriteria } from "/static/vendor/transformers.min.js";
 import { CacheUnavailable, cachedArtifactBlob, ensureModelCached, transformersCache } from "./cache.js";
-import { LLAMA_CPP } from "./contracts.js";
+import { contextCap, LLAMA_CPP } from "./contracts.js";
 import { probeCapabilities, runtimeOf } from "./device.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
 import { installGpuCounters } from "./gpu-counters.js";
@@ -18,7 +18,6 @@ import { Reply, Request, serveRequests } from "./protocol.js";
 import { OrtTextRuntime } from "./runtime-ort.js";
 import { LlamaCppRuntime } from "./runtime-wllama.js";
 import { checkSampling } from "./sampling.js";
-import { contextCap } from "./settings.js";
 import { chatPrompt, checkContext, newTokenLimits, templateTakes, turnMetrics } from "./turn.js";
 import { createVLM, isVisionModel, messagesHaveImages } from "./vlm.js"; // image chat (SmolVLM)
 
