@@ -121,6 +121,19 @@ def build_web(session: nox.Session) -> None:
     stamp.write_text(want)
 
 
+def check_js(session: nox.Session) -> None:
+    """tsc over the worker protocol and the modules that send it (web/tsconfig*.json), then the pure modules' Node
+    tests (web/test/). Needs build_web first: TypeScript from web/node_modules, hash-wasm from web/vendor."""
+    tsc = WEB / "node_modules" / "typescript" / "bin" / "tsc"
+    if not tsc.is_file():  # build_web's stamp matched, but node_modules is gone or older than the devDependencies
+        with session.chdir(WEB):
+            session.run_install("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", external=True, env=NPM_ENV)
+    with session.chdir(WEB):
+        for project in ("tsconfig.json", "tsconfig.workers.json"):
+            session.run("node", str(tsc), "-p", project, external=True)
+        session.run("node", "--import", "./scripts/node-vendor.mjs", "--test", "test/", external=True)
+
+
 def ensure_model(session: nox.Session, recipe: str = DEFAULT_MODEL) -> None:
     if not (MODELS / recipe / "manifest.json").is_file():
         session.run("python", "-m", "model_prep", "export", recipe, "--out", str(MODELS))
@@ -168,6 +181,7 @@ def tests(session: nox.Session) -> None:
     finish_install = install(session, "app", "prep", "test")
     chromium = ensure_chromium(session)
     build_web(session)
+    check_js(session)
     finish_install()
     ensure_model(session)
     session.run("pytest", *(session.posargs or ["-q"]), env={"EDGE_CHAT_CHROMIUM": chromium})
@@ -178,6 +192,8 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    build_web(session)
+    check_js(session)
 
 
 @nox.session
