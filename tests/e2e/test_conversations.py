@@ -233,7 +233,7 @@ def test_export_and_import(chat: ChatPage, tmp_path: Path) -> None:
     path = tmp_path / "export.json"
     download.value.save_as(path)
     data = json.loads(path.read_text())
-    assert data["format"] == "edge-chat-conversations" and data["version"] == 1
+    assert data["format"] == "edge-chat-conversations" and data["version"] == 2
     assert sorted(c["id"] for c in data["conversations"]) == sorted(c["id"] for c in before)
     chat.page.set_input_files("#import-input", str(path))
     chat.wait_for("() => document.getElementById('conversation-status').textContent.startsWith('Imported')", 10)

@@ -1,16 +1,19 @@
 // Page side of image chat: attach images by file picker (camera on phones), paste and drag-and-drop;
-// thumbnails with a remove button; decode + downscale in the browser (createImageBitmap + OffscreenCanvas)
-// to the model's preprocessor size.longest_edge; the RGBA pixels go to the worker as transferred buffers.
+// thumbnails with a remove button. On send each image is downscaled to the model's preprocessor size.longest_edge
+// and encoded compactly (image-codec.js); the model gets the pixels of that kept image, the same bytes the chat
+// stores, as transferred buffers.
 //
 // main.js calls: createAttachments(...), setModel(model) when a model loads, takeTurn(text, model) when
-// sending (null: refused with a message, nothing sent), showIn(node, turn) to put thumbnails in the
-// user's message. Tests: #attachments[data-count], #attach-input (the exact tensors the worker fed come back
-// as vlm-inputs replies with ?expose_inputs=1: main.js stores them as window.__edgeChatVLMInputs).
+// sending (null: refused with a message, nothing sent). Tests: #attachments[data-count], #attach-input (the
+// exact tensors the worker fed come back as vlm-inputs replies with ?expose_inputs=1: main.js stores them as
+// window.__edgeChatVLMInputs).
 
 import { EdgeChatError, ErrorCode } from "./errors.js";
+import { keepImage, pixelsOf } from "./image-codec.js";
 
 const DEFAULT_LONGEST_EDGE = 2048; // when a model's preprocessor_config.json says nothing
 const THUMB = 96;
+const READABLE = "JPEG, PNG, WebP, GIF, BMP or AVIF"; // what Chromium, Firefox and Safari all decode
 
 let counter = 0;
 
@@ -19,37 +22,6 @@ export function longestEdge(preprocessor) {
   const p = preprocessor ?? {};
   const candidates = [p.size?.longest_edge, p.max_image_size?.longest_edge, p.size?.height, p.size?.width];
   return candidates.find((x) => Number.isFinite(x) && x > 0) ?? DEFAULT_LONGEST_EDGE;
-}
-
-/** Target size for an image of width × height: the longest edge at most `limit`, aspect kept. Pure. */
-export function fitWithin(width, height, limit) {
-  const scale = Math.min(1, limit / Math.max(width, height));
-  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
-}
-
-function canvas(width, height) {
-  if (typeof OffscreenCanvas !== "undefined") return new OffscreenCanvas(width, height);
-  const c = document.createElement("canvas");
-  c.width = width;
-  c.height = height;
-  return c;
-}
-
-/** RGBA pixels of `blob`, downscaled to the longest edge `limit`. Throws if the browser cannot decode it. */
-export async function decodeImage(blob, limit) {
-  const bitmap = await createImageBitmap(blob);
-  try {
-    const { width, height } = fitWithin(bitmap.width, bitmap.height, limit);
-    const c = canvas(width, height);
-    const ctx = c.getContext("2d", { willReadFrequently: true });
-    ctx.imageSmoothingEnabled = true;
-    ctx.imageSmoothingQuality = "high";
-    ctx.drawImage(bitmap, 0, 0, width, height);
-    const { data } = ctx.getImageData(0, 0, width, height);
-    return { width, height, data, original: { width: bitmap.width, height: bitmap.height } };
-  } finally {
-    bitmap.close();
-  }
 }
 
 export function createAttachments({ showError, clearError, params }) {
@@ -74,7 +46,7 @@ export function createAttachments({ showError, clearError, params }) {
   }
 
   function notAnImage(name) {
-    const message = `“${name || "That file"}” is not an image this browser can read, so nothing was attached or sent.`;
+    const message = `“${name || "That file"}” is not an image this browser can read, so nothing was attached or sent. Attach a ${READABLE} picture (on an iPhone, a HEIC photo shared as “Most Compatible” is JPEG).`;
     showError(new EdgeChatError(ErrorCode.NOT_AN_IMAGE, message));
   }
 
@@ -167,13 +139,14 @@ export function createAttachments({ showError, clearError, params }) {
     },
 
     /**
-     * The user turn to send: {content, images, transfer, options, thumbs}. Text-only turns keep string content.
-     * Returns null (after showing why) when images are attached but the model reads text only, or one fails.
+     * The user turn to send: {content, images, transfer, options, kept}. `images` are the worker's inputs (RGBA of
+     * the kept bytes), `kept` the images to store with the turn (image-codec.js). Text-only turns keep string
+     * content. Returns null (after showing why) when images are attached but the model reads text only, or one fails.
      */
     async takeTurn(text, model) {
       if (busy) return null;
       const options = expose ? { expose_inputs: true } : {};
-      if (!pending.length) return { content: text, images: [], transfer: [], options, thumbs: [] };
+      if (!pending.length) return { content: text, images: [], transfer: [], options, kept: [] };
       if (!model?.capabilities?.image) {
         const name = model?.name ?? model?.id ?? "This model";
         const why = `${name} reads text only, so nothing was sent. Load a model tagged “[image]” to ask about images, or remove the image.`;
@@ -184,41 +157,28 @@ export function createAttachments({ showError, clearError, params }) {
       try {
         const items = pending.slice();
         const images = [];
+        const kept = [];
         for (const item of items) {
-          let decoded;
+          let image;
+          let pixels;
           try {
-            decoded = await decodeImage(item.blob, limit);
+            // The model reads the decoded kept bytes, not the file: after a reload it reads exactly these again.
+            const { original: _original, ...rest } = await keepImage(item.blob, limit);
+            image = rest;
+            pixels = await pixelsOf(image.blob);
           } catch {
             notAnImage(item.name);
             return null;
           }
-          images.push({ id: item.id, width: decoded.width, height: decoded.height, data: decoded.data.buffer });
+          kept.push(image);
+          images.push({ id: image.id, width: pixels.width, height: pixels.height, data: pixels.data.buffer });
         }
-        for (const item of items) {
-          const i = pending.indexOf(item);
-          if (i >= 0) pending.splice(i, 1);
-          item.node.remove();
-        }
-        render();
+        for (const item of items) remove(item);
         const content = [...images.map(({ id }) => ({ type: "image", id })), ...(text ? [{ type: "text", text }] : [])];
-        return { content, images, transfer: images.map((i) => i.data), options, thumbs: items.map((i) => i.url) };
+        return { content, images, transfer: images.map((i) => i.data), options, kept };
       } finally {
         busy = false;
       }
-    },
-
-    /** Thumbnails of the sent images inside the user's message (blob: URLs, never innerHTML). */
-    showIn(node, turn) {
-      if (!turn?.thumbs?.length) return;
-      const row = document.createElement("div");
-      row.className = "message-images";
-      for (const url of turn.thumbs) {
-        const img = document.createElement("img");
-        img.src = url;
-        img.alt = "attached image";
-        row.append(img);
-      }
-      node.querySelector(".body")?.before(row);
     },
   };
 }

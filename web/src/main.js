@@ -19,6 +19,7 @@
 
 import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
 import { createChats } from "./chats.js";
+import { imageIdsOf, keptImages } from "./conversations.js";
 import { createContextMeter, dropOldestTurns } from "./context-meter.js";
 import { chooseDevice } from "./device.js";
 import { describeError, EdgeChatError, ErrorCode } from "./errors.js";
@@ -60,7 +61,7 @@ const app = {
   choice: null, // {device, dtype, reason}
   vision: false, // the loaded model takes images
   generating: null, // id of the generate request in flight
-  liveImages: new Set(), // ids of images the worker holds (sent in this page's session)
+  liveImages: new Set(), // ids of kept images the worker holds (it drops those the last request did not name)
 };
 
 function readCatalog() {
@@ -127,7 +128,12 @@ const progress = createProgress({
   totalText: $("progress-total-text"),
   list: $("progress-files"),
 });
-const storagePanel = createStoragePanel({ summary: $("storage-summary"), list: $("storage-list"), catalog: app.catalog });
+const storagePanel = createStoragePanel({
+  summary: $("storage-summary"),
+  list: $("storage-list"),
+  catalog: app.catalog,
+  imageUsage: () => chats.imageUsage(),
+});
 let settings;
 try {
   settings = createSettings({ query: settingsFromQuery(params), onChange: showContext });
@@ -135,7 +141,11 @@ try {
   showError(err); // a bad query parameter: the stored settings and the model's defaults apply
   settings = createSettings({ query: {}, onChange: showContext });
 }
-const transcript = createTranscript({ container: el.transcript, onAction: onMessageAction });
+const transcript = createTranscript({
+  container: el.transcript,
+  onAction: onMessageAction,
+  imageUrl: (image) => chats.imageUrl(image),
+});
 const idle = () => !app.generating;
 const sidebar = createSidebar({
   onOpen: (id) => idle() && chats.open(id),
@@ -147,7 +157,7 @@ const sidebar = createSidebar({
     chats.importFile(file);
   },
 });
-const chats = createChats({ sidebar, onShow: onChatShown, onError: showError });
+const chats = createChats({ sidebar, onShow: onChatShown, onError: showError, onStored: () => storagePanel.refresh() });
 const meter = createContextMeter({ meter: $("context-meter"), box: $("context-warning"), text: $("context-warning-text") });
 let resolveCapabilities;
 const capabilities = new Promise((resolve) => {
@@ -312,13 +322,13 @@ function requestPersistentStorage() {
 
 // ---------------------------------------------------------------- context
 
-/** The conversation as the model gets it: system prompt, user turns (images while the worker has them), replies
- * without their thinking (as Qwen3's template does) except a reply being continued. */
+/** The conversation as the model gets it: system prompt, user turns (with their kept images for an image model),
+ * replies without their thinking (as Qwen3's template does) except a reply being continued. */
 function workerMessages(messages, chat, { continueFinal = false } = {}) {
   const out = chat.system_prompt.trim() ? [{ role: "system", content: chat.system_prompt }] : [];
   messages.forEach((m, i) => {
     if (m.role === "user") {
-      const images = app.vision ? (m.imageIds ?? []).filter((id) => app.liveImages.has(id)) : [];
+      const images = app.vision ? keptImages(m).map((i) => i.id) : [];
       const content = images.length
         ? [...images.map((id) => ({ type: "image", id })), ...(m.content ? [{ type: "text", text: m.content }] : [])]
         : m.content;
@@ -432,7 +442,22 @@ async function runTurn({ chat, edit = () => {}, continueFinal = false, images = 
   const stream = transcript.streaming(index);
   meter.hide();
   setState("generating");
-  for (const image of images) app.liveImages.add(image.id); // sent with this turn: the worker keeps them
+  // Kept images the worker does not hold (a reopened chat, another chat in between) go again, from stored bytes.
+  const wanted = app.vision ? imageIdsOf(history) : [];
+  const held = new Set([...app.liveImages, ...images.map((i) => i.id)]);
+  try {
+    const resent = await chats.pixelsFor(wanted.filter((id) => !held.has(id)));
+    images = [...images, ...resent];
+    transfer = [...transfer, ...resent.map((i) => i.data)];
+  } catch (err) {
+    c.messages = before;
+    transcript.render(c);
+    showError(err);
+    restore?.();
+    setState("ready");
+    return;
+  }
+  app.liveImages = new Set(wanted);
   let streamed = "";
   const request = client.request(
     {
@@ -508,7 +533,7 @@ async function send() {
     return;
   }
   el.prompt.value = "";
-  const user = { role: "user", content: text, imageIds: turn.images.map((i) => i.id), thumbs: turn.thumbs };
+  const user = { role: "user", content: text, ...(turn.kept.length ? { images: turn.kept } : {}) };
   if (!chats.current.model) chats.current.model = app.model?.id ?? null;
   await runTurn({
     chat,
@@ -552,7 +577,8 @@ async function onMessageAction(action, index, text) {
     // The edited message replaces the old one; everything after it is dropped.
     await runTurn({
       chat,
-      edit: (messages) => messages.splice(index, messages.length - index, { role: "user", content: text }),
+      // Its images stay: an edit changes the words about them.
+      edit: (messages) => messages.splice(index, messages.length - index, { ...messages[index], content: text }),
       options: exposeOptions(),
     });
   }

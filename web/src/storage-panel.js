@@ -1,14 +1,29 @@
 // The storage panel: the model caches on this device (size, revision, stale revisions marked) with a verify and a
-// delete button each, and the site's usage against its quota.
+// delete button each, the images saved chats keep (count and bytes: #storage-summary[data-images][data-image-bytes]),
+// and the site's usage against its quota.
 
 import { deleteModelCache, listModelCaches, storageNumbers, verifyModelCache } from "./cache.js";
 import { fmtBytes } from "./progress.js";
 
-/** @param {{summary: HTMLElement, list: HTMLElement, catalog: object[]}} options */
-export function createStoragePanel({ summary, list, catalog }) {
+/** "2 images (310 kB)" for the summary line. Pure. */
+export function imagesLine(usage) {
+  if (!usage) return "";
+  const n = usage.count;
+  return ` · saved chats keep ${n} image${n === 1 ? "" : "s"} (${fmtBytes(usage.bytes)})`;
+}
+
+/**
+ * @param {{summary: HTMLElement, list: HTMLElement, catalog: object[],
+ *          imageUsage?: () => Promise<{count: number, bytes: number} | null>}} options
+ *   imageUsage: the kept images of saved chats (chats.js)
+ */
+export function createStoragePanel({ summary, list, catalog, imageUsage = async () => null }) {
   async function refresh() {
+    const images = await imageUsage().catch(() => null);
+    summary.dataset.images = String(images?.count ?? "");
+    summary.dataset.imageBytes = String(images?.bytes ?? "");
     if (typeof caches === "undefined") {
-      summary.textContent = "This browser has no Cache Storage here (it needs https or localhost).";
+      summary.textContent = `This browser has no Cache Storage here (it needs https or localhost)${imagesLine(images)}.`;
       return;
     }
     const [models, numbers, persisted] = await Promise.all([
@@ -62,7 +77,7 @@ export function createStoragePanel({ summary, list, catalog }) {
     const used = numbers
       ? `${fmtBytes(numbers.usage)} used of about ${fmtBytes(numbers.quota)} available to this site`
       : "Usage unknown";
-    summary.textContent = `${used}${persisted ? " · persistent storage granted" : ""}.`;
+    summary.textContent = `${used}${imagesLine(images)}${persisted ? " · persistent storage granted" : ""}.`;
     summary.dataset.usage = String(numbers?.usage ?? "");
     summary.dataset.quota = String(numbers?.quota ?? "");
     document.body.dataset.storageRefreshed = String(Date.now());

@@ -3,10 +3,15 @@
 // (marked + DOMPurify), the answer and a reasoning model's thinking alike, which goes into a collapsible
 // "Thinking" block and never into the answer (thinking.js decides which is which).
 //
+// A user turn's kept images show as thumbnails (button.message-image[data-image-id]); a click opens the image
+// whole in a modal <dialog class="image-viewer"> (Escape or the close button shuts it). Images a saved chat no
+// longer has are said in words (.image-note).
+//
 // For tests: article[data-role][data-index], assistant [data-raw] (the whole reply as decoded), [data-answer],
 // [data-thinking], [data-streamed] (what arrived token by token this turn), [data-done], [data-interrupted];
 // buttons [data-action=copy|edit|regenerate|continue|edit-send|edit-cancel].
 
+import { keptImages, lostImages } from "./conversations.js";
 import { setMarkdown } from "./markdown.js";
 import { splitThinking } from "./thinking.js";
 
@@ -40,11 +45,72 @@ export function paintReply(node, raw, { streaming = false } = {}) {
   setMarkdown(body, answer);
 }
 
+/** The full view of an image: one modal <dialog>, made on first use. */
+function createViewer() {
+  let dialog = null;
+  return (url, label) => {
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.className = "image-viewer";
+      const form = document.createElement("form");
+      form.method = "dialog";
+      const close = document.createElement("button");
+      close.className = "image-viewer-close";
+      close.textContent = "Close";
+      close.setAttribute("aria-label", "Close the image");
+      form.append(close);
+      const img = document.createElement("img");
+      dialog.append(form, img);
+      // A click on the backdrop (outside the image) closes it too, as people expect of a photo viewer.
+      dialog.addEventListener("click", (event) => {
+        if (event.target === dialog) dialog.close();
+      });
+      document.body.append(dialog);
+    }
+    const img = dialog.querySelector("img");
+    img.src = url;
+    img.alt = label;
+    dialog.showModal();
+  };
+}
+
 /**
- * @param {{container: HTMLElement, onAction: (action: string, index: number, text?: string) => void}} options
+ * @param {{container: HTMLElement, onAction: (action: string, index: number, text?: string) => void,
+ *          imageUrl?: (image: {id: string, blob?: Blob}) => Promise<string | null>}} options
+ *   imageUrl: a URL that shows a kept image (chats.js)
  */
-export function createTranscript({ container, onAction }) {
+export function createTranscript({ container, onAction, imageUrl = async () => null }) {
   let busy = false;
+  const view = createViewer();
+
+  function imageRow(images) {
+    const row = document.createElement("div");
+    row.className = "message-images";
+    images.forEach((image, i) => {
+      const label = `attached image ${i + 1} (${image.width} × ${image.height})`;
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "message-image";
+      open.dataset.imageId = image.id;
+      open.title = "Open the image";
+      open.setAttribute("aria-label", `Open ${label}`);
+      const img = document.createElement("img");
+      img.alt = label;
+      open.append(img);
+      // A blob: URL of the kept image, never model output.
+      const url = imageUrl(image).catch(() => null);
+      url.then((u) => {
+        if (u) img.src = u;
+        else open.dataset.missing = "true";
+      });
+      open.addEventListener("click", async () => {
+        const u = await url;
+        if (u) view(u, label);
+      });
+      row.append(open);
+    });
+    return row;
+  }
 
   function messageNode(message, index, { last, lastAssistant }) {
     const node = document.createElement("article");
@@ -60,20 +126,14 @@ export function createTranscript({ container, onAction }) {
     actions.className = "actions";
     node.append(who);
     if (message.role === "user") {
-      if (message.thumbs?.length) {
-        const row = document.createElement("div");
-        row.className = "message-images";
-        for (const url of message.thumbs) {
-          const img = document.createElement("img");
-          img.src = url; // a blob: URL of the attached file, never model output
-          img.alt = "attached image";
-          row.append(img);
-        }
-        node.append(row);
-      } else if (message.images) {
+      const kept = keptImages(message);
+      if (kept.length) node.append(imageRow(kept));
+      const lost = lostImages(message);
+      if (lost) {
         const note = document.createElement("p");
         note.className = "muted image-note";
-        note.textContent = `${message.images} image${message.images > 1 ? "s" : ""} attached (not kept with saved chats)`;
+        note.dataset.lost = String(lost);
+        note.textContent = `${lost} image${lost > 1 ? "s" : ""} attached here ${lost > 1 ? "are" : "is"} not kept with this chat`;
         node.append(note);
       }
       body.textContent = message.content; // as typed, never parsed
