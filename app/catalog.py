@@ -1,4 +1,5 @@
-"""The model catalog: every `<models_dir>/<id>/manifest.json` that honours the schema-1 contract.
+"""The model catalog: every `<models_dir>/<id>/manifest.json` that honours the schema-1 contract
+(edge_contracts.Manifest, the record model_prep writes).
 
 The pipeline renames whole folders into place, so a manifest's identity on disk (mtime, size, inode) is
 enough to know when to parse it again. A folder that breaks the contract is logged once and left out;
@@ -19,17 +20,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from edge_contracts import REVISION_HEX_DIGITS, revision_of
+from edge_contracts import Manifest, ManifestError
+from edge_contracts import is_safe_relpath as is_safe_relpath  # the path rule, where the app has always had it
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
 
 # Ids end up in URLs and in Transformers.js model ids, so only plain URL-safe names qualify.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_REVISION_RE = re.compile(f"[0-9a-f]{{{REVISION_HEX_DIGITS}}}")
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # The forms of `source` the pipeline writes that name public things (docs/architecture.md); anything else, e.g. an
 # old manifest's `--source /home/me/...`, is published as "local".
 _PUBLIC_SOURCE_RES = (
@@ -39,10 +38,6 @@ _PUBLIC_SOURCE_RES = (
     ),
     re.compile(r"tiny:[A-Za-z0-9_-]{1,64}"),
 )
-
-
-class ManifestError(ValueError):
-    """A manifest that breaks the schema-1 contract; the message names the field to fix."""
 
 
 @dataclass(frozen=True)
@@ -124,82 +119,21 @@ class Model:
         return {**published, "base_url": self.base_url, "artifacts_url": self.artifacts_url}
 
 
-def is_safe_relpath(path: object) -> bool:
-    """A relative POSIX path with no empty, `.` or `..` segment, no backslash, NUL or control character."""
-    if not isinstance(path, str) or not path or path.startswith("/"):
-        return False
-    if any(ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
-        return False
-    return all(part not in ("", ".", "..") for part in path.split("/"))
-
-
 def is_valid_model_id(model_id: str) -> bool:
     return _ID_RE.fullmatch(model_id) is not None
 
 
-def _is_int(value: object) -> bool:
-    # bool is an int subclass; `true` is never a byte count.
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ManifestError(message)
-
-
-def _parse_files(raw: object) -> dict[str, ArtifactFile]:
-    _require(isinstance(raw, list) and len(raw) > 0, "'files' must be a non-empty list")
-    files: dict[str, ArtifactFile] = {}
-    for index, entry in enumerate(raw):  # type: ignore[arg-type]
-        where = f"files[{index}]"
-        _require(isinstance(entry, dict), f"{where} must be an object")
-        path, size, sha256 = entry.get("path"), entry.get("bytes"), entry.get("sha256")
-        _require(is_safe_relpath(path), f"{where}.path must be a relative POSIX path without '..': {path!r}")
-        _require(path != MANIFEST_NAME, f"{where}: manifest.json must not list itself")
-        _require(path not in files, f"{where}.path {path!r} is listed twice")
-        _require(_is_int(size), f"{where}.bytes must be a non-negative integer")
-        _require(isinstance(sha256, str) and _SHA256_RE.fullmatch(sha256) is not None, f"{where}.sha256")
-        files[path] = ArtifactFile(path=path, size=size, sha256=sha256)
-    return files
-
-
-def _check_dtypes(dtypes: object, files: Mapping[str, ArtifactFile]) -> None:
-    _require(isinstance(dtypes, dict) and len(dtypes) > 0, "'dtypes' must be a non-empty object")
-    for dtype, spec in dtypes.items():  # type: ignore[union-attr]
-        _require(isinstance(spec, dict), f"dtypes.{dtype} must be an object")
-        _require(_is_int(spec.get("bytes")), f"dtypes.{dtype}.bytes must be a non-negative integer")
-        listed = spec.get("files")
-        _require(isinstance(listed, list) and len(listed) > 0, f"dtypes.{dtype}.files must be a list")
-        missing = [p for p in listed if p not in files]
-        _require(not missing, f"dtypes.{dtype}.files are not in 'files': {missing}")
-
-
-def parse_manifest(data: object, folder: Path) -> Model:
-    """Validate a decoded manifest against the contract; raises ManifestError naming the first problem."""
-    _require(isinstance(data, dict), "the manifest must be a JSON object")
-    assert isinstance(data, dict)
-    schema = data.get("schema")
-    _require(_is_int(schema) and schema == SCHEMA_VERSION, f"'schema' must be 1, got {schema!r}")
+def parse_manifest(data: object, folder: Path, config: Mapping[str, Any] | None = None) -> Model:
+    """Validate a decoded manifest against the contract (edge_contracts.Manifest; `config`: the folder's config.json,
+    which bounds its context_length); raises ManifestError naming the first problem."""
+    record = Manifest.parse(data)
     # The folder name is what URLs and Transformers.js resolve, so the manifest must agree with it.
-    _require(data.get("id") == folder.name, f"'id' {data.get('id')!r} differs from the folder name")
-    _require(isinstance(data.get("name"), str) and data["name"] != "", "'name' must be a non-empty string")
-    _require(isinstance(data.get("task"), str), "'task' must be a string")
-    _require(isinstance(data.get("capabilities"), dict), "'capabilities' must be an object")
-    files = _parse_files(data.get("files"))
-    revision = data.get("revision")
-    _require(isinstance(revision, str) and _REVISION_RE.fullmatch(revision) is not None, "'revision' format")
-    # Revisioned URLs are cached forever; a revision that does not follow the files would serve stale bytes.
-    expected = revision_of((f.path, f.sha256) for f in files.values())
-    _require(revision == expected, f"'revision' {revision!r} does not match its files ({expected!r})")
-    dtypes = data.get("dtypes")
-    _check_dtypes(dtypes, files)
-    devices = data.get("devices")
-    _require(isinstance(devices, dict), "'devices' must be an object")
-    for device, dtype in devices.items():
-        _require(dtype in dtypes, f"devices.{device} names unknown dtype {dtype!r}")
-    memory = data.get("memory_bytes")
-    _require(isinstance(memory, dict) and all(_is_int(v) for v in memory.values()), "'memory_bytes' values")
-    return Model(id=folder.name, folder=folder, manifest=data, files=files)
+    if record.id != folder.name:
+        raise ManifestError(f"'id' {record.id!r} differs from the folder name")
+    if config is not None:
+        record.check_config(config)
+    files = {f.path: ArtifactFile(path=f.path, size=f.bytes, sha256=f.sha256) for f in record.files}
+    return Model(id=folder.name, folder=folder, manifest=record.to_json(), files=files)
 
 
 def load_model(folder: Path, remote_base: str | None = None) -> Model:
@@ -210,7 +144,19 @@ def load_model(folder: Path, remote_base: str | None = None) -> Model:
         raise ManifestError("no manifest.json (the export did not finish?)") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"not valid JSON: {exc}") from exc
-    return dataclasses.replace(parse_manifest(data, folder), remote_base=remote_base)
+    return dataclasses.replace(parse_manifest(data, folder, _config(folder, data)), remote_base=remote_base)
+
+
+def _config(folder: Path, manifest: object) -> dict | None:
+    """The folder's config.json where the manifest lists it (the model's own limits), else None."""
+    listed = isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
+    if not listed or not any(isinstance(f, dict) and f.get("path") == "config.json" for f in manifest["files"]):
+        return None
+    try:
+        config = json.loads((folder / "config.json").read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"config.json is not valid JSON: {exc}") from exc
+    return config if isinstance(config, dict) else None
 
 
 # What identifies one version of a manifest on disk: a rename-swap changes the inode even in one mtime tick.

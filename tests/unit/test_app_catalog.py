@@ -23,8 +23,9 @@ from test_app_helpers import (
     write_model,
 )
 
-from app.catalog import Catalog, is_safe_relpath, public_source
+from app.catalog import Catalog, is_safe_relpath, load_model, public_source
 from app.server import create_app
+from edge_contracts import Manifest, ManifestError
 
 
 @pytest.fixture
@@ -310,3 +311,102 @@ def test_page_with_empty_catalog(tmp_path: Path) -> None:
     client = local_client(create_app(tmp_path / "no-models", tmp_path / "no-web", tmp_path / "state"))
     html = client.get("/").text
     assert _CATALOG_RE.findall(html) == ['{"models": []}']
+
+
+# --- the manifest record (edge_contracts.Manifest) -------------------------------------------------------------
+
+GGUF_BYTES = b"GGUF" + bytes(range(60))
+
+
+def _with_gguf(**dtype_changes: object) -> dict[str, object]:
+    """A valid manifest with a llama.cpp dtype beside the ONNX ones, its entry changed by `dtype_changes`
+    (a None value removes the key)."""
+    files = {**default_files(), "gguf/model_q8_0.gguf": GGUF_BYTES}
+    manifest = build_manifest(MODEL_ID, files)
+    entry = {"files": ["gguf/model_q8_0.gguf"], "bytes": len(GGUF_BYTES), "runtime": "llama.cpp", "kv_cache": "q8_0"}
+    entry.update(dtype_changes)
+    manifest["dtypes"]["gguf-q8_0"] = {k: v for k, v in entry.items() if v is not None}
+    return manifest
+
+
+def _refusal(tmp_path: Path, manifest: object, config: bytes | None = None) -> str:
+    """Why the catalog refuses `manifest` in a folder of real files (or "" if it lists the model)."""
+    write_model(tmp_path, MODEL_ID, {**default_files(), "gguf/model_q8_0.gguf": GGUF_BYTES})
+    if config is not None:
+        (tmp_path / MODEL_ID / "config.json").write_bytes(config)
+    write_manifest(tmp_path / MODEL_ID, manifest)
+    try:
+        load_model(tmp_path / MODEL_ID)
+    except ManifestError as err:
+        return str(err)
+    return ""
+
+
+def test_a_llama_cpp_dtype_with_its_runtime_and_kv_cache_is_listed(tmp_path: Path) -> None:
+    assert _refusal(tmp_path, _with_gguf()) == ""
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"runtime": None}, "dtypes.gguf-q8_0.runtime must be 'llama.cpp' for a GGUF, got None"),
+        ({"runtime": "onnxruntime-web"}, "dtypes.gguf-q8_0.runtime must be 'llama.cpp' for a GGUF"),
+        ({"runtime": "vllm"}, "dtypes.gguf-q8_0.runtime must be one of"),
+        ({"kv_cache": None}, "dtypes.gguf-q8_0.kv_cache must be one of ('f16', 'q8_0') for llama.cpp, got None"),
+        ({"kv_cache": "q3_k"}, "dtypes.gguf-q8_0.kv_cache must be one of ('f16', 'q8_0')"),
+    ],
+)
+def test_a_gguf_dtype_without_its_runtime_or_kv_cache_is_refused(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    assert message in _refusal(tmp_path, _with_gguf(**changes))
+
+
+def test_an_onnx_dtype_cannot_claim_llama_cpp_or_a_kv_cache(tmp_path: Path) -> None:
+    manifest = _with_gguf()
+    manifest["dtypes"]["q4"] = {**manifest["dtypes"]["q4"], "runtime": "llama.cpp", "kv_cache": "q8_0"}
+    assert "dtypes.q4.runtime 'llama.cpp' runs GGUF files only" in _refusal(tmp_path, manifest)
+    manifest["dtypes"]["q4"] = {**manifest["dtypes"]["q4"], "runtime": None}
+    del manifest["dtypes"]["q4"]["runtime"]
+    assert "dtypes.q4.kv_cache is llama.cpp's setting" in _refusal(tmp_path, manifest)
+
+
+@pytest.mark.parametrize("context_length", [None, 0, -4096, 2048.0, "2048", True])
+def test_a_context_length_that_is_not_a_positive_integer_is_refused(tmp_path: Path, context_length: object) -> None:
+    manifest = {**_with_gguf(), "context_length": context_length}
+    if context_length is None:
+        del manifest["context_length"]
+    assert _refusal(tmp_path, manifest) == f"'context_length' must be a positive integer, got {context_length!r}"
+
+
+def test_a_context_length_beyond_the_models_positions_is_refused(tmp_path: Path) -> None:
+    """The page offers the manifest's context_length as the longest conversation: more positions than the model's
+    config has would run it outside what it was trained for."""
+    manifest = _with_gguf()  # context_length 2048
+    for config, refused in [
+        (b'{"max_position_embeddings": 2048}', False),
+        (b'{"max_position_embeddings": 1024}', True),
+    ]:
+        files = {**default_files(), "config.json": config, "gguf/model_q8_0.gguf": GGUF_BYTES}
+        manifest = {**build_manifest(MODEL_ID, files), "dtypes": manifest["dtypes"]}
+        why = _refusal(tmp_path, manifest, config)
+        assert why == (
+            "'context_length' 2048 exceeds the model's max_position_embeddings 1024 (config.json)" if refused else ""
+        )
+    vlm = b'{"text_config": {"max_position_embeddings": 1024}, "vision_config": {}}'  # a VLM: its text model's
+    files = {**default_files(), "config.json": vlm, "gguf/model_q8_0.gguf": GGUF_BYTES}
+    assert "exceeds the model's max_position_embeddings 1024" in _refusal(
+        tmp_path, {**build_manifest(MODEL_ID, files), "dtypes": manifest["dtypes"]}, vlm
+    )
+
+
+def test_a_field_the_record_does_not_declare_is_refused(tmp_path: Path) -> None:
+    assert "has unknown field(s) ['context_lenght']" in _refusal(tmp_path, {**_with_gguf(), "context_lenght": 4096})
+    manifest = _with_gguf(kv_cahce="q8_0")
+    assert "dtypes.gguf-q8_0 has unknown field(s) ['kv_cahce']" in _refusal(tmp_path, manifest)
+
+
+def test_the_record_gives_back_the_manifest_it_parsed() -> None:
+    manifest = _with_gguf()
+    assert Manifest.parse(manifest).to_json() == manifest
+    assert Manifest.parse(json.loads(json.dumps(manifest))) == Manifest.parse(manifest)

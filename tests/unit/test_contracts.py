@@ -86,3 +86,34 @@ def test_revision_known_vector() -> None:
     # sha256("config.json\0bbb…\nonnx/model.onnx\0aaa…\n")[:12]; input order must not matter.
     assert contracts.revision_of(SAMPLES[0]) == "fb31606f3bca"
     assert contracts.revision_of(reversed(SAMPLES[0])) == "fb31606f3bca"
+
+
+MANIFEST_FIELDS_SCRIPT = """
+const { MANIFEST_FIELDS } = await import(process.argv[1]);
+console.log(JSON.stringify(Object.fromEntries(Object.entries(MANIFEST_FIELDS).map(([k, v]) => [k, Object.keys(v)]))));
+"""
+
+
+def test_the_manifest_record_and_its_jsdoc_typedef_name_the_same_fields() -> None:
+    """contracts.js's MANIFEST_FIELDS lists each typedef's keys (tsc fails `nox -s lint` where they differ); here they
+    must equal edge_contracts.Manifest's dataclass fields, record by record."""
+    from dataclasses import fields
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node: the web build (nox) installs it")
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", MANIFEST_FIELDS_SCRIPT, CONTRACTS_JS.as_uri()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    js = {record: sorted(names) for record, names in json.loads(out.stdout).items()}
+    records = {
+        "manifest": contracts.Manifest,
+        "capabilities": contracts.Capabilities,
+        "dtype": contracts.DtypeEntry,
+        "file": contracts.ManifestFile,
+    }
+    assert js == {name: sorted(f.name for f in fields(record)) for name, record in records.items()}

@@ -80,3 +80,48 @@ export async function revisionOf(files) {
   const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
   return hex.slice(0, REVISION_HEX_DIGITS);
 }
+
+/**
+ * A model folder's manifest.json (schema 1), declared once per language: edge_contracts.Manifest in Python, which
+ * the pipeline writes and app/catalog.py checks (tests/unit/test_contracts.py holds the field names equal).
+ * @typedef {Object} Manifest
+ * @property {1} schema
+ * @property {string} id
+ * @property {string} name
+ * @property {string} revision  revisionOf(files)
+ * @property {string} architecture
+ * @property {string} model_type
+ * @property {string} task
+ * @property {ManifestCapabilities} capabilities
+ * @property {number} context_length  positive; at most the model config's max_position_embeddings
+ * @property {string} created
+ * @property {Record<string, ManifestDtype>} dtypes
+ * @property {Record<string, string>} devices  device class → a key of dtypes
+ * @property {Record<string, number>} memory_bytes
+ * @property {ManifestFile[]} files
+ * @property {string} [source]  public forms only ("local" otherwise), as /api/models/{id} serves it
+ * @property {string} [recipe]
+ */
+/** @typedef {{text: boolean, image: boolean}} ManifestCapabilities */
+/**
+ * One variant; a GGUF names its runtime and the KV cache type it was verified with.
+ * @typedef {{files: string[], bytes: number, runtime?: "onnxruntime-web"|"llama.cpp", kv_cache?: "f16"|"q8_0"}} ManifestDtype
+ */
+/** @typedef {{path: string, bytes: number, sha256: string}} ManifestFile */
+
+/**
+ * The field names of each manifest record, for test_contracts.py: tsc holds every list to its typedef (a key
+ * missing or not declared there fails the check), and the test holds them to edge_contracts.Manifest.
+ * @type {{manifest: Record<keyof Manifest, true>, capabilities: Record<keyof ManifestCapabilities, true>,
+ *   dtype: Record<keyof ManifestDtype, true>, file: Record<keyof ManifestFile, true>}}
+ */
+export const MANIFEST_FIELDS = {
+  manifest: {
+    schema: true, id: true, name: true, revision: true, architecture: true, model_type: true, task: true,
+    capabilities: true, context_length: true, created: true, dtypes: true, devices: true, memory_bytes: true,
+    files: true, source: true, recipe: true,
+  },
+  capabilities: { text: true, image: true },
+  dtype: { files: true, bytes: true, runtime: true, kv_cache: true },
+  file: { path: true, bytes: true, sha256: true },
+};
