@@ -93,6 +93,80 @@ export function filterLogits(row, { top_k = 0, top_p = 1, min_p = 0 }) {
 }
 
 /**
+ * The ids the repetition penalty counts when picking the token after `ids` (prompt + reply so far; the reply starts
+ * at `promptLength`): the reply's own tokens, never the prompt's. A penalty over the whole context (HF's rule, the
+ * old default) lowers every token of a pasted text: a rewrite or a code fix drifts from the words it should keep,
+ * and prompt lookup finds nothing it can keep (docs/sampling.md, "Repetition penalty and prompt lookup").
+ * @template T
+ * @param {ArrayLike<T>} ids
+ * @param {number} promptLength
+ * @returns {T[]}
+ */
+export function penalizedIds(ids, promptLength) {
+  return Array.prototype.slice.call(ids, Math.min(promptLength, ids.length));
+}
+
+/**
+ * HF's repetition penalty on one row of logits, in place: each distinct id of `ids` has its logit divided by
+ * `penalty` when above 0 and multiplied when below (llama.cpp's rule is the same).
+ * @param {Float32Array} row
+ * @param {ArrayLike<number|bigint>} ids
+ * @param {number} penalty
+ */
+export function penalizeRow(row, ids, penalty) {
+  if (penalty === 1) return row;
+  for (const id of new Set(Array.from(ids, Number))) {
+    const x = row[id];
+    row[id] = x < 0 ? x * penalty : x / penalty;
+  }
+  return row;
+}
+
+/**
+ * The processed row plain decoding picks from, in place: the repetition penalty over `penalizedIds`, then (when
+ * sampling) the temperature, then top_k → top_p → min_p (filterLogits). One function for every decode loop, so a
+ * loop that verifies drafted tokens picks exactly as the loop without drafts (prompt-lookup.js).
+ * @param {Float32Array} row
+ * @param {ArrayLike<number|bigint>} ids the context the row's logits follow (prompt + reply so far)
+ * @param {number} promptLength
+ * @param {import("./protocol.js").Sampling} s checked (checkSampling)
+ */
+export function processRow(row, ids, promptLength, s) {
+  penalizeRow(row, penalizedIds(ids, promptLength), s.repetition_penalty);
+  if (s.temperature > 0) {
+    for (let i = 0; i < row.length; i++) row[i] /= s.temperature;
+    filterLogits(row, s);
+  }
+  return row;
+}
+
+/**
+ * The token a processed row (processRow) gives: its argmax at temperature 0 (the lower id on a tie), else one draw
+ * of `random()` (uniform in [0, 1)) against the softmax of the kept logits in id order: exactly one draw per token.
+ * @param {Float32Array} row
+ * @param {{temperature: number}} s
+ * @param {() => number} random
+ * @returns {number}
+ */
+export function pickToken(row, s, random) {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  if (!(s.temperature > 0)) return best;
+  const max = row[best];
+  let total = 0;
+  for (let i = 0; i < row.length; i++) if (row[i] > -Infinity) total += Math.exp(row[i] - max);
+  let u = random() * total;
+  let last = best;
+  for (let i = 0; i < row.length; i++) {
+    if (!(row[i] > -Infinity)) continue;
+    last = i;
+    u -= Math.exp(row[i] - max);
+    if (u < 0) return i;
+  }
+  return last; // rounding left a sliver of u: the last kept token
+}
+
+/**
  * generate() arguments for `sampling` (checked with checkSampling): greedy at temperature 0, else multinomial
  * sampling with the missing warpers as a logits processor. `echo` is what the turn reports it used.
  */
