@@ -16,8 +16,8 @@ from pathlib import Path
 
 PLACEHOLDER = "self.__WB_MANIFEST"
 SW_SOURCE = "sw.js"
-# What the page and its worker load from web/vendor (the unminified bundle and the JSEP build are not
-# used by the page; workbox/ is loaded by importScripts and kept by the browser with the SW script).
+# What the page and its worker load from web/vendor (web/scripts/vendor.mjs copies it there). workbox/ is not
+# listed: it is loaded by importScripts and kept by the browser with the SW script.
 VENDOR_SHELL = (
     "transformers.min.js",
     "ort-wasm-simd-threaded.asyncify.mjs",

@@ -1,5 +1,6 @@
 // The saved-chats list: switch, rename (inline), delete (a second click confirms), export and import buttons.
-// It draws what it is given and reports what the person did; main.js owns the conversations and the store.
+// It draws what it is given and reports what the person did; chats.js owns the conversations (the open one and
+// the stored list), conversations.js the IndexedDB store.
 //
 // For tests: #conversation-list li[data-id][aria-current], buttons [data-action=open|rename|delete],
 // the rename field input[data-action=rename-field], #export-button, #import-input.

@@ -41,8 +41,9 @@ env.localModelPath = "/models/";
 env.useBrowserCache = false;
 env.useCustomCache = true;
 env.customCache = { match: async () => undefined, put: async () => {} };
-// Transformers.js keeps the wasm in the Cache API under its URL; the version query keeps a vendored
-// upgrade from pairing new JS glue with an old cached binary.
+// Transformers.js's own wasm cache goes through env.customCache above, whose put is a no-op: each worker fetches
+// the wasm and the service worker answers from its precache (sw.js ignores `?v=`). The version query names the ORT
+// build the bundled JS glue expects, so no cache keyed by URL can pair new glue with an old binary.
 const ortVersion = env.backends.onnx.versions?.web ?? env.version;
 const vendorUrl = (name) =>
   new URL(`/static/vendor/${name}?v=${encodeURIComponent(ortVersion)}`, self.location.origin).href;
