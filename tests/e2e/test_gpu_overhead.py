@@ -27,13 +27,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODEL = "tiny-llama"
 CHROMIUM_ARGS = ["--enable-unsafe-webgpu"]
 NEW_TOKENS = 12
+SHORT_TOKENS = 6
 PROMPT = "What is the capital of France?"
 
 # Drives a fresh worker: check, load (q4 on WebGPU, `kv` as given), then one greedy turn per entry of `turns`
 # (each {messages, n}); returns each turn's done reply and the exposed ids.
 DRIVE = """
 async ({model, kv, turns, extra}) => {
-  const { artifactsFor } = await import('/static/src/models.js');
+  const { artifactsFor } = await import('/static/src/manifest.js');
   const manifest = await (await fetch(`/api/models/${model.id}`)).json();
   const worker = new Worker('/static/src/worker.js', { type: 'module' });
   let next = 0;
@@ -117,13 +118,58 @@ def one_turn(n: int = NEW_TOKENS, content: str = PROMPT) -> list[dict[str, Any]]
     return [{"messages": [{"role": "user", "content": content}], "n": n}]
 
 
+def steady(long: dict[str, Any], short: dict[str, Any], key: str) -> float:
+    """Per decode step of `key` once the step's shapes have been seen: the difference of two turns' totals (the
+    first decode step also builds the kernels and buffers of the 1-token shapes), per step of the difference."""
+    a, b = long["turns"][0]["metrics"]["gpu"], short["turns"][0]["metrics"]["gpu"]
+    total = lambda g: g[key] * g["steps"]  # noqa: E731
+    return round((total(a) - total(b)) / (a["steps"] - b["steps"]), 2)
+
+
+def counts(kv: str, drive: Any) -> dict[str, float]:
+    long, short = drive(kv, one_turn(NEW_TOKENS)), drive(kv, one_turn(SHORT_TOKENS))
+    keys = ("buffers", "submits", "dispatches", "readbacks", "readback_bytes", "writes", "write_bytes")
+    out = {key: steady(long, short, f"{key}_per_step") for key in keys}
+    out["encode_ms"] = long["turns"][0]["metrics"]["gpu"]["encode_ms_per_step"]
+    out["new_ids"] = long["turns"][0]["ids"]["new_ids"]
+    out["kv"] = long["ready"]["runtime"]["kv"]
+    return out
+
+
 def test_dynamic_cache_counts(drive: Any) -> None:
     """Today's path (Transformers.js generate with its DynamicCache): the counts this work starts from."""
     result = drive("dynamic", one_turn())
     gpu = result["turns"][0]["metrics"]["gpu"]
-    print(f"dynamic: {json.dumps(gpu)}")
+    assert result["ready"]["runtime"]["kv"] == "dynamic"
     assert gpu["steps"] == NEW_TOKENS - 1
+    c = counts("dynamic", drive)
+    print(f"dynamic: {json.dumps(c)}")
     # the logits and the total length GroupQueryAttention reads on the CPU
-    assert gpu["readbacks_per_step"] == 2
+    assert c["readbacks"] == 2
     # ORT writes each step's present.* into new buffers (2 × layers of them), some from its bucket cache
-    assert gpu["buffers_per_step"] > 2
+    assert c["buffers"] > 2
+
+
+def test_static_cache_counts(drive: Any) -> None:
+    """The static KV cache (decode-loop.js): one readback (the logits) per decode step and no KV buffer created.
+    What ORT itself still creates per step: a mapped staging buffer for each CPU input it uploads (input_ids;
+    seqlens_k, computed on the CPU so that no length is read back) and one for the logits' readback."""
+    static = counts("static", drive)
+    print(f"static: {json.dumps(static)}")
+    assert static["kv"] == "static"
+    assert static["readbacks"] == 1
+    assert static["buffers"] == 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ORT-web 1.31.0-dev's WebGPU GroupQueryAttention decodes a shared past/present buffer wrongly (SwiftShader): "
+    "the first token (prefill) agrees, the next ones do not. Passing means a vendored runtime fixed it: make static "
+    "the default (runtime-ort.js KV_MODES) and drop this mark.",
+)
+def test_static_cache_tokens_equal_the_dynamic_cache(drive: Any) -> None:
+    static, dynamic = drive("static", one_turn()), drive("dynamic", one_turn())
+    first = [r["turns"][0]["ids"]["new_ids"] for r in (static, dynamic)]
+    print(f"static {first[0]}\ndynamic {first[1]}")
+    assert first[0][0] == first[1][0]  # the prefill's token: the cache is bound and written
+    assert first[0] == first[1]

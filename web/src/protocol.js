@@ -66,7 +66,7 @@ export const FINAL_REPLY = Object.freeze({
  *   stamp no longer holds (cache.js, docs/architecture.md "Warm start")
  * @property {number} [threads]  WASM threads (either runtime)
  * @property {object} [session_options]  ONNX Runtime session options (the benchmark's thread experiments)
- * @property {"static"|"dynamic"} [kv]  WebGPU's KV cache: "static" (default) or "dynamic" (the benchmark's ?kv=)
+ * @property {"static"|"dynamic"} [kv]  WebGPU's KV cache: "dynamic" (default) or "static" (runtime-ort.js KV_MODES)
  * @property {string} [task]  "text-generation" | "image-text-to-text"
  * @property {{text: boolean, image: boolean}} [capabilities]
  */

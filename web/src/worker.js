@@ -169,7 +169,7 @@ async function load(message, reply) {
  * @param {ReplyFn} reply
  * @returns {Promise<WithoutId<Omit<import("./protocol.js").ReadyReply, "cache">>>}
  */
-async function loadText({ dtype, device, files, threads, manifest, session_options }, { id, revision, t0, runtime }, reply) {
+async function loadText({ dtype, device, files, threads, manifest, session_options, kv }, { id, revision, t0, runtime }, reply) {
   const modelId = `${id}/${revision}`;
   const progress_callback = (p) => {
     if (p.status === "progress") {
@@ -190,6 +190,8 @@ async function loadText({ dtype, device, files, threads, manifest, session_optio
           progress_callback,
           useExternalData: externalData(files),
           sessionOptions: session_options, // bench only (bench.js ?session_options=): thread settings tried
+          kv, // WebGPU's KV cache: "dynamic" (default) or "static" (runtime-ort.js KV_MODES; the bench's ?kv=)
+          capacity: contextCap(manifest?.context_length), // the static cache's positions: the page's default limit
           stopper,
           nextTask,
         });
