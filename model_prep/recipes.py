@@ -4,17 +4,15 @@ from dataclasses import dataclass, field
 
 from .errors import UnknownRecipe
 
-# Device class → dtype the browser loads there (see web/src/device.js). WASM gets an unpacked variant because
-# 4-bit MatMulNBits has no fast kernel in ORT's WASM backend (3–35× slower than fp32, shared/FACTS.md).
+# Device class → dtype the browser loads there (the manifest's `devices`, read by web/src/device.js). WASM gets an
+# unpacked variant because 4-bit MatMulNBits has no fast kernel in ORT's WASM backend (several times slower than fp32:
+# docs/cpu-runtime.md). Text models replace the WASM entry with their GGUF on llama.cpp (llama_cpp_on_cpus below).
 WEB_DEVICES = {"webgpu-f16": "q4f16", "webgpu": "q4", "wasm": "fp32"}
-# Models whose fp32 graph is too big for a browser tab (Qwen3-0.6B: 2.4 GB; wasm32 addresses 4 GB in all) load 8-bit
-# weights on WASM instead: MatMulInteger decodes 6.5x faster than 4-bit MatMulNBits there (Qwen3-0.6B shapes, Chromium,
-# 2 threads: 8.6 vs 1.3 tok/s), though about half as fast per weight as fp32 MatMul.
 
 
 @dataclass(frozen=True)
 class Floor:
-    """The least fidelity a shipped quantized variant may have against torch fp32 (model_prep/quality.py).
+    """The least fidelity a shipped quantized variant may have against torch fp32 (model_prep/verify/quality.py).
 
     Checked on every shipped variant but fp32 (which has its own, stricter check); an export below it fails and
     writes nothing."""
@@ -23,8 +21,8 @@ class Floor:
     max_perplexity_ratio: float  # the variant's perplexity on the natural text / torch's
 
 
-# GGUF sources are already on a 4-bit grid that the regrid recipe re-encodes almost exactly (SmolLM2-135M: q4
-# 99.5 % / +0.2 %, q4f16 98.7 % / +0.2 %): anything near stock RTN's 61 % / +24 % means the recipe broke.
+# GGUF sources are already on a 4-bit grid that the regrid recipe re-encodes almost exactly (SmolLM2-135M's q4 and
+# q4f16 stay within a point of fp32: docs/measurements.md): anything near stock RTN's agreement means the recipe broke.
 GGUF_FLOOR = Floor(min_top1=0.97, max_perplexity_ratio=1.02)
 # bf16 hub checkpoints get stock RTN 4-bit (block 32) and q8: published int4 RTN costs models of this size a few
 # points of top-1 and 5-15 % perplexity. Not measured here (the hub is unreachable): a floor against broken
@@ -54,7 +52,7 @@ class Sampling:
 QWEN3_THINKING = Sampling(temperature=0.6, top_p=0.95, top_k=20)
 QWEN3_WITHOUT_THINKING = Sampling(temperature=0.7, top_p=0.8, top_k=20)
 # SmolLM2-135M-Instruct: its card samples with temperature 0.2, top_p 0.9 (top_k 50, HF's default); on our prompt
-# set that still loops on lists and follow-up summaries, which a repetition penalty stops (README, "Chat settings").
+# set that still loops on lists and follow-up summaries, which a repetition penalty stops (docs/sampling.md).
 SMOLLM2_CHAT = Sampling(temperature=0.2, top_p=0.9, top_k=50, repetition_penalty=1.2)
 
 
@@ -87,15 +85,15 @@ class GgufPlan:
 # 95.0 % and perplexity +0.2 %, Q8_0 layers 94.8 %, an f16 embedding 97.6 %. GGUF_FLOOR's 97 % top-1 (the ONNX grid
 # recipe, fp32 activations) is out of llama.cpp's reach on these weights, so its GGUFs are held to this. The 8-bit KV
 # cache the browser runs (edge_contracts.LLAMA_CPP_KV_CACHE, verified as run) moves a few more near ties, with
-# perplexity unharmed (README, "CPU runtime").
+# perplexity unharmed (docs/cpu-runtime.md).
 LLAMA_CPP_FLOOR = Floor(min_top1=0.93, max_perplexity_ratio=1.02)
 # Q8_0 layers: llama.cpp's WASM build decodes and prefills them twice as fast as Q4_1 or Q4_0 (wllama 3.8, SmolLM2-135M,
-# one thread: 24.0 against 13.0 / 13.6 tok/s; two threads 34.2 against 17.7 / 22.5; README, "CPU runtime"), for 1.5x
+# one thread: 24.0 against 13.0 / 13.6 tok/s; two threads 34.2 against 17.7 / 22.5; docs/cpu-runtime.md), for 1.5x
 # the download of the source's Q4_1 (145 against 98 MB) and the same agreement with torch.
 WASM_FAST_GGUF = GgufPlan("q8_0", "q8_0", floor=LLAMA_CPP_FLOOR)
 # Qwen3-0.6B: Q6_K from llama.cpp's own quantizer (its rows split into the k-quants' 256-wide blocks, which SmolLM2's
 # 576-wide rows do not). llama.cpp's WASM build decodes and prefills Qwen3-0.6B's shapes twice as fast on Q6_K as on
-# Q8_0, from a smaller file, for a few points of agreement with torch (README, "CPU runtime"). Held to the recipe's
+# Q8_0, from a smaller file, for a few points of agreement with torch (docs/cpu-runtime.md). Held to the recipe's
 # floor; untested on the real weights here (the hub is unreachable).
 QWEN3_GGUF = GgufPlan("q6_k", "q6_k")
 # The tiny test models keep Q4_1 (with the Q8_0 embedding: the default model's source layout), so the tests exercise
@@ -105,7 +103,7 @@ TINY_GGUF = GgufPlan("q4_1", "q8_0")
 
 def llama_cpp_on_cpus(plan: GgufPlan) -> dict[str, str]:
     """The device table of a text model whose CPU (WASM) variant is its GGUF on llama.cpp; WebGPU keeps the ONNX
-    graphs. Measured side by side with ONNX Runtime Web's fp32, q8 and q4 on the same weights (README, "CPU runtime"):
+    graphs. Measured side by side with ONNX Runtime Web's fp32, q8 and q4 on the same weights (docs/cpu-runtime.md):
     a fraction of fp32's download and memory, faster to start, and the only runtime here that scales with threads."""
     return {**WEB_DEVICES, "wasm": plan.dtype}
 
@@ -163,7 +161,7 @@ RECIPES: dict[str, Recipe] = {
             variants=("fp32", "q4", "q4f16", "q8"),
             # CPUs run its GGUF on llama.cpp, as for the default model: on Qwen3-0.6B's shapes it needs half the memory
             # of ONNX q8 and decodes faster from two threads on, where q8 does not scale; q8 prefills faster and wins
-            # at one thread (README, "CPU runtime"). q8 is still built, for ?dtype=q8.
+            # at one thread (docs/cpu-runtime.md). q8 is still built and scored; --all-variants ships it (?dtype=q8).
             devices=llama_cpp_on_cpus(QWEN3_GGUF),
             sampling=QWEN3_THINKING,
             sampling_without_thinking=QWEN3_WITHOUT_THINKING,

@@ -12,7 +12,7 @@ Transformers.js I/O and weights left as plain MatMuls for our quantizer (model_p
 - RMSNorm is SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization (stash_type 1: the sum of squares is
   accumulated in fp32 whatever the tensor type; ORT's WebGPU kernel does the same), the residual adds folded in.
   The traced graph computed it as Pow → ReduceMean in the graph's own type: in fp16 a residual of 24,864 squared
-  is inf (shared/gpu/README.md).
+  is inf (docs/decoder-graphs.md).
 - QuickGelu(alpha=1) is x·sigmoid(x), SiLU in one node.
 - `seqlens_k` and `total_sequence_length` come from the attention mask with no Shape op:
   Cast(int32) → ReduceSum(axis 1) → {Sub 1; ReduceMax} (onnxruntime-genai's `enable_webgpu_graph` form). These

@@ -1,7 +1,8 @@
-"""fp16 range analysis (model_prep/fp16_range.py): the traced RMSNorm (Pow → ReduceMean in the graph's type) on a
-residual of a few thousand overflows fp16 and is caught; the fused SimplifiedLayerNormalization on the same values
-passes. The onnxruntime CPU EP runs both fp16 graphs without an inf (it computes the chain in fp32), which is why
-this check exists. The real graphs: the pipeline tests (tiny models) and the README (SmolLM2-135M old vs new)."""
+"""fp16 range analysis (model_prep/verify/fp16_range.py): the traced RMSNorm (Pow → ReduceMean in the graph's type)
+on a residual of a few thousand overflows fp16 and is caught; the fused SimplifiedLayerNormalization on the same
+values passes. The onnxruntime CPU EP runs both fp16 graphs without an inf (it computes the chain in fp32), which is
+why this check exists. The real graphs: the pipeline tests (tiny models) and docs/measurements.md (SmolLM2-135M old
+vs new)."""
 
 from pathlib import Path
 

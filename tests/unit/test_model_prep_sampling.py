@@ -9,7 +9,7 @@ from model_prep.recipes import QWEN3_THINKING, QWEN3_WITHOUT_THINKING, RECIPES, 
 
 
 def test_models_people_chat_with_sample_by_default() -> None:
-    # Greedy decoding loops on everyday prompts (shared/FACTS.md); Qwen3's card forbids it.
+    # Greedy decoding loops on everyday prompts (docs/sampling.md); Qwen3's card forbids it.
     for name in ("smollm2-135m", "qwen3-0.6b"):
         sampling = get_recipe(name).sampling
         assert sampling is not None and sampling.temperature > 0, name
