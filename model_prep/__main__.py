@@ -1,4 +1,5 @@
-"""`python -m model_prep export RECIPE... [--source S] [--out DIR]` and `python -m model_prep list`."""
+"""`python -m model_prep export RECIPE... [--source S] [--out DIR]`, `python -m model_prep verify models/<id>` and
+`python -m model_prep list`."""
 
 import argparse
 import sys
@@ -6,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import PrepError
-from .recipes import DEFAULT_EXPORTS, RECIPES, Floor, get_recipe
+from .recipes import DEFAULT_EXPORTS, RECIPES, Floor, Recipe, get_recipe
 
 
 def _floor(text: str) -> Floor:
@@ -17,6 +18,12 @@ def _floor(text: str) -> Floor:
             f"--floor wants MIN_TOP1,MAX_PERPLEXITY_RATIO (e.g. 0.97,1.02), not {text!r}"
         ) from None
     return Floor(top1, ratio)
+
+
+def with_floor(recipe: Recipe, floor: Floor) -> Recipe:
+    """`recipe` held to `floor`; its GGUF too."""
+    recipe = replace(recipe, floor=floor)
+    return replace(recipe, gguf=replace(recipe.gguf, floor=None)) if recipe.gguf else recipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="build and ship every ONNX variant (fp32, q8, q4, q4f16), not only those a device loads (for the bench)",
     )
+    verify = sub.add_parser(
+        "verify",
+        help="re-verify an existing export: every file's sha256, and every variant re-scored against torch where the "
+        "source can be had; exits non-zero where it no longer holds",
+    )
+    verify.add_argument("folder", type=Path, help="the model folder, e.g. models/smollm2-135m")
+    verify.add_argument("--source", help="the weights to re-run torch on, if not the recipe's own")
+    verify.add_argument("--cache", type=Path, help="download/conversion cache (default: the folder's ../.cache)")
+    verify.add_argument("--floor", type=_floor, help="MIN_TOP1,MAX_PERPLEXITY_RATIO instead of the recipe's")
     sub.add_parser("list", help="list recipes")
     args = parser.parse_args(argv)
 
@@ -46,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{recipe.id:<14} {recipe.architecture:<34} {recipe.source}")
         return 0
     try:
+        if args.command == "verify":
+            from .reverify import read_manifest, reverify
+
+            recipe = None
+            if args.floor:
+                name = read_manifest(args.folder).recipe
+                recipe = with_floor(get_recipe(name), args.floor) if name else None
+            reverify(args.folder, args.source, args.cache, recipe)
+            return 0
         recipes = [get_recipe(name) for name in args.recipes]
         if args.source and len(recipes) != 1:
             raise PrepError("--source applies to exactly one recipe")
@@ -53,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for recipe in recipes:
             if args.floor:
-                recipe = replace(recipe, floor=args.floor)
-                if recipe.gguf:  # the GGUF follows the recipe's floor then
-                    recipe = replace(recipe, gguf=replace(recipe.gguf, floor=None))
+                recipe = with_floor(recipe, args.floor)
             run_recipe(recipe, args.out, args.source, args.cache, args.all_variants)
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)

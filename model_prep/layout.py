@@ -1,7 +1,6 @@
-"""The Transformers.js folder: its file names, and how it is written (a temporary name, manifest last, then renamed
-into place)."""
+"""The write stage: a model folder is written under a temporary name, its manifest last, then renamed into place.
+Its names and budgets are folder.py's contract."""
 
-import hashlib
 import json
 import shutil
 import time
@@ -9,29 +8,14 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from edge_contracts import revision_of
+from edge_contracts import MANIFEST_SCHEMA, Capabilities, DtypeEntry, Manifest, ManifestError, ManifestFile, revision_of
 
+from .errors import PrepError
+from .folder import CONFIG_FILES, MANIFEST, kv_cache_bytes, sha256_file
+from .folder import KV_CONTEXT_FOR_MEMORY as KV_CONTEXT_FOR_MEMORY  # re-exported: bench/ and tests read them here
+from .folder import SMOLVLM_GRAPHS as SMOLVLM_GRAPHS
+from .folder import SUFFIX as SUFFIX
 from .recipes import Recipe
-
-CONFIG_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "processor_config.json",
-    "preprocessor_config.json",
-)
-# The file suffix Transformers.js appends to a graph's name for each dtype (`model_q4f16.onnx`).
-SUFFIX = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
-# The graphs Transformers.js 4.3.1 opens for idefics3 / smolvlm (a text decoder is one graph, `model`).
-SMOLVLM_GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
-KV_CONTEXT_FOR_MEMORY = 4096  # the context length the memory estimate budgets KV cache for
-
-
-def variant_path(fp32_path: Path, dtype: str, out_dir: Path) -> Path:
-    """Where `dtype`'s variant of the graph at `fp32_path` goes in `out_dir`."""
-    return out_dir / f"{fp32_path.stem}{SUFFIX[dtype]}.onnx"
 
 
 def start_folder(models_dir: Path, recipe: Recipe) -> Path:
@@ -82,70 +66,61 @@ def write_sampling_defaults(folder: Path, recipe: Recipe) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_manifest(
     folder: Path,
     recipe: Recipe,
     dtype_files: dict[str, list[str]],
     source_ref: str,
     runtimes: dict[str, dict[str, str]] | None = None,
-) -> dict:
+) -> Manifest:
     """The manifest of `folder`; `source_ref` is published as is (sources/resolve.public_source: never a path);
     `runtimes`: {dtype: {"runtime": ..., other settings it needs}} for dtypes ONNX Runtime does not run (a GGUF:
-    {"runtime": "llama.cpp", "kv_cache": "q8_0"})."""
+    {"runtime": "llama.cpp", "kv_cache": "q8_0"}). Refused (PrepError) where it breaks the contract the app checks."""
     # Sorted as POSIX strings, the order the app recomputes the revision in (Path order differs: onnx/ vs onnx.json).
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    files = [
-        {"path": rel, "bytes": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
+    files = tuple(
+        ManifestFile(path=rel, bytes=(folder / rel).stat().st_size, sha256=sha256_file(folder / rel))
         for rel in paths
-        if rel != "manifest.json"
-    ]
-    revision = revision_of((f["path"], f["sha256"]) for f in files)
-    sizes = {f["path"]: f["bytes"] for f in files}
+        if rel != MANIFEST
+    )
+    sizes = {f.path: f.bytes for f in files}
     config = json.loads((folder / "config.json").read_text())
     text_config = config.get("text_config", config)
-    dtypes = {d: {"files": paths, "bytes": sum(sizes[p] for p in paths)} for d, paths in dtype_files.items()}
-    for d, settings in (runtimes or {}).items():
-        dtypes[d].update(settings)
-    return {
-        "schema": 1,
-        "id": recipe.id,
-        "name": recipe.name,
-        "revision": revision,
-        "architecture": recipe.architecture,
-        "model_type": config.get("model_type"),
-        "task": recipe.task,
-        "capabilities": {"text": True, "image": recipe.image},
-        "context_length": text_config.get("max_position_embeddings"),
-        "source": source_ref,
-        "recipe": recipe.id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dtypes": dtypes,
-        "devices": {k: v for k, v in recipe.devices.items() if v in dtypes},
-        "memory_bytes": {d: int(info["bytes"] * 1.2) + kv_cache_bytes(text_config) for d, info in dtypes.items()},
-        "files": files,
+    dtypes = {
+        d: DtypeEntry(files=tuple(listed), bytes=sum(sizes[p] for p in listed), **(runtimes or {}).get(d, {}))
+        for d, listed in dtype_files.items()
     }
+    manifest = Manifest(
+        schema=MANIFEST_SCHEMA,
+        id=recipe.id,
+        name=recipe.name,
+        revision=revision_of((f.path, f.sha256) for f in files),
+        architecture=recipe.architecture,
+        model_type=config.get("model_type"),
+        task=recipe.task,
+        capabilities=Capabilities(text=True, image=recipe.image),
+        context_length=text_config.get("max_position_embeddings"),
+        source=source_ref,
+        recipe=recipe.id,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        dtypes=dtypes,
+        devices={k: v for k, v in recipe.devices.items() if v in dtypes},
+        memory_bytes={d: int(entry.bytes * 1.2) + kv_cache_bytes(text_config) for d, entry in dtypes.items()},
+        files=files,
+    )
+    try:  # what the app would refuse is never written
+        Manifest.parse(manifest.to_json()).check_config(config)
+    except ManifestError as err:
+        raise PrepError(f"{recipe.id}: the manifest breaks the contract app/catalog.py checks: {err}") from err
+    return manifest
 
 
-def kv_cache_bytes(text_config: dict) -> int:
-    heads = text_config.get("num_key_value_heads") or text_config["num_attention_heads"]
-    head_dim = text_config.get("head_dim") or text_config["hidden_size"] // text_config["num_attention_heads"]
-    return 2 * text_config["num_hidden_layers"] * heads * head_dim * KV_CONTEXT_FOR_MEMORY * 4
-
-
-def finish_folder(tmp: Path, manifest: dict, models_dir: Path) -> Path:
+def finish_folder(tmp: Path, manifest: Manifest, models_dir: Path) -> Path:
     """Write manifest.json last, then swap the folder into place: a model is either whole or absent."""
-    with (tmp / "manifest.json").open("w") as f:
-        json.dump(manifest, f, indent=2)
-    final = models_dir / manifest["id"]
-    old = models_dir / f".old-{manifest['id']}-{uuid.uuid4().hex[:8]}"
+    with (tmp / MANIFEST).open("w") as f:
+        json.dump(manifest.to_json(), f, indent=2)
+    final = models_dir / manifest.id
+    old = models_dir / f".old-{manifest.id}-{uuid.uuid4().hex[:8]}"
     if final.exists():
         final.rename(old)
     tmp.rename(final)

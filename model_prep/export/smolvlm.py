@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VerificationFailed, expect_parameters
-from ..layout import SMOLVLM_GRAPHS
+from ..folder import SMOLVLM_GRAPHS
 from ..sources.smolvlm_model import fixed_vision_positions, load_model
 from .decoder_graph import export_decoder
 from .tracing import export, kv_shape, past_names, traceable_masks

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import NodeProto, helper
 
-from ..layout import variant_path
+from ..folder import variant_path
 from ..onnx_io import writer
 from ..onnx_io.reader import SourceGraph
 from . import nodes as qn

@@ -4,7 +4,7 @@ the ground truth the browser must reproduce token for token."""
 import json
 from pathlib import Path
 
-from ..layout import SUFFIX
+from ..folder import SUFFIX
 from .onnx_runner import DecoderSession, greedy
 
 

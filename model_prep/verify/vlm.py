@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layout import SMOLVLM_GRAPHS, SUFFIX
+from ..folder import SMOLVLM_GRAPHS, SUFFIX
 from .onnx_runner import greedy as onnx_greedy
 from .text import CONTINUATION_TOKENS, NATURAL_TEXT, Fidelity, LogitStore, reference_perplexity, score_teacher_forced
 

@@ -57,7 +57,7 @@ def thinking_models(qwen3_models: Path, tmp_path_factory: pytest.TempPathFactory
         if "runtime" in info
     }
     manifest = layout.build_manifest(folder, get_recipe(MODEL), dtype_files, old["source"], runtimes)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2))
     return out
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,118 @@ def test_an_existing_relative_folder_is_local(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "alice-model").mkdir()
     monkeypatch.chdir(tmp_path)
     assert public_source(get_recipe("smollm2-135m"), "alice-model") == "local"
+
+
+# --- the recipe checked before any download; `python -m model_prep verify` ---------------------------------------
+
+
+def _no_download(*_args: object) -> Path:
+    raise AssertionError("the source was resolved")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"family": "diffusion"}, "recipe 'tiny-llama' names unknown model family 'diffusion'"),
+        ({"variants": ("fp32", "q3")}, r"no writer for variant\(s\) \['q3'\]"),
+        ({"variants": ("q4",)}, "fp32 must be built"),
+        ({"devices": {"webgpu": "q8", "wasm": "fp32"}}, r"devices \{'webgpu': 'q8'\} name variants it does not build"),
+    ],
+)
+def test_a_bad_recipe_fails_before_its_source_is_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict, message: str
+) -> None:
+    from dataclasses import replace
+
+    from model_prep import pipeline
+    from model_prep.errors import PrepError
+
+    monkeypatch.setattr(pipeline, "resolve_source", _no_download)
+    with pytest.raises(PrepError, match=message):
+        run_recipe(replace(get_recipe("tiny-llama"), **changes), tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+
+
+def _verify(folder: Path, *args: str) -> tuple[int, str]:
+    """`python -m model_prep verify FOLDER ARGS` in-process: (exit code, what it printed on stderr)."""
+    import contextlib
+    import io
+
+    from model_prep.__main__ import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["verify", str(folder), "--cache", str(folder.parent / ".cache"), *args])
+    return code, err.getvalue()
+
+
+def test_verify_rescores_an_untouched_export_against_torch(exported: Path) -> None:
+    code, err = _verify(exported)
+    assert code == 0, err
+    assert f"all {len(json.loads((exported / 'manifest.json').read_text())['files'])} files match" in err
+    for dtype in ("fp32", "q4", "q4f16", "gguf-q4_1"):  # every listed variant scored again
+        assert f"  {dtype} " in err
+    assert "every variant re-scored against torch meets its gates" in err
+
+
+def test_verify_fails_an_export_below_the_floor_it_is_held_to(exported: Path) -> None:
+    code, err = _verify(exported, "--floor", "1.01,2")
+    assert code != 0
+    assert re.search(r"q4: top-1 .* < 101\.0%.*gguf-q4_1: top-1 .* < 101\.0%", err), err
+
+
+def test_verify_names_a_file_whose_bytes_changed(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "models" / exported.name
+    shutil.copytree(exported, copy)
+    graph = copy / "onnx" / "model_q4.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    graph.write_bytes(bytes(data))
+    code, err = _verify(copy)
+    assert code != 0
+    assert "1 file(s) differ from manifest.json: onnx/model_q4.onnx: sha256 " in err
+    (copy / "tokenizer.json").unlink()
+    code, err = _verify(copy)
+    assert code != 0 and "2 file(s) differ" in err and "tokenizer.json: missing" in err
+
+
+def test_verify_without_the_source_holds_the_recorded_scores_to_the_floor(
+    exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model_prep import reverify
+    from model_prep.errors import HubUnreachable
+
+    def unreachable(*_args: object) -> Path:
+        raise HubUnreachable("tiny-llama", "offline")
+
+    monkeypatch.setattr(reverify, "resolve_source", unreachable)
+    code, err = _verify(exported)
+    assert code == 0 and "holding verification.json's recorded scores to the floors" in err
+    code, err = _verify(exported, "--floor", "1.01,2")
+    assert code != 0 and re.search(r"q4: top-1 .* < 101\.0%", err), err
+
+
+def test_the_written_manifest_is_the_record_the_app_parses(exported: Path) -> None:
+    from edge_contracts import Manifest
+
+    written = json.loads((exported / "manifest.json").read_text())
+    record = Manifest.parse(written)
+    assert record.to_json() == written
+    assert record.context_length == json.loads((exported / "config.json").read_text())["max_position_embeddings"]
+
+
+def test_a_manifest_the_app_would_refuse_is_never_written(tmp_path: Path) -> None:
+    """A config without max_position_embeddings gives no context_length: the writer says so instead of writing
+    a manifest the catalog skips."""
+    from model_prep.errors import PrepError
+
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "llama", "num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 8})
+    )
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(b"graph")
+    recipe = get_recipe("tiny-llama")
+    with pytest.raises(PrepError, match=r"tiny-llama: .*'context_length' must be a positive integer, got None"):
+        layout.build_manifest(tmp_path, recipe, {"fp32": ["onnx/model.onnx"]}, "tiny:llama")
