@@ -208,7 +208,13 @@ def test_an_oversized_or_damaged_image_is_refused_and_the_rest_imports(chat: Cha
 
     def entry(raw: bytes, width: int = 200, height: int = 150) -> dict[str, Any]:
         data = base64.b64encode(raw).decode()
-        return {"id": "sha256-" + hashlib.sha256(raw).hexdigest(), "type": "image/webp", "width": width, "height": height, "data": data}
+        return {
+            "id": "sha256-" + hashlib.sha256(raw).hexdigest(),
+            "type": "image/webp",
+            "width": width,
+            "height": height,
+            "data": data,
+        }
 
     file = {
         "format": "edge-chat-conversations",

@@ -89,7 +89,10 @@ export function createAttachments({ showError, clearError, params }) {
   const imagesOf = (dataTransfer) => {
     const files = [...(dataTransfer?.files ?? [])];
     if (files.length) return files;
-    return [...(dataTransfer?.items ?? [])].filter((i) => i.kind === "file").map((i) => i.getAsFile()).filter(Boolean);
+    return [...(dataTransfer?.items ?? [])]
+      .filter((i) => i.kind === "file")
+      .map((i) => i.getAsFile())
+      .filter(Boolean);
   };
 
   el.button.addEventListener("click", () => el.input.click());

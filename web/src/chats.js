@@ -111,7 +111,11 @@ export function createChats({ sidebar, onShow, onError, onStored = () => {} }) {
       const out = [];
       for (const id of ids) {
         const blob = await blobOf(id);
-        if (!blob) throw new EdgeChatError(ErrorCode.STORAGE_UNAVAILABLE, "An image of this chat is no longer stored on this device; start a new chat to ask about it again.");
+        if (!blob)
+          throw new EdgeChatError(
+            ErrorCode.STORAGE_UNAVAILABLE,
+            "An image of this chat is no longer stored on this device; start a new chat to ask about it again.",
+          );
         const { width, height, data } = await pixelsOf(blob);
         out.push({ id, width, height, data: data.buffer });
       }
@@ -203,7 +207,11 @@ export function createChats({ sidebar, onShow, onError, onStored = () => {} }) {
       onStored();
       const chats = `Imported ${imported.length} chat${imported.length === 1 ? "" : "s"}`;
       if (refused.length) onError(refusedImagesError(refused, imported.length));
-      sidebar.say(refused.length ? `${chats}; ${refused.length} image${refused.length === 1 ? " was" : "s were"} refused.` : `${chats}.`);
+      sidebar.say(
+        refused.length
+          ? `${chats}; ${refused.length} image${refused.length === 1 ? " was" : "s were"} refused.`
+          : `${chats}.`,
+      );
     },
   };
 }

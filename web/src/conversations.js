@@ -47,7 +47,8 @@ export const keptImages = (message) => (Array.isArray(message?.images) ? message
 
 /** How many images a message had that are not kept. */
 export const lostImages = (message) =>
-  (Number.isInteger(message?.images) ? message.images : 0) + (Number.isInteger(message?.imagesLost) ? message.imagesLost : 0);
+  (Number.isInteger(message?.images) ? message.images : 0) +
+  (Number.isInteger(message?.imagesLost) ? message.imagesLost : 0);
 
 /** The ids of the images `messages` keep, each once, in order. */
 export const imageIdsOf = (messages) => [...new Set(messages.flatMap((m) => keptImages(m).map((i) => i.id)))];
@@ -157,7 +158,10 @@ export async function openConversationStore() {
     await writeImages(tx.objectStore(IMAGES), conversation);
     const record = storable(conversation);
     await request(chats(tx).put(record));
-    await release(tx, (old?.imageIds ?? []).filter((id) => !record.imageIds.includes(id)));
+    await release(
+      tx,
+      (old?.imageIds ?? []).filter((id) => !record.imageIds.includes(id)),
+    );
   };
   return {
     persistent: true,
@@ -191,7 +195,9 @@ function memoryStore() {
   const data = new Map();
   const images = new Map();
   const put = (c) => {
-    for (const m of c.messages) for (const i of keptImages(m)) if (i.blob && !images.has(i.id)) images.set(i.id, { ...imageMeta(i), blob: i.blob });
+    for (const m of c.messages)
+      for (const i of keptImages(m))
+        if (i.blob && !images.has(i.id)) images.set(i.id, { ...imageMeta(i), blob: i.blob });
     data.set(c.id, structuredClone(storable(c)));
     prune();
   };
@@ -245,7 +251,10 @@ export function exportConversations(conversations, images = new Map()) {
 }
 
 function bad(why) {
-  return new EdgeChatError(ErrorCode.BAD_IMPORT, `That file is not an Edge Chat conversation export (${why}); nothing was imported.`);
+  return new EdgeChatError(
+    ErrorCode.BAD_IMPORT,
+    `That file is not an Edge Chat conversation export (${why}); nothing was imported.`,
+  );
 }
 
 const isoOr = (value, fallback) => (typeof value === "string" && !Number.isNaN(Date.parse(value)) ? value : fallback);

@@ -33,7 +33,11 @@ function canvas(width, height) {
 async function encode(c, type) {
   if (typeof c.convertToBlob === "function") return c.convertToBlob({ type, quality: IMAGE_QUALITY });
   return new Promise((resolve, reject) =>
-    c.toBlob((b) => (b ? resolve(b) : reject(new Error("the browser could not encode the image"))), type, IMAGE_QUALITY),
+    c.toBlob(
+      (b) => (b ? resolve(b) : reject(new Error("the browser could not encode the image"))),
+      type,
+      IMAGE_QUALITY,
+    ),
   );
 }
 
@@ -107,7 +111,8 @@ export function fromBase64(text) {
 }
 
 /** Decoded size of base64 text without decoding it (for the cap, before any work). */
-export const base64Bytes = (text) => Math.floor((text.length * 3) / 4) - (text.endsWith("==") ? 2 : text.endsWith("=") ? 1 : 0);
+export const base64Bytes = (text) =>
+  Math.floor((text.length * 3) / 4) - (text.endsWith("==") ? 2 : text.endsWith("=") ? 1 : 0);
 
 const mb = (n) => `${(n / (1024 * 1024)).toFixed(1)} MB`;
 export const IMAGE_CAPS_TEXT = `each image at most ${mb(MAX_IMAGE_BYTES)} and ${MAX_IMAGE_EDGE} px on its longest edge, as WebP, JPEG or PNG`;
@@ -145,7 +150,9 @@ export async function restoreImage(entry) {
   const actual = [bitmap.width, bitmap.height];
   bitmap.close();
   if (actual[0] !== width || actual[1] !== height) {
-    throw new Error(`it decodes to ${actual[0]} × ${actual[1]} px, not the ${width} × ${height} px it claims (damaged)`);
+    throw new Error(
+      `it decodes to ${actual[0]} × ${actual[1]} px, not the ${width} × ${height} px it claims (damaged)`,
+    );
   }
   return { id, type, width, height, bytes: blob.size, blob };
 }
