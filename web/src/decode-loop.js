@@ -15,7 +15,8 @@
  * @property {(ids: Array<number|bigint>) => Promise<Float32Array[]>} step
  *   feeds `ids` (k ≥ 1) at positions length … length+k−1 in one forward pass and returns the logits of each of the
  *   k positions (views into one readback, vocab floats each); the cache then holds length+k positions
- * @property {(ids: Array<number|bigint>) => Promise<object>} run  the same pass, returning ORT's logits tensor [1, k, vocab]
+ * @property {(ids: Array<number|bigint>) => Promise<{type: string, dims: number[], data: ArrayLike<number>}>} run
+ *   the same pass, returning the logits [1, k, vocab] in one array (float32; a long prefill of an fp16 graph: its type)
  * @property {(length: number) => void} truncate  keeps the first `length` positions (no GPU work)
  * @property {() => void} dispose  frees the GPU buffers
  */
@@ -40,9 +41,16 @@ export function staticSessionOptions(sessionOptions = {}) {
 
 const BYTES = { float32: 4, float16: 2 };
 
-/** ONNX Runtime's own Tensor class (Transformers.js wraps it; fromGpuBuffer lives on it). */
-function ortTensorClass() {
-  return new Tensor("float32", new Float32Array(1), [1]).ort_tensor.constructor;
+/**
+ * The Tensor class `session.run` accepts as a pre-allocated fetch. The bundle holds two copies of onnxruntime-common:
+ * Transformers.js builds its tensors from one, the session checks fetches with `instanceof` against the other and
+ * silently ignores a fetch of the wrong class (it then neither writes nor returns that output). The class the
+ * session returns its outputs in is the one it checks, so one probe pass asks for the logits alone (a string
+ * fetch needs no class) and reads it off the result.
+ */
+async function fetchTensorClass(session, feeds) {
+  const out = await session.run(feeds, ["logits"]);
+  return out.logits.constructor;
 }
 
 /**
@@ -56,13 +64,12 @@ export async function createStaticKv(session, capacity) {
   if (!(Number.isInteger(capacity) && capacity > 0)) throw new Error(`a static KV cache needs a capacity, not ${capacity}`);
   const device = await env.backends.onnx.webgpu?.device;
   if (!device) throw new Error("ONNX Runtime has no WebGPU device: a static KV cache runs on WebGPU only");
-  const OrtTensor = ortTensorClass();
   const pasts = session.inputMetadata.filter((m) => m.name.startsWith("past_key_values."));
   if (!pasts.length || !session.inputNames.includes("attention_mask")) {
     throw new Error("this decoder has no past_key_values.* / attention_mask inputs");
   }
   const buffers = [];
-  const bound = {}; // past_key_values.i.* → the tensor on its buffer; the same tensor is present.i.*'s output
+  const shapes = [];
   for (const meta of pasts) {
     const [, heads, , dim] = meta.shape;
     if (!Number.isInteger(heads) || !Number.isInteger(dim) || !(meta.type in BYTES)) {
@@ -73,10 +80,27 @@ export async function createStaticKv(session, capacity) {
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
     buffers.push(buffer);
-    bound[meta.name] = OrtTensor.fromGpuBuffer(buffer, { dataType: meta.type, dims: [1, heads, capacity, dim] });
+    shapes.push({ name: meta.name, dataType: meta.type, dims: [1, heads, capacity, dim] });
   }
+  const onBuffers = (TensorClass) =>
+    Object.fromEntries(shapes.map((s, i) => [s.name, TensorClass.fromGpuBuffer(buffers[i], s)]));
+  const TransformersTensor = new Tensor("float32", new Float32Array(1), [1]).ort_tensor.constructor;
+  const oneToken = (TensorClass) => ({
+    input_ids: new TensorClass("int64", BigInt64Array.of(0n), [1, 1]),
+    attention_mask: new TensorClass("int64", BigInt64Array.of(1n), [1, 1]),
+  });
+  let OrtTensor;
+  try {
+    OrtTensor = await fetchTensorClass(session, { ...oneToken(TransformersTensor), ...onBuffers(TransformersTensor) });
+  } catch (err) {
+    for (const buffer of buffers) buffer.destroy();
+    throw err;
+  }
+  // past_key_values.i.* → the tensor on its buffer; the same tensor is present.i.*'s output
+  const bound = onBuffers(OrtTensor);
   const fetches = { logits: null };
   for (const [name, tensor] of Object.entries(bound)) fetches[name.replace("past_key_values.", "present.")] = tensor;
+  const firstPresent = Object.keys(fetches)[1];
 
   const decoder = {
     length: 0,
@@ -95,7 +119,10 @@ export async function createStaticKv(session, capacity) {
       };
       const out = await session.run(feeds, fetches);
       decoder.length = total;
-      return out.logits;
+      if (out[firstPresent] !== fetches[firstPresent]) {
+        throw new Error("ONNX Runtime did not write present.* in place: the static KV cache cannot run this session");
+      }
+      return { type: out.logits.type, dims: out.logits.dims, data: out.logits.data };
     },
     async step(ids) {
       const logits = await decoder.run(ids);
@@ -131,6 +158,6 @@ export function forwardFor(current) {
       throw new Error(`the static KV cache holds ${decoder.length} positions; generate() fed ${ids.length} of ${total}`);
     }
     const logits = await decoder.run(Array.from(ids.subarray(ids.length - fresh)));
-    return { logits: new Tensor(logits) };
+    return { logits: new Tensor(logits.type, logits.data, logits.dims) };
   };
 }

@@ -66,7 +66,7 @@ export const FINAL_REPLY = Object.freeze({
  *   stamp no longer holds (cache.js, docs/architecture.md "Warm start")
  * @property {number} [threads]  WASM threads (either runtime)
  * @property {object} [session_options]  ONNX Runtime session options (the benchmark's thread experiments)
- * @property {"static"|"dynamic"} [kv]  WebGPU's KV cache: "dynamic" (default) or "static" (runtime-ort.js KV_MODES)
+ * @property {"static"|"dynamic"} [kv]  WebGPU's KV cache: "static" (default) or "dynamic" (runtime-ort.js KV_MODES)
  * @property {string} [task]  "text-generation" | "image-text-to-text"
  * @property {{text: boolean, image: boolean}} [capabilities]
  */
@@ -93,6 +93,8 @@ export const FINAL_REPLY = Object.freeze({
  * @property {boolean} [continue_final]  the last message is an assistant reply to continue, not a finished turn
  * @property {number} [context_limit]  tokens the prompt plus max_new_tokens may use; more is a context-full error
  * @property {boolean} [reuse_cache]  false: drop the KV cache and prefill everything
+ * @property {boolean} [prompt_lookup]  false: no prompt lookup (ONNX Runtime on WASM drafts tokens from the
+ *   conversation by default: decode-lookup.js; the same tokens, and `generation.tokens_per_pass` in the reply)
  * @property {boolean} [expose_inputs]  tests: post text-inputs / vlm-inputs before done
  */
 

@@ -7,17 +7,17 @@ import { AutoModelForCausalLM, env } from "/static/vendor/transformers.min.js";
 import { KV_BUDGET_TOKENS, ONNX_RUNTIME } from "./contracts.js";
 import { createStaticKv, forwardFor, staticSessionOptions } from "./decode-loop.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
+import { decodeLookupTurn } from "./decode-lookup.js";
 import { createStepMeter } from "./gpu-counters.js";
 import { cacheAfter, cropCache, decodeTurn, newTokenLimits, reusableLength } from "./turn.js";
 
 export const RUNTIME = ONNX_RUNTIME;
 
 /**
- * The KV cache modes on WebGPU (load option `kv`): "dynamic" (Transformers.js' DynamicCache, the default) or "static"
- * (decode-loop.js). Static is opt-in while the vendored ORT-web's GroupQueryAttention decodes a shared past/present
- * buffer wrongly on WebGPU (tests/e2e/test_gpu_overhead.py shows its tokens parting from the dynamic cache's).
+ * The KV cache modes on WebGPU (load option `kv`): "static" (decode-loop.js, the default) or "dynamic" (Transformers.js'
+ * DynamicCache, the path before it, kept for the benchmark's side-by-side rows).
  */
-export const KV_MODES = Object.freeze(["dynamic", "static"]);
+export const KV_MODES = Object.freeze(["static", "dynamic"]);
 
 export class OrtTextRuntime {
   /**
@@ -25,10 +25,9 @@ export class OrtTextRuntime {
    * so the first reply's TTFT measures the model, not kernel or shader compilation.
    * `tokenizer` may be a promise (it loads beside the graph); the worker has set the WASM thread count.
    *
-   * On WebGPU, `kv: "static"` decodes on a static KV cache (decode-loop.js) of `capacity` positions (the page's
-   * context limit, never past the model's own), grown when a turn needs more; otherwise (the default, KV_MODES) on
-   * Transformers.js' DynamicCache. A graph the static cache cannot bind (no fused GroupQueryAttention) falls back to
-   * the dynamic cache, with a console warning.
+   * On WebGPU the KV cache is static (decode-loop.js) unless `kv` is "dynamic": `capacity` positions (the page's
+   * context limit, never past the model's own), grown when a turn needs more. A graph the static cache cannot bind
+   * (no fused GroupQueryAttention) falls back to the dynamic cache, with a console warning.
    * @param {{modelId: string, tokenizer: object|Promise<object>, dtype: string, device: string,
    *   progress_callback: Function, useExternalData?: object, sessionOptions?: object, stopper: object,
    *   nextTask: () => Promise<void>, kv?: "static"|"dynamic", capacity?: number}} options
@@ -37,7 +36,7 @@ export class OrtTextRuntime {
     if (kv !== undefined && !KV_MODES.includes(kv)) {
       throw new EdgeChatError(ErrorCode.BAD_REQUEST, `kv must be one of ${KV_MODES.join(", ")}, not ${JSON.stringify(kv)}.`);
     }
-    const wantStatic = device === "webgpu" && kv === "static";
+    const wantStatic = device === "webgpu" && kv !== "dynamic";
     const options = wantStatic ? staticSessionOptions(sessionOptions) : sessionOptions;
     const [tokenizer, model] = await Promise.all([
       rest.tokenizer,
@@ -134,7 +133,11 @@ export class OrtTextRuntime {
     this.meter = meter;
     try {
       const pastKeyValues = reused ? this.cache.pkv : null;
-      turn = await decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper: this.stopper, reply });
+      // WASM: prompt lookup unless the turn turns it off (decode-lookup.js; the same tokens, fewer forward passes).
+      turn =
+        this.device === "wasm" && options.prompt_lookup !== false
+          ? await decodeLookupTurn({ model, tokenizer, ids, pastKeyValues, options, stopper: this.stopper, reply })
+          : await decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper: this.stopper, reply });
     } catch (err) {
       await this.reset(); // a half-extended cache must not leak into the next turn
       throw err;

@@ -190,7 +190,7 @@ async function loadText({ dtype, device, files, threads, manifest, session_optio
           progress_callback,
           useExternalData: externalData(files),
           sessionOptions: session_options, // bench only (bench.js ?session_options=): thread settings tried
-          kv, // WebGPU's KV cache: "dynamic" (default) or "static" (runtime-ort.js KV_MODES; the bench's ?kv=)
+          kv, // WebGPU's KV cache: "static" (default) or "dynamic" (runtime-ort.js KV_MODES; the bench's ?kv=)
           capacity: contextCap(manifest?.context_length), // the static cache's positions: the page's default limit
           stopper,
           nextTask,
