@@ -123,7 +123,8 @@ def build_web(session: nox.Session) -> None:
 
 def check_js(session: nox.Session) -> None:
     """tsc over the worker protocol and the modules that send it (web/tsconfig*.json), then the pure modules' Node
-    tests (web/test/). Needs build_web first: TypeScript from web/node_modules, hash-wasm from web/vendor."""
+    tests (web/test/, web/src/*.test.js). Needs build_web first: TypeScript from web/node_modules, hash-wasm from
+    web/vendor."""
     tsc = WEB / "node_modules" / "typescript" / "bin" / "tsc"
     if not tsc.is_file():  # build_web's stamp matched, but node_modules is gone or older than the devDependencies
         with session.chdir(WEB):
@@ -131,7 +132,7 @@ def check_js(session: nox.Session) -> None:
     with session.chdir(WEB):
         for project in ("tsconfig.json", "tsconfig.workers.json"):
             session.run("node", str(tsc), "-p", project, external=True)
-        session.run("node", "--import", "./scripts/node-vendor.mjs", "--test", "test/", external=True)
+        session.run("node", "--import", "./scripts/node-vendor.mjs", "--test", "test/", "src/", external=True)
 
 
 def ensure_model(session: nox.Session, recipe: str = DEFAULT_MODEL) -> None:

@@ -367,3 +367,19 @@ def test_everything_stayed_on_this_origin(chat: Any) -> None:
     assert chat.foreign_requests() == []
     assert chat.csp_violations() == []
     assert chat.page_errors == []
+
+
+def test_bench_loads_and_measures_the_image_model(new_chat_page: Any, server: str) -> None:
+    # /bench builds its load request with the chat's manifest.js (task, capabilities): the image model loads in vlm.js
+    # and decodes exactly the tokens asked for. (Its own copy of the request lacked both: the image model's files went
+    # to the text runtime.)
+    bench = new_chat_page()
+    query = {"model": VLM, "device": "wasm", "new_tokens": 4, "prompts": "short", "warm": 0, "turn2": 0, "post": 0}
+    bench.page.goto(f"{server}/bench?{'&'.join(f'{k}={v}' for k, v in query.items())}")
+    bench.page.click("#run-button")
+    bench.wait_for("() => ['done', 'failed'].includes(document.body.dataset.state)", 600)
+    rows = json.loads(bench.page.evaluate("() => document.body.dataset.results"))
+    assert bench.page.evaluate("() => document.body.dataset.state") == "done", rows
+    assert [(r["model"], r["device"], r["prompt"], r.get("error")) for r in rows] == [(VLM, "wasm", "short", None)]
+    assert rows[0]["new_tokens"] == 4 and rows[0]["decode_tokens_per_s"] > 0
+    assert bench.page_errors == []

@@ -20,7 +20,9 @@ import { BENCH_PROMPTS } from "./bench-prompts.js";
 import { BENCH_NUMBERS, BENCH_TEXTS, DEFAULT_MODEL, METRICS } from "/static/src/contracts.js";
 import { chooseDevice, runtimeOf } from "/static/src/device.js";
 import { describeError, ErrorCode } from "/static/src/errors.js";
-import { artifactsFor } from "/static/src/models.js"; // the chat's own list, so the bench loads what the chat loads
+// The chat's own manifest client and worker protocol, so the bench loads exactly what the chat loads.
+import { fetchManifest, loadRequest, positiveInt, readCatalog } from "/static/src/manifest.js";
+import { Request, WorkerClient, WorkerError } from "/static/src/protocol.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -32,7 +34,6 @@ const el = {
   chart: $("results-chart"),
 };
 const params = new URLSearchParams(location.search);
-const positiveInt = (v) => (/^\d+$/.test(v ?? "") && Number(v) > 0 ? Number(v) : undefined);
 const injected = globalThis.__benchConfig ?? {};
 const allPrompts = { ...BENCH_PROMPTS, ...(injected.prompts ?? {}) };
 const config = {
@@ -62,15 +63,7 @@ const POSTED = new Set([...METRICS, ...BENCH_NUMBERS, ...BENCH_TEXTS]);
 // On a --lan server, posting from another device needs the token the server printed in this page's URL.
 const TOKEN = params.get("token");
 
-function readCatalog() {
-  try {
-    const data = JSON.parse($("catalog")?.textContent || "{}");
-    return (Array.isArray(data) ? data : (data?.models ?? [])).filter((m) => m && m.id && m.revision);
-  } catch {
-    return [];
-  }
-}
-const catalog = readCatalog();
+const catalog = readCatalog($("catalog")?.textContent);
 
 function setState(state, text) {
   document.body.dataset.state = state;
@@ -78,50 +71,29 @@ function setState(state, text) {
   el.run.disabled = state === "running" || catalog.length === 0;
 }
 
-// ---------------------------------------------------------------- the worker, as a request/response client
+// ---------------------------------------------------------------- the chat's worker, through its protocol client
 
+/** A model worker of its own per load (a warm load is a new worker): requests resolve with their final reply. */
 class ModelWorker {
   constructor() {
     this.worker = new Worker(new URL("/static/src/worker.js", location.origin), { type: "module" });
-    this.pending = null; // {until, resolve, reject}
-    this.worker.addEventListener("message", (event) => this.onMessage(event.data ?? {}));
+    this.client = new WorkerClient(this.worker);
     this.worker.addEventListener("error", (event) => {
-      this.fail(new BenchError("wasm-abort", `the worker failed: ${event.message || "unknown error"}`));
+      this.client.failAll(new BenchError("wasm-abort", `the worker failed: ${event.message || "unknown error"}`));
     });
   }
 
-  onMessage(msg) {
-    const pending = this.pending;
-    if (!pending) return;
-    if (msg.type === "error") {
-      this.pending = null;
-      pending.reject(workerError(msg));
-    } else if (msg.type === pending.until) {
-      this.pending = null;
-      pending.resolve(msg);
+  /** The final reply to `message` (protocol.js FINAL_REPLY); an error reply rejects with a categorised BenchError. */
+  async request(message) {
+    try {
+      return await this.client.request(message).done;
+    } catch (err) {
+      throw err instanceof WorkerError ? workerError(err) : err;
     }
   }
 
-  fail(err) {
-    const pending = this.pending;
-    this.pending = null;
-    pending?.reject(err);
-  }
-
-  /** Posts `message` and resolves with the first reply of type `until` (an "error" reply rejects). */
-  request(message, until) {
-    return new Promise((resolve, reject) => {
-      this.pending = { until, resolve, reject };
-      this.worker.postMessage(message);
-    });
-  }
-
-  post(message) {
-    this.worker.postMessage(message);
-  }
-
   terminate() {
-    this.fail(new BenchError("error", "the worker was stopped"));
+    this.client.failAll(new BenchError("error", "the worker was stopped"));
     this.worker.terminate();
   }
 }
@@ -164,35 +136,14 @@ function measureMemory() {
   );
 }
 
-async function fetchManifest(model) {
-  try {
-    const response = await fetch(`/api/models/${encodeURIComponent(model.id)}`);
-    if (response.ok) return await response.json();
-  } catch (err) {
-    console.warn("manifest", err);
-  }
-  return null;
-}
-
-/** Loads like the chat: the artifacts go through the verified model cache. Resolves with the "ready" reply. */
+/** Loads like the chat (manifest.js): the artifacts go through the verified model cache. Resolves with "ready". */
 function loadInto(worker, model, choice, manifest) {
   return worker.request(
-    {
-      type: "load",
-      model: { id: model.id, revision: model.revision },
-      dtype: choice.dtype,
-      device: choice.device,
-      files: manifest?.dtypes?.[choice.dtype]?.files,
-      artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
-      manifest: manifest ?? undefined,
-      threads: config.threads,
-      session_options: config.sessionOptions,
-    },
-    "ready",
+    loadRequest(model, choice, manifest, { threads: config.threads, session_options: config.sessionOptions }),
   );
 }
 
-const generate = (worker, messages, options) => worker.request({ type: "generate", messages, options }, "done");
+const generate = (worker, messages, options) => worker.request({ type: Request.GENERATE, messages, options });
 
 /** Runs the benchmark for `model` on this device; returns the rows (one per prompt, or one failed row). */
 async function measure(model, say) {
@@ -204,7 +155,7 @@ async function measure(model, say) {
   let choice = null;
   const rows = [];
   try {
-    const caps = await worker.request({ type: "check" }, "capabilities");
+    const caps = await worker.request({ type: Request.CHECK });
     const manifest = await fetchManifest(model);
     choice = chooseDevice(caps, manifest ?? model, { device: config.device, dtype: config.dtype });
     Object.assign(base, { device: choice.device, dtype: choice.dtype, runtime: choice.runtime });
@@ -229,7 +180,7 @@ async function measure(model, say) {
     for (const [i, name] of config.prompts.entries()) {
       stage = name;
       say(`Prompt ${name}: ${config.newTokens} new tokens…`);
-      worker.post({ type: "reset" });
+      await worker.request({ type: Request.RESET });
       const messages = [{ role: "user", content: allPrompts[name] }];
       const n = config.newTokens;
       const done = await generate(worker, messages, { max_new_tokens: n, min_new_tokens: n });

@@ -23,7 +23,8 @@ import { imageIdsOf, keptImages } from "./conversations.js";
 import { createContextMeter, dropOldestTurns } from "./context-meter.js";
 import { chooseDevice } from "./device.js";
 import { describeError, EdgeChatError, ErrorCode } from "./errors.js";
-import { artifactsFor, createModels } from "./models.js";
+import { loadRequest, positiveInt, readCatalog } from "./manifest.js";
+import { createModels } from "./models.js";
 import { createProgress, fmtBytes } from "./progress.js";
 import { Reply, Request, WorkerClient } from "./protocol.js";
 import { createSettings, settingsFromQuery } from "./settings.js";
@@ -51,11 +52,10 @@ const el = {
 
 const params = new URLSearchParams(location.search);
 const forced = { device: params.get("device"), dtype: params.get("dtype") };
-const positiveInt = (v) => (/^\d+$/.test(v ?? "") && Number(v) > 0 ? Number(v) : undefined);
 const THREADS = positiveInt(params.get("threads"));
 
 const app = {
-  catalog: readCatalog(),
+  catalog: readCatalog($("catalog")?.textContent),
   capabilities: null,
   model: null, // catalog entry loaded / being loaded
   choice: null, // {device, dtype, reason}
@@ -63,17 +63,6 @@ const app = {
   generating: null, // id of the generate request in flight
   liveImages: new Set(), // ids of kept images the worker holds (it drops those the last request did not name)
 };
-
-function readCatalog() {
-  try {
-    const data = JSON.parse($("catalog")?.textContent || "[]");
-    const models = Array.isArray(data) ? data : (data?.models ?? []);
-    return models.filter((m) => m && m.id && m.revision);
-  } catch (err) {
-    console.error("catalog", err);
-    return [];
-  }
-}
 
 // ---------------------------------------------------------------- state
 
@@ -236,20 +225,8 @@ async function loadModel() {
   warnAboutMemory(model, choice);
   requestPersistentStorage();
   const request = client.request(
-    {
-      type: Request.LOAD,
-      model: { id: model.id, revision: model.revision },
-      dtype: choice.dtype,
-      device: choice.device,
-      files: manifest?.dtypes?.[choice.dtype]?.files,
-      // Every file is checked against the manifest's sha256 into the model cache first (cache.js).
-      artifacts: manifest ? artifactsFor(manifest, choice.dtype) : undefined,
-      manifest: manifest ?? undefined,
-      threads: THREADS,
-      verify: params.get("verify") === "full" ? "full" : "stamp",
-      task: model.task,
-      capabilities: model.capabilities,
-    },
+    // Every file is checked against the manifest's sha256 into the model cache first (cache.js).
+    loadRequest(model, choice, manifest, { threads: THREADS, verify: params.get("verify") === "full" ? "full" : "stamp" }),
     {
       onMessage(reply) {
         if (reply.type === Reply.PROGRESS) progress.update(reply);

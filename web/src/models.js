@@ -5,29 +5,11 @@
 import { cachedManifest, modelBaseUrl, modelCacheName, readModelJson } from "./cache.js";
 import { contextCap, DEFAULT_MODEL } from "./contracts.js";
 import { chooseDevice } from "./device.js";
+import { artifactsFor, fetchManifest } from "./manifest.js";
 import { renderModelCard } from "./modelcard.js";
 import { fmtBytes } from "./progress.js";
 
 const LAST_MODEL_KEY = "edge-chat-last-model";
-
-/** The manifest entries a dtype loads: its ONNX files plus every file that belongs to no dtype. */
-export function artifactsFor(manifest, dtype) {
-  const variantFiles = new Set(Object.values(manifest.dtypes ?? {}).flatMap((d) => d.files ?? []));
-  const wanted = new Set(manifest.dtypes?.[dtype]?.files ?? []);
-  return (manifest.files ?? []).filter((f) => wanted.has(f.path) || !variantFiles.has(f.path));
-}
-
-async function fetchManifest(model) {
-  let manifest = null;
-  try {
-    const response = await fetch(`/api/models/${encodeURIComponent(model.id)}`);
-    if (response.ok) manifest = await response.json();
-  } catch (err) {
-    console.warn("manifest", err);
-  }
-  if (manifest?.revision !== model.revision) manifest = await cachedManifest(model.id, model.revision).catch(() => null);
-  return manifest;
-}
 
 const fetchVerification = (model) => readModelJson(model, "verification.json");
 
