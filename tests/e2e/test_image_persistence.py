@@ -132,6 +132,20 @@ def test_a_reopened_image_chat_continues_with_the_same_reply(chat: ChatPage) -> 
     assert chat.page_errors == []
 
 
+def test_an_edited_image_turn_keeps_its_image(chat: ChatPage) -> None:
+    chat.page.locator('#transcript [data-role="user"]').first.locator('[data-action="edit"]').click()
+    chat.page.locator("#transcript .edit-area").fill("Describe the picture.")
+    chat.page.evaluate("() => { window.__edgeChatVLMInputs = null; }")
+    chat.page.locator('#transcript [data-action="edit-send"]').click()
+    chat.wait_reply()
+    x = exposed(chat)
+    assert len(x["images"]) == 1 and (x["images"][0]["width"], x["images"][0]["height"]) == (200, 150)
+    saved = next(c for c in stored_chats(chat) if c["id"] == current(chat))
+    assert [m["content"] for m in saved["messages"]][0] == "Describe the picture." and len(saved["messages"]) == 2
+    assert saved["messages"][0]["images"][0]["id"] == saved["imageIds"][0]
+    assert thumbnails_loaded(chat) == [200]
+
+
 def test_the_kept_image_is_downscaled_stored_once_and_counted(chat: ChatPage, limit: int) -> None:
     images = stored_images(chat)
     assert len(images) == 1  # the same picture in two chats is stored once
