@@ -221,6 +221,9 @@ def _memory_added(
     return {f"{prefix}_bytes": peak - baseline, f"{prefix}_settled_bytes": last - baseline}
 
 
+KV_MODES = ("static", "dynamic")  # WebGPU's KV caches (web/src/runtime-ort.js KV_MODES): both run, side by side
+
+
 def measure(
     playwright: Playwright,
     chromium: str,
@@ -231,9 +234,19 @@ def measure(
     timeout_s: float = 900,
     session_options: dict | None = None,
     revisit: bool = True,
+    kv: str | None = None,
 ) -> list[dict[str, Any]]:
     """Edge Chat on `target`: rows in the metrics schema (plus warm load, turn 2, memory, and with `revisit` a
-    returning visit on the first prompt), one per prompt."""
+    returning visit on the first prompt), one per prompt. On WebGPU each KV cache mode runs (`kv` picks one), its rows
+    marked `kv` and carrying `gpu`: the WebGPU calls per decode step (web/src/gpu-counters.js)."""
+    if target.device == "webgpu" and kv is None:
+        return [
+            row
+            for mode in KV_MODES
+            for row in measure(
+                playwright, chromium, base_url, target, prompts, new_tokens, timeout_s, session_options, revisit, mode
+            )
+        ]
     query = {
         "model": target.model,
         "device": target.device,
@@ -244,8 +257,9 @@ def measure(
         "post": 0,
         "autorun": 1,  # gated: _open_and_wait starts it
         **({"session_options": json.dumps(session_options)} if session_options else {}),
+        **({"kv": kv} if kv else {}),
     }
-    base = {"runner": "edge-chat", **target.__dict__}
+    base = {"runner": "edge-chat", **target.__dict__, **({"kv": kv} if kv else {})}
     extra = ["--enable-unsafe-webgpu"] if target.device == "webgpu" else []
     start = time.monotonic()
     again = {**query, "prompts": next(iter(prompts)), "warm": 0, "turn2": 0}

@@ -14,6 +14,7 @@ COLUMNS = [
     ("threads", "thr", None),
     ("runtime_threads", "ran", None),  # threads the runtime reported it used
     ("prompt", "prompt", None),
+    ("kv", "kv", None),  # WebGPU's KV cache: static or dynamic
     ("download_bytes", "dl MB", -6),
     ("load_s", "load s", 1),
     ("warm_load_s", "reload s", 1),
@@ -44,12 +45,45 @@ def _fmt(value: Any, digits: int | None) -> str:
     return f"{value:.{digits}f}"
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    cells = [[_fmt(r.get(key), digits) for key, _, digits in COLUMNS] for r in rows]
-    heads = [head for _, head, _ in COLUMNS]
+# Per decode step on WebGPU (the rows' `gpu`, web/src/gpu-counters.js): counts are the same on any adapter, the encode
+# time (CPU, a step's start to its last submit) is a same-run ratio only.
+GPU_COLUMNS = [
+    ("model", "model", None),
+    ("dtype", "dtype", None),
+    ("prompt", "prompt", None),
+    ("kv", "kv", None),
+    ("prompt_tokens", "prompt tok", None),
+    ("buffers_per_step", "buffers", 2),
+    ("submits_per_step", "submits", 2),
+    ("dispatches_per_step", "dispatches", 1),
+    ("readbacks_per_step", "readbacks", 2),
+    ("readback_bytes_per_step", "rb bytes", 0),
+    ("writes_per_step", "writes", 1),
+    ("write_bytes_per_step", "wr bytes", 0),
+    ("encode_ms_per_step", "encode ms", 2),
+    ("steps", "steps", None),
+]
+
+
+def _grid(columns: list[tuple[str, str, int | None]], rows: list[dict[str, Any]]) -> str:
+    cells = [[_fmt(r.get(key), digits) for key, _, digits in columns] for r in rows]
+    heads = [head for _, head, _ in columns]
     widths = [max(len(h), *(len(c[i][:60]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
     line = lambda items: "  ".join(s[:60].ljust(w) for s, w in zip(items, widths, strict=True))  # noqa: E731
     return "\n".join([line(heads), line(["-" * w for w in widths]), *(line(c) for c in cells)])
+
+
+def gpu_table(rows: list[dict[str, Any]]) -> str:
+    """The WebGPU calls per decode step of the rows that counted them (empty when none did)."""
+    counted = [{**r, **r["gpu"]} for r in rows if isinstance(r.get("gpu"), dict)]
+    return _grid(GPU_COLUMNS, counted) if counted else ""
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """All rows; below them, on a WebGPU run, the WebGPU calls per decode step (gpu_table)."""
+    main = _grid(COLUMNS, rows)
+    gpu = gpu_table(rows)
+    return f"{main}\n\nWebGPU calls per decode step (encode ms: CPU time, a same-run ratio)\n{gpu}" if gpu else main
 
 
 def _key(r: dict[str, Any]) -> tuple:
@@ -74,7 +108,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         out.append(
             {
-                "config": f"{r['device']} {r['dtype']} {r.get('threads')}t {r.get('prompt')}",
+                "config": f"{r['device']}{' ' + r['kv'] if r.get('kv') else ''} {r['dtype']} {r.get('threads')}t"
+                f" {r.get('prompt')}",
                 "browser_over_native": r["decode_tokens_per_s"] / n["decode_tokens_per_s"] if n else None,
                 "edge_over_wllama": r["decode_tokens_per_s"] / w["decode_tokens_per_s"] if w else None,
                 "turn2_reuse_over_fresh": t2 / t2_fresh if t2 and t2_fresh else None,

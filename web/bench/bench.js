@@ -12,7 +12,8 @@
 //
 // Query parameters: ?model= ?device= ?dtype= ?threads= ?new_tokens=128 ?prompts=short,long512 ?warm=0
 // ?turn2=0 ?post=0 ?autorun=1 ?client=<label> ?token=<the --lan server's token, printed with its /bench URL>
-// ?session_options=<JSON> (ORT session options, to try thread settings). bench/browser.py may set
+// ?session_options=<JSON> (ORT session options, to try thread settings) ?kv=static|dynamic (WebGPU's KV cache; each
+// row's metrics.gpu: the WebGPU calls per decode step, gpu-counters.js). bench/browser.py may set
 // window.__benchConfig = {prompts: {name: text}, gated} before the page runs (its prompts come from bench/prompts.py).
 // State: body[data-state] = idle|running|done|failed; body[data-results] = JSON of the rows of this run.
 
@@ -46,6 +47,7 @@ const config = {
   turn2: params.get("turn2") !== "0",
   post: params.get("post") !== "0",
   sessionOptions: parseJson(params.get("session_options")),
+  kv: params.get("kv") ?? undefined, // WebGPU's KV cache: "static" (default) or "dynamic" (runtime-ort.js KV_MODES)
 };
 
 function parseJson(text) {
@@ -139,7 +141,11 @@ function measureMemory() {
 /** Loads like the chat (manifest.js): the artifacts go through the verified model cache. Resolves with "ready". */
 function loadInto(worker, model, choice, manifest) {
   return worker.request(
-    loadRequest(model, choice, manifest, { threads: config.threads, session_options: config.sessionOptions }),
+    loadRequest(model, choice, manifest, {
+      threads: config.threads,
+      session_options: config.sessionOptions,
+      kv: config.kv,
+    }),
   );
 }
 
@@ -170,6 +176,7 @@ async function measure(model, say) {
       runtime_threads: ready.runtime?.threads ?? null,
       cross_origin_isolated: ready.runtime?.crossOriginIsolated ?? null,
       shared_array_buffer: ready.runtime?.sharedArrayBuffer ?? null,
+      kv: ready.runtime?.kv ?? null, // the KV cache that ran on WebGPU (rows carry metrics.gpu per decode step)
       download_bytes: manifest?.dtypes?.[choice.dtype]?.bytes ?? null,
       // What this load read through sha256: the download on a first visit, 0 on a returning one (stamps trusted).
       load_hashed_bytes: ready.cache?.hashed_bytes ?? null,
