@@ -279,3 +279,46 @@ def test_deleting_chats_frees_their_images(chat: ChatPage) -> None:
     assert panel_numbers(chat) == ("0", "0")
     assert chat.page_errors == []
     assert chat.csp_violations() == []
+
+
+V1_JS = """() => new Promise((resolve, reject) => {
+  // The database as the page before kept images left it: version 1, one store, a user turn's images as a count.
+  const open = indexedDB.open('edge-chat', 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('conversations', { keyPath: 'id' });
+  open.onsuccess = () => {
+    const tx = open.result.transaction('conversations', 'readwrite');
+    tx.objectStore('conversations').put({
+      id: 'old-chat', title: 'Old chat', created: '2026-01-01T00:00:00Z', updated: '2026-01-01T00:00:00Z',
+      model: null, dropped: 0,
+      messages: [{ role: 'user', content: 'What is this?', images: 1 }, { role: 'assistant', content: 'A cat.' }],
+    });
+    tx.oncomplete = () => {
+      open.result.close();
+      localStorage.setItem('edge-chat-current-conversation', 'old-chat');
+      resolve();
+    };
+    tx.onerror = () => reject(tx.error);
+  };
+  open.onerror = () => reject(open.error);
+})"""
+
+
+def test_chats_saved_before_images_were_kept_still_open(browser: Any, server: str) -> None:  # noqa: F811
+    context = browser.new_context()
+    try:
+        page = ChatPage(context.new_page(), server)
+        page.page.goto(f"{server}/api/models")  # the origin, before the app opens its database
+        page.page.evaluate(V1_JS)
+        page.open(model=VLM, autoload=0)
+        page.wait_for("() => document.body.dataset.conversation === 'old-chat'", 10)
+        note = page.page.locator("#transcript .image-note")
+        note.wait_for(timeout=10_000)
+        assert note.text_content() == "1 image attached here is not kept with this chat"
+        (old,) = stored_chats(page)
+        assert old["messages"][0]["images"] == 1  # read as it was: nothing rewritten until the chat changes
+        assert stored_images(page) == []
+        delete_chat(page, "old-chat")
+        assert stored_chats(page) == []
+        assert page.page_errors == []
+    finally:
+        context.close()
