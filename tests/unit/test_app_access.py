@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from app_helpers import BENCH_RESULTS_URL, MODEL_ID, bench_result, build_site, local_client, raw_request
 from starlette.testclient import TestClient
-from test_app_bench_results import URL, result
-from test_app_helpers import MODEL_ID, build_site, local_client, raw_request
 
 from app.access import Access
 from app.bench_results import ResultStore
@@ -21,7 +20,7 @@ JSON = {"content-type": "application/json"}
 
 
 def body(client: str = "phone", n: int = 1) -> bytes:
-    return json.dumps({"client": client, "results": [result() for _ in range(n)]}).encode()
+    return json.dumps({"client": client, "results": [bench_result() for _ in range(n)]}).encode()
 
 
 def lan_app(tmp_path: Path, **access: object):
@@ -51,7 +50,9 @@ def test_a_rebinding_host_cannot_fetch_an_artifact_or_post(tmp_path: Path) -> No
     site = build_site(tmp_path)
     artifact = raw_request(site.app, (site.base + "config.json").encode(), headers={"Host": "evil.example"})
     assert artifact.status == 400 and b"llama" not in artifact.body
-    posted = raw_request(site.app, URL.encode(), "POST", headers={"Host": "evil.example", **JSON}, body=body())
+    posted = raw_request(
+        site.app, BENCH_RESULTS_URL.encode(), "POST", headers={"Host": "evil.example", **JSON}, body=body()
+    )
     assert posted.status == 400
     assert stored(tmp_path) == 0
 
@@ -78,7 +79,7 @@ def lan_client(app) -> TestClient:
 
 def test_an_unauthenticated_lan_post_is_401_and_stores_nothing(tmp_path: Path) -> None:
     _, app = lan_app(tmp_path)
-    response = lan_client(app).post(URL, content=body(), headers=JSON)
+    response = lan_client(app).post(BENCH_RESULTS_URL, content=body(), headers=JSON)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert "token" in response.json()["error"]
@@ -88,7 +89,7 @@ def test_an_unauthenticated_lan_post_is_401_and_stores_nothing(tmp_path: Path) -
 @pytest.mark.parametrize("authorization", [f"Bearer {TOKEN}x", "Bearer x", f"Basic {TOKEN}", TOKEN, "Bearer"])
 def test_a_wrong_token_is_refused(tmp_path: Path, authorization: str) -> None:
     _, app = lan_app(tmp_path)
-    response = lan_client(app).post(URL, content=body(), headers={**JSON, "Authorization": authorization})
+    response = lan_client(app).post(BENCH_RESULTS_URL, content=body(), headers={**JSON, "Authorization": authorization})
     assert response.status_code in (401, 403)
     assert response.headers["content-type"] == "application/json"
     assert stored(tmp_path) == 0
@@ -96,7 +97,9 @@ def test_a_wrong_token_is_refused(tmp_path: Path, authorization: str) -> None:
 
 def test_the_printed_token_lets_a_phone_post(tmp_path: Path) -> None:
     _, app = lan_app(tmp_path)
-    response = lan_client(app).post(URL, content=body(), headers={**JSON, "Authorization": f"Bearer {TOKEN}"})
+    response = lan_client(app).post(
+        BENCH_RESULTS_URL, content=body(), headers={**JSON, "Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 201
     assert stored(tmp_path) == 1
 
@@ -104,14 +107,14 @@ def test_the_printed_token_lets_a_phone_post(tmp_path: Path) -> None:
 def test_the_machine_itself_needs_no_token(tmp_path: Path) -> None:
     _, app = lan_app(tmp_path)
     for peer in ("127.0.0.1", "::1"):
-        response = raw_request(app, URL.encode(), "POST", headers=JSON, client=(peer, 5000), body=body())
+        response = raw_request(app, BENCH_RESULTS_URL.encode(), "POST", headers=JSON, client=(peer, 5000), body=body())
         assert response.status == 201, response.body
     assert stored(tmp_path) == 2
 
 
 def test_a_loopback_server_needs_no_token(tmp_path: Path) -> None:
     site = build_site(tmp_path)
-    assert local_client(site.app).post(URL, content=body(), headers=JSON).status_code == 201
+    assert local_client(site.app).post(BENCH_RESULTS_URL, content=body(), headers=JSON).status_code == 201
 
 
 # --- floods ------------------------------------------------------------------------------------------------
@@ -120,12 +123,14 @@ def test_a_loopback_server_needs_no_token(tmp_path: Path) -> None:
 def test_a_flood_past_the_rate_is_429_per_client(tmp_path: Path) -> None:
     _, app = lan_app(tmp_path, token=None, post_rate="3/minute")
     flood = [
-        raw_request(app, URL.encode(), "POST", headers=JSON, client=("192.168.1.50", 5000), body=body())
+        raw_request(app, BENCH_RESULTS_URL.encode(), "POST", headers=JSON, client=("192.168.1.50", 5000), body=body())
         for _ in range(5)
     ]
     assert [r.status for r in flood] == [201, 201, 201, 429, 429]
     assert json.loads(flood[-1].body)["error"].startswith("too many posts from 192.168.1.50")
-    other = raw_request(app, URL.encode(), "POST", headers=JSON, client=("192.168.1.51", 5000), body=body())
+    other = raw_request(
+        app, BENCH_RESULTS_URL.encode(), "POST", headers=JSON, client=("192.168.1.51", 5000), body=body()
+    )
     assert other.status == 201  # one client's flood does not lock out the others
     assert stored(tmp_path) == 4
 
@@ -134,9 +139,9 @@ def test_a_flood_past_the_cap_keeps_only_the_newest_rows(tmp_path: Path) -> None
     site, app = lan_app(tmp_path, token=None, post_rate="1000/minute", results_cap=5)
     client = local_client(app)
     for i in range(12):
-        assert client.post(URL, content=body(f"device {i}", n=2), headers=JSON).status_code == 201
+        assert client.post(BENCH_RESULTS_URL, content=body(f"device {i}", n=2), headers=JSON).status_code == 201
     assert stored(tmp_path) == 5
-    listed = client.get(URL).json()["results"]
+    listed = client.get(BENCH_RESULTS_URL).json()["results"]
     assert [r["client"] for r in listed] == ["device 11", "device 11", "device 10", "device 10", "device 9"]
     assert all(r["model"] == MODEL_ID for r in listed)
     assert site.models.is_dir() and not any(p.suffix == ".sqlite3" for p in site.models.rglob("*"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from test_app_helpers import (
+from app_helpers import (
     CONFIG,
     MODEL_ID,
     MODEL_ONNX,

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_app_helpers import (
+from app_helpers import (
     MODEL_ID,
     PRIVATE_SOURCE,
     XSS_ID,

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from test_app_helpers import EXPECTED_SECURITY_HEADERS, build_site, local_client
+from app_helpers import EXPECTED_SECURITY_HEADERS, build_site, local_client
 
 from app.pwa import PLACEHOLDER, PrecacheManifest
 from app.server import create_app

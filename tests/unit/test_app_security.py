@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_app_helpers import EXPECTED_SECURITY_HEADERS, MODEL_ID, SECRET, Site, build_site, local_client, raw_request
+from app_helpers import EXPECTED_SECURITY_HEADERS, MODEL_ID, SECRET, Site, build_site, local_client, raw_request
 
 from app.catalog import Catalog
 from app.server import create_app

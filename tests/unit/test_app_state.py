@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_app_bench_results import URL, result
-from test_app_helpers import CONFIG, MODEL_ID, build_site, local_client
+from app_helpers import BENCH_RESULTS_URL, CONFIG, MODEL_ID, bench_result, build_site, local_client
 
 from app.server import create_app
 from app.state import STATE_ENV, default_state_dir, results_db, tls_dir
@@ -48,7 +47,9 @@ def test_a_read_only_models_folder_is_served_and_never_written(tmp_path: Path, r
     artifact = client.get(f"/models/{MODEL_ID}/{revision}/config.json")
     assert artifact.status_code == 200 and artifact.content == CONFIG
     posted = client.post(
-        URL, content=json.dumps({"client": "a", "results": [result()]}), headers={"content-type": "application/json"}
+        BENCH_RESULTS_URL,
+        content=json.dumps({"client": "a", "results": [bench_result()]}),
+        headers={"content-type": "application/json"},
     )
     assert posted.status_code == 201
     assert results_db(state).is_file()

@@ -1,6 +1,7 @@
 """Shared builders for the app tests: a fake models folder with contract-true manifests; a raw ASGI caller.
 
-No tests live here; the test_app_* modules import it as a sibling (pytest's default rootdir-relative import).
+Not a test module (pytest collects none of it); the test_app_* modules import it as a sibling (pytest's default
+rootdir-relative import puts tests/unit on sys.path).
 The revision comes from edge_contracts, the formula's one Python source (pinned by tests/unit/test_contracts.py).
 """
 
@@ -222,3 +223,24 @@ def raw_request(
         body=b"".join(m.get("body", b"") for m in bodies),
         body_messages=len(bodies),
     )
+
+
+BENCH_RESULTS_URL = "/api/bench/results"
+
+
+def bench_result(**overrides: Any) -> dict[str, Any]:
+    """One benchmark row the results endpoint accepts, with `overrides` applied."""
+    base = {
+        "model": MODEL_ID,
+        "revision": "abc123abc123",
+        "device": "wasm",
+        "dtype": "fp32",
+        "runtime": "onnxruntime-web",
+        "load_s": 3.5,
+        "ttft_s": 0.4,
+        "prefill_tokens_per_s": 120.0,
+        "decode_tokens_per_s": 14.2,
+        "prompt_tokens": 37,
+        "new_tokens": 128,
+    }
+    return {**base, **overrides}
