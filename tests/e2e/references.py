@@ -130,10 +130,22 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+# The page's repetition penalty counts the reply's own tokens on ONNX Runtime (web/src/sampling.js penalizedIds), and
+# the latest LLAMA_CPP_PENALTY_LAST_N tokens of prompt + reply on llama.cpp (its repeat_last_n: llama.cpp's server
+# feeds the prompt to the sampler too, so a window is the nearest it has). Keep in step with sampling.js.
+LLAMA_CPP_PENALTY_LAST_N = 64
+
+
+def penalty_ids(prompt: list[int], reply: list[int], last_n: int | None) -> list[int]:
+    """The ids the penalty counts: the reply's (`last_n` None: ONNX Runtime), or the latest `last_n` of prompt +
+    reply (llama.cpp)."""
+    return list(reply) if last_n is None else (list(prompt) + list(reply))[-last_n:]
+
+
 def penalised(logits: Any, seen: list[int], penalty: float) -> Any:
-    """HF's repetition penalty on one row of logits: every id in `seen` (prompt and reply so far), a logit above 0
-    divided by the penalty, one below multiplied; in float64 rounded to float32 as Transformers.js's Float32Array
-    does (llama.cpp's penalties sampler applies the same rule)."""
+    """HF's repetition penalty on one row of logits: every id in `seen` (penalty_ids), a logit above 0 divided by the
+    penalty, one below multiplied; in float64 rounded to float32 as Transformers.js's Float32Array does (llama.cpp's
+    penalties sampler applies the same rule)."""
     import numpy as np
 
     scores = logits.astype(np.float32).copy()
@@ -143,36 +155,37 @@ def penalised(logits: Any, seen: list[int], penalty: float) -> Any:
     return scores
 
 
-def greedy_with_penalty(session: Any, prompt_ids: list[int], max_new: int, penalty: float, eos: set[int]) -> list[int]:
-    """Greedy decoding under HF's repetition penalty, EOS left out. `session`: Native.logits_session's (onnxruntime
-    or llama.cpp logits): the rule is the same whichever runtime computed them."""
+def greedy_with_penalty(
+    session: Any, prompt_ids: list[int], max_new: int, penalty: float, eos: set[int], last_n: int | None = None
+) -> list[int]:
+    """Greedy decoding under HF's repetition penalty over penalty_ids(…, last_n), EOS left out. `session`:
+    Native.logits_session's (onnxruntime or llama.cpp logits)."""
     import numpy as np
 
     session.reset()
     logits = session.forward(prompt_ids)[-1]
-    seen = list(prompt_ids)
     out: list[int] = []
     for _ in range(max_new):
-        token = int(np.argmax(penalised(logits, seen, penalty)))
+        token = int(np.argmax(penalised(logits, penalty_ids(prompt_ids, out, last_n), penalty)))
         if token in eos:
             break
         out.append(token)
-        seen.append(token)
         logits = session.forward([token])[-1]
     return out
 
 
-def shortfalls_with_penalty(session: Any, prompt_ids: list[int], chosen: list[int], penalty: float) -> list[float]:
-    """max − score[chosen[k]] at each step k of `chosen` under HF's repetition penalty (1: none), given the chosen
-    prefix: how far each of another runtime's tokens is from this runtime's penalised greedy choice."""
+def shortfalls_with_penalty(
+    session: Any, prompt_ids: list[int], chosen: list[int], penalty: float, last_n: int | None = None
+) -> list[float]:
+    """max − score[chosen[k]] at each step k of `chosen` under HF's repetition penalty (1: none) over
+    penalty_ids(…, last_n), given the chosen prefix: how far each of another runtime's tokens is from this runtime's
+    penalised greedy choice."""
     session.reset()
     logits = session.forward(prompt_ids)[-1]
-    seen = list(prompt_ids)
     gaps = []
-    for token in chosen:
-        scores = penalised(logits, seen, penalty)
+    for k, token in enumerate(chosen):
+        scores = penalised(logits, penalty_ids(prompt_ids, chosen[:k], last_n), penalty)
         gaps.append(float(scores.max() - scores[token]))
-        seen.append(token)
         logits = session.forward([token])[-1]
     return gaps
 
@@ -184,14 +197,15 @@ def aligned_shortfalls(
     penalty: float = 1.0,
     candidates: int = 64,
     max_tokens: int | None = None,
+    last_n: int | None = LLAMA_CPP_PENALTY_LAST_N,
 ) -> tuple[list[int], list[float]]:
     """Follows a reply that llama.cpp reported as text only (no ids): at each step, of this runtime's `candidates` best
-    tokens (under HF's repetition penalty) those whose bytes continue the text as llama.cpp's server shows it (a
-    character cut off at the end held back, invalid bytes as U+FFFD), the best; returns those ids and each one's
-    shortfall (max − its score). Tokenizing the text again would not do: a reply's tokens are not always the text's
-    canonical tokenization, and a different segmentation feeds the model other ids. When no candidate continues the
-    text, or `max_tokens` run out before it is covered, the last shortfall is infinity. `session` must be a
-    LlamaCppSession (its llm detokenizes)."""
+    tokens (under HF's repetition penalty over penalty_ids(…, last_n), llama.cpp's window) those whose bytes continue
+    the text as llama.cpp's server shows it (a character cut off at the end held back, invalid bytes as U+FFFD), the
+    best; returns those ids and each one's shortfall (max − its score). Tokenizing the text again would not do: a
+    reply's tokens are not always the text's canonical tokenization, and a different segmentation feeds the model other
+    ids. When no candidate continues the text, or `max_tokens` run out before it is covered, the last shortfall is
+    infinity. `session` must be a LlamaCppSession (its llm detokenizes)."""
     import numpy as np
 
     from model_prep.verify.gguf import complete_utf8
@@ -202,7 +216,6 @@ def aligned_shortfalls(
     pieces: dict[int, bytes] = {}
     session.reset()
     logits = session.forward(prompt_ids)[-1]
-    seen = list(prompt_ids)
     data = b""
     ids: list[int] = []
     gaps: list[float] = []
@@ -210,7 +223,7 @@ def aligned_shortfalls(
         if max_tokens is not None and len(ids) >= max_tokens:
             gaps.append(float("inf"))
             break
-        scores = penalised(logits, seen, penalty)
+        scores = penalised(logits, penalty_ids(prompt_ids, ids, last_n), penalty)
         best = None
         for token in np.argsort(-scores)[:candidates]:
             token = int(token)
@@ -223,7 +236,6 @@ def aligned_shortfalls(
             break
         gaps.append(float(scores.max() - scores[best]))
         ids.append(best)
-        seen.append(best)
         data += pieces[best]
         logits = session.forward([best])[-1]
     return ids, gaps

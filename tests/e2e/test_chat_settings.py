@@ -1,7 +1,8 @@
 """Chat settings with the real default model on the runtime it uses on WASM (its GGUF on llama.cpp): defaults read
 from its generation_config.json, panel values reaching the runtime (the worker echoes the arguments it called it
 with, and for llama.cpp the sampler parameters they mapped to), a repetition penalty decoded greedily that equals a
-Python reference applying HF's rule to the same file's logits (native llama.cpp; onnxruntime for an ONNX dtype),
+Python reference applying HF's rule to the same file's logits (native llama.cpp over its window of the latest
+tokens; onnxruntime over the reply's tokens for an ONNX dtype),
 seeded sampling that repeats, the system prompt in the template, settings kept per model across reloads, and an
 out-of-range value refused without losing the message. One page and one model load for the module, tests in file
 order.
@@ -21,7 +22,14 @@ from typing import Any
 
 import pytest
 from conftest import strip_eos
-from references import LLAMA_CPP_NEAR_TIE, Native, aligned_shortfalls, greedy_with_penalty, shortfalls_with_penalty
+from references import (
+    LLAMA_CPP_NEAR_TIE,
+    LLAMA_CPP_PENALTY_LAST_N,
+    Native,
+    aligned_shortfalls,
+    greedy_with_penalty,
+    shortfalls_with_penalty,
+)
 
 from model_prep.recipes import get_recipe
 
@@ -127,19 +135,21 @@ def test_a_repetition_penalty_decoded_greedily_equals_python(
     eos = eos_ids(model_dir)
     native = Native(model_dir, manifest, eos, tmp_path)
     session = native.logits_session(dtype, "wasm")
+    gguf = native.gguf(dtype)
+    # The penalty counts the reply's tokens on ONNX Runtime and llama.cpp's window of the latest tokens (sampling.js).
+    last_n = LLAMA_CPP_PENALTY_LAST_N if gguf else None
+    # The window must reach back into the prompt here, or this would not tell it from a reply-only penalty.
+    assert last_n is None or len(want_prompt) + PENALTY_TOKENS > last_n
     try:
-        penalised = greedy_with_penalty(session, want_prompt, PENALTY_TOKENS, PENALTY, eos)
+        penalised = greedy_with_penalty(session, want_prompt, PENALTY_TOKENS, PENALTY, eos, last_n)
         plain = greedy_with_penalty(session, want_prompt, PENALTY_TOKENS, 1.0, eos)
         assert penalised != plain, "the penalty changed nothing on this prompt: the check below proves nothing"
-        gguf = native.gguf(dtype)
         if gguf is None:
             assert strip_eos(x["new_ids"], eos) == penalised
             return
-        # llama.cpp's sampler: HF's rule over the whole context (prompt included), greedy after it (sampling.js).
-        from model_prep.layout import KV_CONTEXT_FOR_MEMORY
-
+        # llama.cpp's sampler: HF's rule over its window of the latest tokens, greedy after it (sampling.js).
         assert generation["llama_cpp"]["repeat_penalty"] == PENALTY
-        assert generation["llama_cpp"]["repeat_last_n"] == KV_CONTEXT_FOR_MEMORY  # n_ctx: the whole context
+        assert generation["llama_cpp"]["repeat_last_n"] == LLAMA_CPP_PENALTY_LAST_N
         from model_prep.verify.gguf import streamed_text
 
         expected = streamed_text(gguf, penalised)
@@ -172,8 +182,6 @@ def test_the_context_limit_stops_at_the_runtimes_own(chat: Any, manifest: dict[s
 
 
 def test_seeded_sampling_repeats_exactly(chat: Any) -> None:
-    from model_prep.layout import KV_CONTEXT_FOR_MEMORY
-
     open_panel(chat)
     chat.page.fill("#set-temperature", "0.9")
     chat.page.fill("#set-top-p", "0.9")
@@ -197,7 +205,7 @@ def test_seeded_sampling_repeats_exactly(chat: Any) -> None:
                 "top_p": 0.9,
                 "min_p": 0,
                 "repeat_penalty": 1.1,
-                "repeat_last_n": KV_CONTEXT_FOR_MEMORY,
+                "repeat_last_n": LLAMA_CPP_PENALTY_LAST_N,
                 "samplers": ["penalties", "temperature", "top_k", "top_p", "min_p"],
                 "seed": 11,
             }

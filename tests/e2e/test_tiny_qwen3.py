@@ -33,7 +33,15 @@ from typing import Any
 
 import pytest
 from conftest import serve_app, strip_eos
-from references import LLAMA_CPP_NEAR_TIE, Native, aligned_shortfalls, cached_ids, common_prefix, greedy_with_penalty
+from references import (
+    LLAMA_CPP_NEAR_TIE,
+    LLAMA_CPP_PENALTY_LAST_N,
+    Native,
+    aligned_shortfalls,
+    cached_ids,
+    common_prefix,
+    greedy_with_penalty,
+)
 
 from model_prep.recipes import get_recipe
 
@@ -219,8 +227,8 @@ def test_wasm_greedy_tokens_equal_the_python_reference(
 def test_a_repetition_penalty_decoded_greedily_equals_python(
     dtype: str, new_chat_page: Any, tokenizer: Any, reference: Any, eos: set[int]
 ) -> None:
-    """Both runtimes apply HF's rule (every prompt and reply id; llama.cpp's window set to the whole context): their
-    replies equal greedy decoding of the same file's logits under that rule in Python."""
+    """Both runtimes apply HF's rule (ONNX Runtime over the reply's ids, llama.cpp over its window of the latest ids,
+    sampling.js): their replies equal greedy decoding of the same file's logits under that rule in Python."""
     chat = new_chat_page()
     query = {"model": MODEL, "device": "wasm", "dtype": dtype, "max_new_tokens": MAX_NEW_TOKENS, "expose_inputs": 1}
     chat.open(**query, temperature=0, repetition_penalty=PENALTY)
@@ -232,7 +240,8 @@ def test_a_repetition_penalty_decoded_greedily_equals_python(
     assert chat.context()["generation"]["repetition_penalty"] == PENALTY
     session = reference.logits_session(dtype, "wasm")
     try:
-        penalised = greedy_with_penalty(session, prompt, MAX_NEW_TOKENS, PENALTY, eos)
+        last_n = LLAMA_CPP_PENALTY_LAST_N if reference.gguf(dtype) else None
+        penalised = greedy_with_penalty(session, prompt, MAX_NEW_TOKENS, PENALTY, eos, last_n)
         plain = greedy_with_penalty(session, prompt, MAX_NEW_TOKENS, 1.0, eos)
         assert penalised != plain, "the penalty changed nothing on this prompt: the check below proves nothing"
         if gguf := reference.gguf(dtype):

@@ -2,12 +2,12 @@
 // the end). Pure (no runtime import), so the page can check settings with the same rules and the tests can run the
 // filter on synthetic logits and read the llama.cpp mapping.
 //
-// What Transformers.js 4.3.1 does itself: temperature (TemperatureLogitsWarper), top_k (its multinomial sampler
-// keeps the k largest logits) and repetition_penalty (RepetitionPenaltyLogitsProcessor, HF's rule over prompt
-// and reply ids, applied whether or not it samples). What it does not: its TopPLogitsWarper has no _call and is
-// left out of the processor list (a TODO in modeling_utils.js), and it has no min_p at all. Both are done here,
-// as one logits processor that runs after its temperature, in the order HF transformers applies them:
-// temperature → top_k → top_p → min_p.
+// What Transformers.js 4.3.1 does itself: temperature (TemperatureLogitsWarper) and top_k (its multinomial sampler
+// keeps the k largest logits). Its repetition_penalty (RepetitionPenaltyLogitsProcessor) counts prompt and reply
+// ids; the penalty here counts the reply's only (penalizedIds), so it is a logits processor of ours. What it does
+// not do: its TopPLogitsWarper has no _call and is left out of the processor list (a TODO in modeling_utils.js), and
+// it has no min_p at all. Both are done here, as one logits processor that runs after its temperature, in the order
+// HF transformers applies them: temperature → top_k → top_p → min_p.
 
 import { EdgeChatError, ErrorCode } from "./errors.js";
 
@@ -173,44 +173,65 @@ export function pickToken(row, s, random) {
 export function generateArguments(sampling) {
   const s = checkSampling(sampling);
   const echo = { ...s, do_sample: s.temperature > 0 };
+  // Transformers.js' own repetition penalty counts the prompt too (so it is set to 1 here): this one counts
+  // penalizedIds (see there). It runs before the top_p / min_p filter; its order against the temperature does not
+  // matter (both scale a logit without changing its sign).
+  const processors = s.repetition_penalty !== 1 ? [replyPenalty(s.repetition_penalty)] : [];
   if (s.temperature === 0) {
     // Greedy: the argmax is the same with or without the warpers; the repetition penalty still applies.
-    return { kwargs: { do_sample: false, repetition_penalty: s.repetition_penalty }, echo };
+    const kwargs = { do_sample: false, repetition_penalty: 1 };
+    return { kwargs: { ...kwargs, ...(processors.length ? { logits_processor: processors } : {}) }, echo };
   }
-  const needsFilter = s.top_p < 1 || s.min_p > 0;
   const kwargs = {
     do_sample: true,
     temperature: s.temperature,
     top_k: s.top_k, // the sampler's own top_k: only the k best are sorted and drawn from (0: all)
-    repetition_penalty: s.repetition_penalty,
+    repetition_penalty: 1, // its own would count the prompt (and generation_config.json's would apply unasked)
   };
-  if (needsFilter) {
-    kwargs.logits_processor = [
-      (_inputIds, logits) => {
-        const vocab = logits.dims.at(-1);
-        for (let b = 0; b * vocab < logits.data.length; b++) {
-          filterLogits(logits.data.subarray(b * vocab, (b + 1) * vocab), s);
-        }
-        return logits;
-      },
-    ];
+  if (s.top_p < 1 || s.min_p > 0) {
+    processors.push((_inputIds, logits) => {
+      const vocab = logits.dims.at(-1);
+      for (let b = 0; b * vocab < logits.data.length; b++) {
+        filterLogits(logits.data.subarray(b * vocab, (b + 1) * vocab), s);
+      }
+      return logits;
+    });
   }
+  if (processors.length) kwargs.logits_processor = processors;
   return { kwargs, echo };
 }
 
+/**
+ * A generate() logits processor: the repetition penalty over penalizedIds. generate() calls it first with the
+ * prompt's ids (the whole conversation, a reused KV cache or not), then with one more id per step: the first call's
+ * length is the prompt's.
+ * @param {number} penalty
+ */
+function replyPenalty(penalty) {
+  let promptLength = null;
+  return (inputIds, logits) => {
+    const vocab = logits.dims.at(-1);
+    for (let b = 0; b < inputIds.length; b++) {
+      promptLength ??= inputIds[b].length;
+      penalizeRow(logits.data.subarray(b * vocab, (b + 1) * vocab), penalizedIds(inputIds[b], promptLength), penalty);
+    }
+    return logits;
+  };
+}
+
 // llama.cpp (runtime-wllama.js) samples itself, with its own chain: penalties → … → top_k → top_p → min_p → …
-// → temperature → a seeded draw. Two of its defaults differ from what the same settings mean on Transformers.js:
-// the temperature comes last (so top_p and min_p would see unscaled probabilities), and the repetition penalty
-// looks back only `repeat_last_n` = 64 tokens. Both are set to HF's meaning here: the chain is HF's order, and the
-// penalty window is the whole context (n_ctx: llama.cpp's server feeds the prompt to the sampler too, so every prompt
-// and reply id counts, as in HF's RepetitionPenaltyLogitsProcessor; its rule, ÷ above 0 and × below, is the same).
-// llama.cpp's own "-1 = the context size" is refused by wllama 3.8's request schema (and breaks its glue), so the
-// window is the number.
+// → temperature → a seeded draw. Its temperature comes last (so top_p and min_p would see unscaled probabilities):
+// the chain is set to HF's order here. Its repetition penalty (the same rule, ÷ above 0 and × below) counts the
+// latest `repeat_last_n` tokens, and llama.cpp's server feeds the prompt to the sampler too, so it cannot count the
+// reply alone: a window of LLAMA_CPP_PENALTY_LAST_N tokens is the nearest it has (it reaches into the prompt only for
+// the reply's first tokens; docs/sampling.md measures both against the whole context).
 export const LLAMA_CPP_SAMPLERS = Object.freeze(["penalties", "temperature", "top_k", "top_p", "min_p"]);
+export const LLAMA_CPP_PENALTY_LAST_N = 64;
 
 /**
  * llama.cpp server parameters for `sampling` (checked with checkSampling) on a context of `contextLength` tokens
- * (n_ctx: the penalty's window), and the `echo` the turn reports, in the shape generateArguments gives. temperature 0
+ * (n_ctx: the penalty's window never passes it), and the `echo` the turn reports, in the shape generateArguments
+ * gives. temperature 0
  * is greedy there too: its temperature sampler keeps only the most likely token (after the penalty), and the draw
  * picks it. No seed: llama.cpp draws one.
  */
@@ -225,7 +246,7 @@ export function llamaCppSampling(sampling, contextLength) {
     top_p: s.top_p,
     min_p: s.min_p,
     repeat_penalty: s.repetition_penalty,
-    repeat_last_n: contextLength,
+    repeat_last_n: Math.min(LLAMA_CPP_PENALTY_LAST_N, contextLength),
     samplers: [...LLAMA_CPP_SAMPLERS],
     ...(s.seed !== undefined ? { seed: s.seed } : {}),
   };

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { checkSampling, generateArguments, GREEDY, llamaCppSampling } from "../src/sampling.js";
+import { checkSampling, generateArguments, GREEDY, LLAMA_CPP_PENALTY_LAST_N, llamaCppSampling } from "../src/sampling.js";
 
 const codeOf = (fn) => {
   try {
@@ -22,9 +22,15 @@ test("sampling settings are checked", () => {
   assert.deepEqual(checkSampling(undefined), greedyDefaults);
   assert.deepEqual({ ...GREEDY }, greedyDefaults);
 
+  // The penalty is ours (the reply's ids only): Transformers.js' own, over the prompt too, is off.
   const greedy = generateArguments({ temperature: 0, top_p: 0.5, repetition_penalty: 1.3 });
-  assert.deepEqual(greedy.kwargs, { do_sample: false, repetition_penalty: 1.3 });
+  assert.deepEqual(
+    { ...greedy.kwargs, logits_processor: greedy.kwargs.logits_processor?.length },
+    { do_sample: false, repetition_penalty: 1, logits_processor: 1 },
+  );
   assert.equal(greedy.echo.do_sample, false);
+  assert.equal(greedy.echo.repetition_penalty, 1.3);
+  assert.deepEqual(generateArguments({ temperature: 0 }).kwargs, { do_sample: false, repetition_penalty: 1 });
 
   const sampled = generateArguments({ temperature: 0.7, top_p: 0.8, top_k: 20, seed: 4 });
   assert.deepEqual(
@@ -54,15 +60,17 @@ test("sampling settings map to llama.cpp with HF's meaning", () => {
     top_p: 1,
     min_p: 0,
     repeat_penalty: 1,
-    repeat_last_n: 4096,
+    repeat_last_n: LLAMA_CPP_PENALTY_LAST_N,
     samplers: order,
   });
   assert.equal(absent.echo.do_sample, false);
-  // greedy with a penalty: over the whole context (its n_ctx), as HF penalises every prompt and reply id
+  // greedy with a penalty: over llama.cpp's window of the latest tokens, not the whole context (sampling.js)
   const penalty = llamaCppSampling({ temperature: 0, top_p: 0.9, repetition_penalty: 1.3 }, 4096);
   assert.equal(penalty.params.temperature, 0);
   assert.equal(penalty.params.repeat_penalty, 1.3);
-  assert.equal(penalty.params.repeat_last_n, 4096);
+  assert.equal(penalty.params.repeat_last_n, LLAMA_CPP_PENALTY_LAST_N);
+  assert.ok(LLAMA_CPP_PENALTY_LAST_N < 4096);
+  assert.equal(llamaCppSampling({ repetition_penalty: 1.3 }, 32).params.repeat_last_n, 32); // never past n_ctx
   const sampled = llamaCppSampling({ temperature: 0.7, top_p: 0.9, top_k: 40, min_p: 0.05, repetition_penalty: 1.1, seed: 7 }, 512);
   assert.deepEqual(sampled.params, {
     temperature: 0.7,
@@ -70,7 +78,7 @@ test("sampling settings map to llama.cpp with HF's meaning", () => {
     top_p: 0.9,
     min_p: 0.05,
     repeat_penalty: 1.1,
-    repeat_last_n: 512,
+    repeat_last_n: LLAMA_CPP_PENALTY_LAST_N,
     samplers: order,
     seed: 7,
   });
@@ -87,4 +95,16 @@ test("sampling settings map to llama.cpp with HF's meaning", () => {
   assert.equal(codeOf(() => llamaCppSampling({ temperature: 5 }, 4096)), "bad-setting");
   // no penalty window without the context it runs with
   assert.equal(codeOf(() => llamaCppSampling({}, undefined)), "bad-request");
+});
+
+test("the repetition penalty counts the reply's ids, never the prompt's", () => {
+  // generate() calls its processors first with the prompt's ids, then with one more id per step.
+  const [penalty] = generateArguments({ temperature: 0, repetition_penalty: 2 }).kwargs.logits_processor;
+  const logits = (values) => ({ dims: [1, values.length], data: Float32Array.from(values) });
+  const first = penalty([[1n, 2n, 3n]], logits([4, 4, 4, -4, 4]));
+  assert.deepEqual(Array.from(first.data), [4, 4, 4, -4, 4], "the prompt's ids are not penalised");
+  const later = penalty([[1n, 2n, 3n, 3n, 4n, 3n]], logits([4, 4, 4, -4, 4]));
+  assert.deepEqual(Array.from(later.data), [4, 4, 4, -8, 2], "each reply id once: ÷ above 0, × below");
+  const sampled = generateArguments({ temperature: 0.5, top_p: 0.9, repetition_penalty: 2 }).kwargs.logits_processor;
+  assert.equal(sampled.length, 2, "the penalty, then the top_p / min_p filter");
 });
