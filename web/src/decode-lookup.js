@@ -1,0 +1,126 @@
+// A decode loop with prompt lookup (prompt-lookup.js) for the ONNX Runtime text runtime on WASM, where the KV cache is
+// Transformers.js' DynamicCache in CPU memory: each forward pass feeds the last token and the drafted ones through
+// model.forward (so runtime-ort.js' wrapper still yields before every pass), reads the logits of every fed position,
+// keeps the tokens plain decoding would have picked, and cuts the cache back past the rejected drafts (turn.js
+// cropCache). Tokens are picked with sampling.js' processRow/pickToken, the same rules as generate()'s arguments;
+// random draws come from Transformers.js' seeded generator, one per emitted token.
+//
+// It returns what turn.js decodeTurn returns, so runtime-ort.js keeps the cache and builds the reply the same way;
+// its `generation` adds the turn's tokens per forward pass, which the metrics line shows.
+
+import { DynamicCache, random, Tensor, TextStreamer } from "/static/vendor/transformers.min.js";
+import { acceptDraft, PromptLookup } from "./prompt-lookup.js";
+import { Reply } from "./protocol.js";
+import { checkSampling, pickToken, processRow } from "./sampling.js";
+import { cropCache, newTokenLimits } from "./turn.js";
+
+/** The model's end-of-sequence ids (generation_config.json's eos_token_id, a number or a list). */
+export function eosIds(model) {
+  const eos = model.generation_config?.eos_token_id ?? model.config?.eos_token_id;
+  return new Set((Array.isArray(eos) ? eos : eos == null ? [] : [eos]).map(Number));
+}
+
+/**
+ * One turn after `ids` (bigint[]: the whole conversation), on `pastKeyValues` (a DynamicCache covering a prefix of
+ * `ids`, or null). Streams text to `reply`, stops within a pass on `stopper.interrupt()`.
+ * @returns {Promise<{output: {sequences: {data: BigInt64Array}, past_key_values: object}, first: number, last: number,
+ *   count: number, interrupted: boolean, generation: object}>} `generation` says prompt_lookup: true and the turn's
+ *   tokens_per_pass (emitted tokens per forward pass, the prefill's included)
+ */
+export async function decodeLookupTurn({ model, tokenizer, ids, pastKeyValues, options, stopper, reply, lookup = {} }) {
+  const { maxNew, minNew } = newTokenLimits(options);
+  const s = checkSampling(options.sampling);
+  const eos = eosIds(model);
+  const marks = { first: 0, last: 0, count: 0 };
+  const streamer = new TextStreamer(tokenizer, {
+    skip_prompt: true,
+    skip_special_tokens: true,
+    callback_function: (text) => reply({ type: Reply.TOKEN, text }),
+    token_callback_function: () => {
+      marks.last = performance.now();
+      if (marks.count++ === 0) marks.first = marks.last;
+    },
+  });
+  if (s.seed !== undefined) random.seed(s.seed);
+  stopper.reset();
+  streamer.put([ids]);
+
+  const promptLength = ids.length;
+  const all = [...ids]; // prompt + emitted tokens
+  const drafts = new PromptLookup(lookup);
+  let pkv = pastKeyValues ?? null;
+  let cached = pkv?.get_seq_length?.() ?? 0;
+  let feed = ids.slice(cached); // the prompt's uncached part, then [last token, ...draft]
+  let draft = [];
+  let done = false;
+
+  const pick = (logits, row) => {
+    const vocab = logits.dims.at(-1);
+    const scores = Float32Array.from(logits.data.subarray(row * vocab, (row + 1) * vocab));
+    const emitted = all.length - promptLength;
+    if (minNew && emitted < minNew) for (const id of eos) scores[id] = -Infinity; // as MinNewTokensLength does
+    return BigInt(pickToken(processRow(scores, all, promptLength, s), s, random.random.bind(random)));
+  };
+
+  while (!done) {
+    const total = cached + feed.length;
+    const out = await model.forward({
+      input_ids: new Tensor("int64", BigInt64Array.from(feed), [1, feed.length]),
+      attention_mask: new Tensor("int64", new BigInt64Array(total).fill(1n), [1, total]),
+      past_key_values: pkv,
+    });
+    pkv = presentCache(out, pkv);
+    cached = total;
+    // Rows of the positions whose next token is picked: the last one of a prefill, else the last token's and each draft's.
+    const first = out.logits.dims[1] - (draft.length + 1);
+    const final = (token, n) => {
+      const emitted = all.length - promptLength + n;
+      return eos.has(Number(token)) || emitted >= maxNew;
+    };
+    const { tokens, accepted } = acceptDraft(draft, (i) => pick(out.logits, first + i), (t, n) => final(t, n));
+    for (const token of tokens) {
+      all.push(token);
+      streamer.put([[token]]);
+    }
+    drafts.record(draft.length, accepted, tokens.length);
+    const last = all.at(-1);
+    done = eos.has(Number(last)) || all.length - promptLength >= maxNew || stopper.interrupted;
+    // The cache holds the fed positions; keep those of tokens that stay (the last emitted token is fed next).
+    const keep = all.length - 1;
+    if (cached > keep) {
+      if (!cropCache(pkv, keep)) throw new Error("prompt lookup: the KV cache could not be cut back");
+      cached = keep;
+    }
+    if (done) break;
+    draft = drafts.draft(all, maxNew - (all.length - promptLength) - 1);
+    feed = [last, ...draft];
+  }
+  streamer.end();
+  const generation = {
+    ...s,
+    do_sample: s.temperature > 0,
+    max_new_tokens: maxNew,
+    ...(minNew ? { min_new_tokens: minNew } : {}),
+    prompt_lookup: true,
+    tokens_per_pass: Number(drafts.tokensPerPass().toFixed(2)),
+  };
+  return {
+    output: { sequences: { data: BigInt64Array.from(all) }, past_key_values: pkv },
+    ...marks,
+    interrupted: stopper.interrupted,
+    generation,
+  };
+}
+
+/** The DynamicCache after a pass: the pass' present.* outputs as past_key_values.* (CPU tensors: nothing to free). */
+function presentCache(outputs, previous) {
+  const entries = {};
+  for (const [name, tensor] of Object.entries(outputs)) {
+    if (name.startsWith("present")) entries[name.replace("present", "past_key_values")] = tensor;
+  }
+  if (previous) {
+    previous.update(entries);
+    return previous;
+  }
+  return new DynamicCache(entries);
+}
