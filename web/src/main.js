@@ -8,7 +8,7 @@
 // ?verify=full (re-hash every cached file on load, not only entries whose verified stamp no longer holds)
 // ?expose_inputs=1 (each turn's token ids → window.__edgeChatTextInputs, or window.__edgeChatVLMInputs for image
 // models); chat settings for this page only (settings.js): ?temperature ?top_p ?top_k ?min_p ?repetition_penalty
-// ?seed ?max_new_tokens ?system_prompt ?thinking=0|1 ?context_limit
+// ?seed ?max_new_tokens ?system_prompt ?thinking=0|1 ?context_limit ?prompt_lookup=0
 // State for tests: body[data-state] = idle|loading|ready|generating, body[data-device|data-dtype],
 // body[data-settings] (JSON: the settings the next reply uses; "null" while one is invalid),
 // body[data-autoload] = cached|not-cached|off (what the start-up check found), body[data-conversation] (its id),
@@ -324,6 +324,7 @@ function generationOptions(chat) {
     sampling: chat.sampling,
     context_limit: chat.context_limit,
     ...(chat.thinking === null ? {} : { chat_template_kwargs: { enable_thinking: chat.thinking } }),
+    ...(chat.prompt_lookup === false ? { prompt_lookup: false } : {}),
   };
 }
 
@@ -473,13 +474,15 @@ async function runTurn({ chat, edit = () => {}, continueFinal = false, images = 
   target.content = prefix + done.text;
   target.interrupted = Boolean(done.context?.interrupted) || undefined;
   const cache = done.context?.reused_tokens ? ` · ${done.context.reused_tokens} tokens reused from the KV cache` : "";
-  target.meta = `${metricsLine(done.metrics)}${cache}${target.interrupted ? " · stopped" : ""}`;
+  const perPass = done.context?.generation?.tokens_per_pass; // prompt lookup (decode-lookup.js)
+  const lookup = perPass ? ` · ${fmtNum(perPass)} tokens/pass` : "";
+  target.meta = `${metricsLine(done.metrics)}${lookup}${cache}${target.interrupted ? " · stopped" : ""}`;
   transcript.render(c);
   const node = transcript.node(index);
   node.dataset.streamed = streamed;
   el.metrics.dataset.metrics = JSON.stringify(done.metrics);
   el.metrics.dataset.context = JSON.stringify(done.context ?? {});
-  el.metrics.textContent = `Last reply: ${metricsLine(done.metrics)}`;
+  el.metrics.textContent = `Last reply: ${metricsLine(done.metrics)}${lookup}`;
   // Stored before the page says ready: a reply shown as done is already in the saved chat and the chat list.
   await chats.save();
   setState("ready");

@@ -59,6 +59,7 @@ export function settingsFromQuery(params) {
     if (params.has(key)) out[key] = parseSetting(key, params.get(key));
   }
   if (params.has("thinking")) out.thinking = params.get("thinking") !== "0";
+  if (params.has("prompt_lookup")) out.prompt_lookup = params.get("prompt_lookup") !== "0";
   if (params.has("system_prompt")) out.system_prompt = params.get("system_prompt");
   return out;
 }
@@ -111,6 +112,7 @@ export function createSettings({ query, onChange }) {
     source: $("settings-source"),
     system: $("set-system-prompt"),
     thinking: $("set-thinking"),
+    lookup: $("set-prompt-lookup"),
     thinkingRow: $("thinking-row"),
     reset: $("settings-reset"),
     inputs: Object.fromEntries(Object.entries(INPUTS).map(([k, id]) => [k, $(id)])),
@@ -134,6 +136,7 @@ export function createSettings({ query, onChange }) {
       context_limit: ownContext(state.contextCap) ?? undefined,
       system_prompt: "",
       thinking: true,
+      prompt_lookup: true,
     };
   }
 
@@ -162,6 +165,7 @@ export function createSettings({ query, onChange }) {
       max_new_tokens: value("max_new_tokens"),
       system_prompt: String(value("system_prompt") ?? ""),
       thinking: state.thinkingSupported ? Boolean(value("thinking")) : null,
+      prompt_lookup: Boolean(value("prompt_lookup")), // decode-lookup.js; off: plain decoding
       context_limit: ownContext(limit),
     };
   }
@@ -180,6 +184,7 @@ export function createSettings({ query, onChange }) {
     el.system.value = pick("system_prompt") ?? "";
     el.thinkingRow.hidden = !state.thinkingSupported;
     el.thinking.checked = Boolean(pick("thinking") ?? true);
+    if (el.lookup) el.lookup.checked = Boolean(pick("prompt_lookup") ?? true);
     const name = state.model?.name ?? state.model?.id ?? "this model";
     const from = state.config ? "generation_config.json" : "no generation_config.json, so greedy";
     el.source.textContent = `Defaults for ${name} (${from}): ${describeSampling(d)}${
@@ -231,6 +236,10 @@ export function createSettings({ query, onChange }) {
     set("thinking", el.thinking.checked);
     render(); // the other mode has other sampling defaults
     onChange?.();
+  });
+  el.lookup?.addEventListener("change", () => {
+    set("prompt_lookup", el.lookup.checked ? undefined : false);
+    document.body.dataset.settings = JSON.stringify(safeCurrent());
   });
   el.reset.addEventListener("click", () => {
     state.overrides = {};
