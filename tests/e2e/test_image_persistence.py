@@ -322,3 +322,27 @@ def test_chats_saved_before_images_were_kept_still_open(browser: Any, server: st
         assert page.page_errors == []
     finally:
         context.close()
+
+
+HOLD_V1_JS = """() => new Promise((resolve, reject) => {
+  // An older page in another tab: it holds the version 1 database open and does not let go on a version change.
+  const open = indexedDB.open('edge-chat', 1);
+  open.onupgradeneeded = () => open.result.createObjectStore('conversations', { keyPath: 'id' });
+  open.onsuccess = () => { window.__held = open.result; resolve(); };
+  open.onerror = () => reject(open.error);
+})"""
+
+
+def test_an_older_tab_holding_the_database_is_named(browser: Any, server: str) -> None:  # noqa: F811
+    context = browser.new_context()
+    try:
+        old = context.new_page()
+        old.goto(f"{server}/api/models")
+        old.evaluate(HOLD_V1_JS)
+        page = ChatPage(context.new_page(), server)
+        page.open(model=VLM, autoload=0)
+        page.wait_for("() => document.body.dataset.error === 'storage-unavailable'", 10)
+        assert "another tab of Edge Chat running an older version" in page.error_text()
+        assert page.page_errors == []
+    finally:
+        context.close()

@@ -67,7 +67,6 @@ export function createChats({ sidebar, onShow, onError, onStored = () => {} }) {
     /** Opens the store and the chat that was open last time. */
     async start() {
       store = await openConversationStore();
-      if (!store.persistent) onError(new EdgeChatError(ErrorCode.STORAGE_UNAVAILABLE));
       try {
         stored = await store.list();
         const id = recall();
@@ -77,6 +76,8 @@ export function createChats({ sidebar, onShow, onError, onStored = () => {} }) {
         console.warn("[chats]", err);
       }
       show();
+      // After show(): showing a chat clears the error line, and this one must stay.
+      if (!store.persistent) onError(new EdgeChatError(ErrorCode.STORAGE_UNAVAILABLE, store.reason));
     },
 
     /** Stores the open chat (once it has a message) and redraws the list. */

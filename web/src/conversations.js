@@ -26,6 +26,8 @@ export const EXPORT_VERSION = 2; // 2: kept images inline (base64); version 1 fi
 export const MAX_IMPORT_BYTES = 100 * 1024 * 1024;
 export const IMPORT_CAPS_TEXT = `${IMAGE_CAPS_TEXT}; a whole file at most ${MAX_IMPORT_BYTES / (1024 * 1024)} MB`;
 const ROLES = new Set(["user", "assistant"]);
+const BLOCKED =
+  "Saved chats are held by another tab of Edge Chat running an older version: reload or close that tab, then reload this one. Until then, chats here last until this tab closes.";
 
 /** A fresh, empty conversation (not stored until it has a message). */
 export function newConversation(model = null) {
@@ -103,7 +105,8 @@ function openDatabase() {
       resolve(db);
     };
     req.onerror = () => reject(req.error);
-    req.onblocked = () => reject(new Error("the conversation database is blocked by another tab"));
+    // Another tab still runs an older page on the older database (it cannot know to let go): say so, not "private".
+    req.onblocked = () => reject(Object.assign(new Error("blocked by another tab"), { blocked: true }));
   });
 }
 
@@ -126,14 +129,17 @@ async function release(tx, ids) {
   for (const id of ids) if (!(await request(index.count(id)))) await request(tx.objectStore(IMAGES).delete(id));
 }
 
-/** The store in IndexedDB; where the browser refuses it, a memory store and `persistent: false`. */
+/**
+ * The store in IndexedDB; where the browser refuses it, a memory store and `persistent: false`, with `reason`
+ * set when what stands in the way is another tab of this site (it holds the database at an older version).
+ */
 export async function openConversationStore() {
   let db;
   try {
     db = await openDatabase();
   } catch (err) {
     console.warn("[conversations] IndexedDB unavailable", err);
-    return memoryStore();
+    return { ...memoryStore(), reason: err?.blocked ? BLOCKED : undefined };
   }
   const run = async (mode, fn) => {
     const tx = db.transaction([STORE, IMAGES], mode);
