@@ -81,6 +81,8 @@ def reverify(
         if source is not None:  # the weights the user named must be there
             raise
         print(f"{manifest.id}: no source ({err}); holding verification.json's recorded scores to the floors", file=out)
+        if not (folder / VERIFICATION).is_file():
+            raise PrepError(f"{folder}: no source and no {VERIFICATION}: nothing to hold to the floors") from err
         recorded = json.loads((folder / VERIFICATION).read_text())
         for floor in dict.fromkeys(v.floor for v in variants if v.floor is not None):
             quality.require_floor(recorded, floor, tuple(v.dtype for v in variants if v.floor == floor), recipe.id)
@@ -91,4 +93,9 @@ def reverify(
         result = report.verify(job, variants, written, Path(tmp) / "reference-logits")
     report.print_report(result.as_json(), out)
     result.gate()
+    for v in variants:  # the runtime settings the browser reads are still those the variant was scored with
+        want = v.kind.manifest(result.scores[v.dtype])
+        have = {k: getattr(manifest.dtypes[v.dtype], k) for k in want}
+        if have != want:
+            raise ExportChanged(f"{folder}: manifest.json's dtypes.{v.dtype} says {have}; it verifies with {want}")
     print(f"{manifest.id}: every variant re-scored against torch meets its gates", file=out)

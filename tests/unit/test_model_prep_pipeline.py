@@ -321,3 +321,45 @@ def test_a_manifest_the_app_would_refuse_is_never_written(tmp_path: Path) -> Non
     recipe = get_recipe("tiny-llama")
     with pytest.raises(PrepError, match=r"tiny-llama: .*'context_length' must be a positive integer, got None"):
         layout.build_manifest(tmp_path, recipe, {"fp32": ["onnx/model.onnx"]}, "tiny:llama")
+
+
+def test_the_report_holds_each_variant_to_its_own_floor_and_the_gguf_to_its_tokenizer() -> None:
+    """verify/report.Report.gate on figures alone: fp32 against torch, each row of the table against its floor."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from model_prep.errors import VerificationFailed
+    from model_prep.plan import GGUF, ONNX, Variant
+    from model_prep.recipes import Floor
+    from model_prep.verify.gguf import GgufFidelity
+    from model_prep.verify.quality import BelowQualityFloor
+    from model_prep.verify.report import Report
+    from model_prep.verify.text import Fidelity
+
+    floor, gguf_floor = Floor(0.5, 1.5), Floor(0.9, 1.1)
+    variants = [
+        Variant("fp32", ONNX, None, True),
+        Variant("q4", ONNX, floor, True),
+        Variant("q8", ONNX, None, True),  # built for the bench, held to no floor
+        Variant("gguf-q4_1", GGUF, gguf_floor, True),
+    ]
+
+    def gate(fp32_top1: float = 1.0, gguf_top1: float = 0.95, agrees: bool = True) -> None:
+        scores = {
+            "fp32": Fidelity("fp32", fp32_top1, 1.0, 10.0, 100),
+            "q4": Fidelity("q4", 0.6, 0.99, 12.0, 100),
+            "q8": Fidelity("q8", 0.1, 0.5, 99.0, 100),
+            "gguf-q4_1": GgufFidelity("gguf-q4_1", gguf_top1, 0.99, 10.5, 100, tokenizer_agrees=agrees),
+        }
+        reference = SimpleNamespace(perplexity=10.0, sequences=[[1, 2], [3, 4]])
+        entries = {d: asdict(s) for d, s in scores.items()}
+        Report("tiny", reference, floor, variants, scores, entries, {}, {}).gate()
+
+    gate()  # q4 meets the recipe's floor, the GGUF its own, q8 is held to none
+    with pytest.raises(BelowQualityFloor, match=r"^tiny: gguf-q4_1: top-1 80\.0% < 90\.0%\. ") as err:
+        gate(gguf_top1=0.8)  # above the recipe's floor, below its own
+    assert "q4:" not in str(err.value) and "q8" not in str(err.value)
+    with pytest.raises(VerificationFailed, match="llama.cpp tokenizes differently"):
+        gate(agrees=False)
+    with pytest.raises(VerificationFailed, match="the fp32 ONNX graph does not match torch"):
+        gate(fp32_top1=0.9)
