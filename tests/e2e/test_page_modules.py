@@ -1,13 +1,16 @@
 """The page's modules that need a real browser: the markdown sanitizer (markdown.js, DOMPurify on the page's DOM),
-the transcript's thinking block and the model cache's streaming (Cache Storage). No model is loaded, so these run even
-before an export. The pure modules (device.js, errors.js, protocol.js, sampling.js, settings.js, thinking.js) are
-tested in Node: web/test/*.test.js (`nox -s lint`, `nox -s tests`)."""
+the transcript's thinking block, the model cache (Cache Storage: streaming, no cache for a model only shown) and the
+worker's thread count (one real load of the default model; the others load nothing). The pure modules (device.js,
+errors.js, protocol.js, sampling.js, settings.js, thinking.js, manifest.js) are tested in Node: web/test/*.test.js
+(`nox -s lint`, `nox -s tests`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+
+from edge_contracts import MODEL_CACHE_PREFIX
 
 pytestmark = pytest.mark.e2e
 
@@ -133,6 +136,54 @@ def test_page_fits_a_narrow_phone(new_chat_page: Any) -> None:
     assert chat.page.is_visible("#load-button") and chat.page.is_visible("#prompt")
     assert chat.csp_violations() == []
     assert chat.page_errors == []
+
+
+def test_showing_a_model_creates_no_cache(new_chat_page: Any, model_id: str) -> None:
+    # The picker reads a model's verification.json and what of it is cached: reading must not create its model cache
+    # (an empty one per model shown, which the storage panel then lists). A fresh profile, so nothing was there.
+    chat = new_chat_page()
+    chat.open(model=model_id, device="wasm")
+    chat.wait_for("() => document.getElementById('load-button').dataset.download !== undefined", 60)
+    assert any(url.endswith("/verification.json") for url in chat.requests), "the card read no verification.json"
+    caches = chat.page.evaluate("() => caches.keys()")
+    assert [name for name in caches if name.startswith(MODEL_CACHE_PREFIX)] == [], caches
+
+
+THREADS_JS = """async ([modelId, dtype]) => {
+  const { WorkerClient } = await import('/static/src/protocol.js');
+  const { fetchManifest, loadRequest, readCatalog } = await import('/static/src/manifest.js');
+  const model = readCatalog(document.getElementById('catalog').textContent).find((m) => m.id === modelId);
+  const manifest = await fetchManifest(model);
+  const worker = new Worker('/static/src/worker.js', { type: 'module' });
+  const client = new WorkerClient(worker);
+  const load = async (threads) => {
+    try {
+      const ready = await client.request(loadRequest(model, { device: 'wasm', dtype }, manifest, { threads })).done;
+      return { threads: ready.runtime.threads };
+    } catch (err) {
+      return { code: err.code };
+    }
+  };
+  try {
+    return { isolated: crossOriginIsolated, loads: [await load(1), await load(2), await load(undefined)] };
+  } finally {
+    worker.terminate();
+  }
+}"""
+
+
+@pytest.mark.slow
+def test_reported_threads_are_the_ones_onnx_runtime_runs(
+    new_chat_page: Any, model_id: str, manifest: dict[str, Any]
+) -> None:
+    # ONNX Runtime Web sizes its WASM thread pool at its first session and never again: a later load that asks for
+    # another count is refused (it used to be reported as if it ran), and one that asks for none reports the pool's.
+    dtype = next(d for d, entry in manifest["dtypes"].items() if entry.get("runtime", "onnxruntime-web") != "llama.cpp")
+    chat = new_chat_page()
+    chat.open(model=model_id, device="wasm")
+    result = chat.page.evaluate(THREADS_JS, [model_id, dtype])
+    assert result["isolated"] is True
+    assert result["loads"] == [{"threads": 1}, {"code": "bad-request"}, {"threads": 1}]
 
 
 def test_a_download_is_held_to_the_caches_pace(chat: Any) -> None:

@@ -44,9 +44,10 @@ function sourceBase(id, revision, manifest) {
  */
 export async function readModelJson(model, path) {
   try {
-    if (typeof caches !== "undefined") {
-      const cache = await caches.open(modelCacheName(model.id, model.revision));
-      const hit = await cache.match(artifactUrl(model.id, model.revision, path));
+    // caches.open would create the cache it opens: a model only shown in the picker must leave none behind.
+    const name = modelCacheName(model.id, model.revision);
+    if (typeof caches !== "undefined" && (await caches.has(name))) {
+      const hit = await (await caches.open(name)).match(artifactUrl(model.id, model.revision, path));
       if (hit) return await hit.json();
     }
     const response = await fetch(fileUrl(sourceBase(model.id, model.revision, model), path));

@@ -151,6 +151,15 @@ export function chooseDevice(capabilities, manifest, forced = {}) {
 }
 
 /**
+ * ONNX Runtime Web's WASM thread count when a load asks for none (its wasm backend's own rule): 1 unless the page is
+ * cross-origin isolated (threads need SharedArrayBuffer), else half the logical cores, at most 4.
+ * @param {{crossOriginIsolated?: boolean, hardwareConcurrency?: number}} [scope]
+ */
+export function defaultWasmThreads({ crossOriginIsolated = false, hardwareConcurrency = 1 } = {}) {
+  return crossOriginIsolated ? Math.min(4, Math.ceil((hardwareConcurrency || 1) / 2)) : 1;
+}
+
+/**
  * Asks the browser what it can do. Works in a window and in a worker.
  * @returns {Promise<import("./protocol.js").Capabilities>}
  */

@@ -11,7 +11,7 @@
 import { AutoTokenizer, env, InterruptableStoppingCriteria } from "/static/vendor/transformers.min.js";
 import { CacheUnavailable, cachedArtifactBlob, ensureModelCached, transformersCache } from "./cache.js";
 import { contextCap, LLAMA_CPP } from "./contracts.js";
-import { probeCapabilities, runtimeOf } from "./device.js";
+import { defaultWasmThreads, probeCapabilities, runtimeOf } from "./device.js";
 import { EdgeChatError, ErrorCode } from "./errors.js";
 import { installGpuCounters } from "./gpu-counters.js";
 import { Reply, Request, serveRequests } from "./protocol.js";
@@ -150,8 +150,7 @@ async function load(message, reply) {
   if (runtime === LLAMA_CPP && (isVisionModel(message) || message.device !== "wasm")) {
     throw new EdgeChatError(ErrorCode.NO_VARIANT, `${message.dtype} runs on llama.cpp, for text on the CPU (WASM) only.`);
   }
-  const { threads } = message;
-  if (runtime !== LLAMA_CPP && Number.isInteger(threads) && threads > 0) env.backends.onnx.wasm.numThreads = threads;
+  if (runtime !== LLAMA_CPP) setOrtThreads(message.threads);
   env.customCache = transformersCache(id, revision);
   const cache =
     Array.isArray(artifacts) && artifacts.length
@@ -160,7 +159,29 @@ async function load(message, reply) {
   const ready = isVisionModel(message)
     ? await vlm.load(message, { id, revision, t0 }, reply)
     : await loadText(message, { id, revision, t0, runtime }, reply);
+  if (runtime !== LLAMA_CPP) ortPoolThreads = env.backends.onnx.wasm.numThreads;
   return { ...ready, cache };
+}
+
+// ONNX Runtime Web sizes its WASM thread pool once, when its first session starts, from env's numThreads (lowered to
+// 1 there without SharedArrayBuffer); it never reads the value again. So each load sets it explicitly (the requested
+// count, else ORT's own default) and what a ready reply reports is the pool's size; a load that asks for another
+// count than a started pool's is refused instead of reporting a count that never ran.
+let ortPoolThreads = null;
+
+/** @param {number|undefined} threads  the load request's */
+function setOrtThreads(threads) {
+  const asked = Number.isInteger(threads) && threads > 0 ? threads : null;
+  const wasm = env.backends.onnx.wasm;
+  if (ortPoolThreads === null) {
+    const scope = { crossOriginIsolated: self.crossOriginIsolated, hardwareConcurrency: self.navigator?.hardwareConcurrency };
+    wasm.numThreads = asked ?? defaultWasmThreads(scope);
+  } else if (asked !== null && asked !== ortPoolThreads) {
+    throw new EdgeChatError(
+      ErrorCode.BAD_REQUEST,
+      `ONNX Runtime Web runs ${ortPoolThreads} thread(s) in this page; ${asked} needs a new page (reload with ?threads=${asked}).`,
+    );
+  }
 }
 
 /**

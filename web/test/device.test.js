@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { chooseDevice } from "../src/device.js";
+import { chooseDevice, defaultWasmThreads } from "../src/device.js";
 
 const FULL = {
   dtypes: { fp32: 652_000_000, q4: 198_000_000, q4f16: 133_000_000 },
@@ -112,4 +112,15 @@ test("a forced GGUF runs on the CPU", () => {
   // a GPU never picks a GGUF, even where a manifest maps one to it: the best ONNX graph instead
   const odd = { dtypes: { q4: 1, "gguf-q4_1": 1 }, devices: { webgpu: "gguf-q4_1", "webgpu-f16": "gguf-q4_1" } };
   assert.deepEqual([choose(GPU_F16, odd).dtype, choose(GPU, odd).dtype], ["q4", "q4"]);
+});
+
+test("ONNX Runtime Web's default WASM thread count", () => {
+  // threads need SharedArrayBuffer, which needs cross-origin isolation; then half the cores, at most 4
+  assert.equal(defaultWasmThreads({ crossOriginIsolated: false, hardwareConcurrency: 16 }), 1);
+  assert.deepEqual(
+    [1, 2, 3, 7, 8, 16].map((hardwareConcurrency) => defaultWasmThreads({ crossOriginIsolated: true, hardwareConcurrency })),
+    [1, 1, 2, 4, 4, 4],
+  );
+  assert.equal(defaultWasmThreads({ crossOriginIsolated: true }), 1);
+  assert.equal(defaultWasmThreads(), 1);
 });
