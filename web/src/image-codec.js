@@ -62,6 +62,7 @@ export async function keepImage(file, limit) {
   try {
     const c = canvas(size.width, size.height);
     const ctx = c.getContext("2d");
+    if (!ctx) throw new Error("this browser gives no 2D canvas to scale the image with");
     ctx.imageSmoothingEnabled = true;
     ctx.imageSmoothingQuality = "high";
     ctx.drawImage(bitmap, 0, 0, size.width, size.height);
@@ -86,6 +87,7 @@ export async function pixelsOf(blob) {
     const { width, height } = bitmap;
     const c = canvas(width, height);
     const ctx = c.getContext("2d", { willReadFrequently: true });
+    if (!ctx) throw new Error("this browser gives no 2D canvas to read the image with");
     ctx.drawImage(bitmap, 0, 0);
     return { width, height, data: ctx.getImageData(0, 0, width, height).data };
   } finally {
