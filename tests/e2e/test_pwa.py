@@ -79,7 +79,7 @@ def test_phone_layout_and_memory_warning(
     assert sizes["scroll"] <= sizes["client"], sizes
     chat.page.click("#storage-panel summary")
     assert chat.page.is_visible("#prompt") and chat.page.is_visible("#load-button")
-    shot = screenshot_path("screenshot-phone.png")
+    shot = screenshot_path("screenshot-phone-first-visit.png")  # docs/screenshot-phone.png: test_phone_layout.py
     chat.page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
 

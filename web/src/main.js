@@ -20,6 +20,7 @@
 import { createAttachments } from "./attachments.js"; // images: picker, paste, drop, downscale
 import { createChats } from "./chats.js";
 import { imageIdsOf, keptImages } from "./conversations.js";
+import { wireCamera } from "./camera.js";
 import { createContextMeter, dropOldestTurns } from "./context-meter.js";
 import { chooseDevice } from "./device.js";
 import { describeError, EdgeChatError, ErrorCode } from "./errors.js";
@@ -30,6 +31,7 @@ import { Reply, Request, WorkerClient } from "./protocol.js";
 import { createSettings, settingsFromQuery } from "./settings.js";
 import { createSidebar } from "./sidebar.js";
 import { createStoragePanel } from "./storage-panel.js";
+import { createLayout } from "./layout.js"; // phone: chats drawer, model sheet, one-line status
 import { historyContent, splitThinking } from "./thinking.js";
 import { createTranscript } from "./transcript.js";
 
@@ -77,6 +79,13 @@ function setState(state) {
   el.newChat.disabled = state === "generating";
   transcript.setBusy(state !== "ready");
   sidebar.setBusy(state === "generating");
+  layout.setState(state);
+}
+
+/** "SmolLM2 135M · WASM (CPU) · 31.2 tok/s": the phone's one-line status once a model is ready. */
+function showSummary(speed) {
+  const last = Number.isFinite(speed) ? `${fmtNum(speed, 1)} tok/s` : app.choice.dtype;
+  layout.setSummary([app.model.name ?? app.model.id, deviceLabel(app.choice.device), last].join(" · "));
 }
 
 function showError(err) {
@@ -108,6 +117,8 @@ function metricsLine(m) {
 
 // ---------------------------------------------------------------- modules
 
+const layout = createLayout();
+wireCamera({ button: $("camera-button"), camera: $("camera-input"), attach: $("attach-input") });
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
 const client = new WorkerClient(worker);
 const attachments = createAttachments({ showError, clearError, params });
@@ -189,6 +200,7 @@ async function startUp() {
   const cached = await models.loadsOnOpen();
   document.body.dataset.autoload = cached ? "cached" : "not-cached";
   if (cached && document.body.dataset.state === "idle") return loadModel();
+  layout.offerLoad();
 }
 
 // ---------------------------------------------------------------- loading
@@ -253,6 +265,7 @@ async function loadModel() {
   models.remember(model);
   el.deviceStatus.textContent = `Ready: ${model.name ?? model.id} on ${deviceLabel(choice.device)} with ${choice.dtype}${runtimeLabel(ready.runtime)}, loaded in ${fmtNum(ready.load_s, 1)} s. ${choice.reason}`;
   setState("ready");
+  showSummary(null);
   el.prompt.focus();
   countContext();
 }
@@ -483,6 +496,7 @@ async function runTurn({ chat, edit = () => {}, continueFinal = false, images = 
   el.metrics.dataset.metrics = JSON.stringify(done.metrics);
   el.metrics.dataset.context = JSON.stringify(done.context ?? {});
   el.metrics.textContent = `Last reply: ${metricsLine(done.metrics)}${lookup}`;
+  showSummary(done.metrics?.decode_tokens_per_s);
   // Stored before the page says ready: a reply shown as done is already in the saved chat and the chat list.
   await chats.save();
   setState("ready");
