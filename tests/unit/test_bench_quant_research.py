@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_quantize import K, build, rel_err, run
+from quant_graphs import K, build, rel_err, run
 
 from bench.quant_research import quantize_grid
 
