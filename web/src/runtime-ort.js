@@ -171,7 +171,11 @@ export class OrtTextRuntime {
     this.meter = meter;
     let turn;
     try {
-      turn = await decodeTurn({ model, tokenizer, inputs, pastKeyValues: null, options, stopper: this.stopper, reply });
+      // Prompt lookup unless the turn turns it off: drafts verified in one pass, rejected ones dropped by truncate.
+      turn =
+        options.prompt_lookup !== false
+          ? await decodeLookupTurn({ model, tokenizer, ids, kv: this.kv, options, stopper: this.stopper, reply })
+          : await decodeTurn({ model, tokenizer, inputs, pastKeyValues: null, options, stopper: this.stopper, reply });
     } catch (err) {
       await this.reset();
       throw err;
