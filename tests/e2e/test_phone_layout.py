@@ -156,6 +156,16 @@ def test_an_error_on_a_phone_stays_in_view(browser: Any, server: str, model_dir:
 
 def test_phone_composer_is_in_view_after_a_long_reply(phone: ChatPage) -> None:
     assert_composer_usable_after_a_long_reply(phone, fixed_screen=True)
+    # The on-screen keyboard: with interactive-widget=resizes-content it shrinks the viewport, as here.
+    page = phone.page
+    assert "interactive-widget=resizes-content" in page.get_attribute('meta[name="viewport"]', "content")
+    page.set_viewport_size({"width": 390, "height": 420})
+    try:
+        page.focus("#prompt")
+        for selector in ("#prompt", "#send-button"):
+            assert on_top(page, selector), f"{selector} is under the keyboard"
+    finally:
+        page.set_viewport_size(PHONE["viewport"])
     assert phone.page.evaluate("() => document.body.dataset.sheet") == "closed"
     # The conversation fills the screen below the bar and the status line.
     transcript = box(phone.page, "#transcript")
