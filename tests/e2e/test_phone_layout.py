@@ -172,6 +172,17 @@ def test_phone_composer_is_in_view_after_a_long_reply(phone: ChatPage) -> None:
     assert transcript["width"] >= 380 and transcript["height"] > 0.6 * 844, transcript
 
 
+def test_phone_enter_makes_a_new_line_and_send_sends(phone: ChatPage) -> None:
+    page = phone.page
+    assert page.evaluate("() => matchMedia('(pointer: coarse)').matches")
+    assert page.get_attribute("#prompt", "placeholder") == "Message Edge Chat…"
+    page.fill("#prompt", "one")
+    page.press("#prompt", "End")
+    page.press("#prompt", "Enter")
+    assert page.input_value("#prompt") == "one\n" and phone.state == "ready"
+    page.fill("#prompt", "")
+
+
 def test_phone_status_is_one_line_that_expands_on_tap(phone: ChatPage, manifest: dict[str, Any]) -> None:
     page = phone.page
     toggle = page.locator("#status-toggle")

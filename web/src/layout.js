@@ -5,11 +5,12 @@
 // none of this applies. Errors and warnings live in #status-area, which no drawer or sheet covers.
 //
 // main.js calls: setState(state) with every body[data-state] change, setSummary(text) when a model is ready and
-// after each reply, offerLoad() when the start-up check finds nothing to load by itself.
+// after each reply, offerLoad() when the start-up check finds nothing to load by itself, enterIsNewline() on Enter.
 // For tests: body[data-drawer|data-sheet] = open|closed, body[data-status] = collapsed|expanded (phone, ready),
 // aria-expanded on #chats-button, #model-button and #status-toggle.
 
 const PHONE = "(max-width: 600px)";
+const TOUCH = "(pointer: coarse)"; // the main pointer is a finger: the on-screen keyboard's Enter makes a new line
 const FOCUSABLE = "button:not([disabled]), [href], input:not([disabled]):not([type=hidden]), select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
 // Set by models.js once a model has loaded here: a returning person is not shown the model sheet by default.
 const LAST_MODEL_KEY = "edge-chat-last-model";
@@ -144,6 +145,15 @@ export function createLayout(doc = document) {
 
   applyMode();
 
+  const touch = window.matchMedia(TOUCH);
+  const prompt = /** @type {HTMLTextAreaElement} */ ($("prompt"));
+  const hint = prompt.placeholder;
+  const showHint = () => {
+    prompt.placeholder = touch.matches ? "Message Edge Chat…" : hint; // the Enter / Shift+Enter hint is for keyboards
+  };
+  touch.addEventListener("change", showHint);
+  showHint();
+
   let returning = false;
   try {
     returning = Boolean(localStorage.getItem(LAST_MODEL_KEY));
@@ -170,6 +180,8 @@ export function createLayout(doc = document) {
       summary = text;
       showStatus(body.dataset.status === "expanded");
     },
+    /** Enter in the message box adds a line instead of sending (a touch screen). */
+    enterIsNewline: () => touch.matches,
     /** Nothing loads by itself: on a phone the model sheet (size, Load) is shown unless something is open. */
     offerLoad() {
       if (!open && body.dataset.state === "idle") show(panels.sheet, { focus: false });

@@ -625,7 +625,8 @@ el.composer.addEventListener("submit", (event) => {
   send();
 });
 el.prompt.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+  // On a touch screen Enter is a new line, as in a phone's chat apps, and the Send button sends (layout.js).
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !layout.enterIsNewline()) {
     event.preventDefault();
     send();
   }
