@@ -31,7 +31,8 @@ SHORT_TOKENS = 6
 PROMPT = "What is the capital of France?"
 
 # Drives a fresh worker: check, load (q4 on WebGPU, `kv` as given), then one greedy turn per entry of `turns`
-# (each {messages, n}); returns each turn's done reply and the exposed ids.
+# (each {messages, n, options?}, or {follow, n, options?}: the previous turn's conversation, its reply and `follow`
+# as the next user message); returns each turn's done reply and the exposed ids.
 DRIVE = """
 async ({model, kv, turns, extra}) => {
   const { artifactsFor } = await import('/static/src/manifest.js');
@@ -44,8 +45,10 @@ async ({model, kv, turns, extra}) => {
       const m = event.data ?? {};
       if (m.id !== id) return;
       onReply?.(m);
-      if (m.type === 'error') { worker.removeEventListener('message', listen); reject(new Error(`${m.code}: ${m.message} ${m.detail ?? ''}`)); }
-      else if (m.type === until) { worker.removeEventListener('message', listen); resolve(m); }
+      if (m.type !== 'error' && m.type !== until) return;
+      worker.removeEventListener('message', listen);
+      if (m.type === 'error') reject(new Error(`${m.code}: ${m.message} ${m.detail ?? ''}`));
+      else resolve(m);
     };
     worker.addEventListener('message', listen);
     worker.postMessage({ ...message, id });
@@ -56,16 +59,21 @@ async ({model, kv, turns, extra}) => {
     const dtype = manifest.devices.webgpu;
     const ready = await request({
       type: 'load', model: { id: model.id, revision: model.revision }, dtype, device: 'webgpu',
-      files: manifest.dtypes[dtype].files, artifacts: artifactsFor(manifest, dtype), manifest, ...(kv ? { kv } : {}), ...extra,
+      files: manifest.dtypes[dtype].files, artifacts: artifactsFor(manifest, dtype), manifest,
+      ...(kv ? { kv } : {}), ...extra,
     }, 'ready');
     const out = [];
     for (const turn of turns) {
       let ids = null;
-      const done = await request({ type: 'generate', messages: turn.messages, options: {
+      const last = out.at(-1);
+      const messages = turn.follow
+        ? [...last.messages, { role: 'assistant', content: last.text }, { role: 'user', content: turn.follow }]
+        : turn.messages;
+      const done = await request({ type: 'generate', messages, options: {
         max_new_tokens: turn.n, min_new_tokens: turn.n, sampling: { temperature: 0 }, expose_inputs: true,
         ...(turn.options ?? {}),
       } }, 'done', (m) => { if (m.type === 'text-inputs') ids = m; });
-      out.push({ metrics: done.metrics, context: done.context, text: done.text, ids });
+      out.push({ metrics: done.metrics, context: done.context, text: done.text, ids, messages });
     }
     return { ready, turns: out };
   } finally {
@@ -162,3 +170,49 @@ def test_static_cache_counts_and_tokens(drive: Any) -> None:
     assert static["buffers"] == 3
     assert static["new_ids"] == dynamic["new_ids"]
     assert drive(None, one_turn(2))["ready"]["runtime"]["kv"] == "static"  # the default
+
+
+def test_static_cache_second_turn_after_a_cut_back(drive: Any) -> None:
+    """A turn whose conversation parts from the cached ids (random weights: the reply does not survive decode →
+    template → encode, as Qwen3's dropped thinking does not) is prefilled whole, as the DynamicCache's is on WebGPU,
+    and decodes the same tokens as a fresh prefill and as the DynamicCache. Keeping the common prefix (truncate, then
+    prefill the rest) decoded other tokens on ORT-web 1.31-dev: runtime-ort.js staticTurn."""
+    turns = [*one_turn(8), {"follow": "And of Germany?", "n": 8}]
+    fresh = [*one_turn(8), {"follow": "And of Germany?", "n": 8, "options": {"reuse_cache": False}}]
+    static, scratch, dynamic = drive("static", turns), drive("static", fresh), drive("dynamic", turns)
+    second = [r["turns"][1] for r in (static, scratch, dynamic)]
+    cached = static["turns"][0]["ids"]["prompt_ids"] + static["turns"][0]["ids"]["new_ids"][:-1]
+    prompt = second[0]["ids"]["prompt_ids"]
+    assert prompt[: len(cached)] != cached  # the conversation parted from the cache: a cut-back turn
+    assert [t["context"]["reused_tokens"] for t in second] == [0, 0, 0]
+    reused, fresh_ids, dynamic_ids = (t["ids"]["new_ids"] for t in second)
+    assert reused == fresh_ids == dynamic_ids
+
+
+@pytest.mark.parametrize("context", [64, 2100])
+def test_static_cache_counts_at_a_long_context(drive: Any, tiny_models: Path, context: int) -> None:
+    """At 64 and at 2,100 tokens of context the static cache still creates no KV buffer and reads back the logits
+    only; the DynamicCache's new present.* buffers grow with the context (ORT's bucket cache holds few of each size)."""
+    from model_prep.verify.replies import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_models / MODEL)
+
+    def length(text: str) -> int:
+        return len(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True))
+
+    words: list[str] = []
+    while length(" ".join(words)) < context:
+        words += [f"w{(len(words) + i) % 89}" for i in range(8)]
+    words_text = " ".join(words)
+    rows = {}
+    for kv in ("static", "dynamic"):
+        long, short = drive(kv, one_turn(NEW_TOKENS, words_text)), drive(kv, one_turn(SHORT_TOKENS, words_text))
+        keys = ("buffers", "readbacks", "readback_bytes", "submits", "dispatches")
+        rows[kv] = {key: steady(long, short, f"{key}_per_step") for key in keys}
+        rows[kv]["prompt_tokens"] = long["turns"][0]["metrics"]["prompt_tokens"]
+        rows[kv]["encode_ms"] = long["turns"][0]["metrics"]["gpu"]["encode_ms_per_step"]
+        rows[kv]["new_ids"] = long["turns"][0]["ids"]["new_ids"]
+    print(f"context {context}: {json.dumps(rows)}")
+    assert rows["static"]["prompt_tokens"] >= context
+    assert (rows["static"]["buffers"], rows["static"]["readbacks"]) == (3, 1)
+    assert rows["static"]["new_ids"] == rows["dynamic"]["new_ids"]

@@ -156,15 +156,20 @@ export class OrtTextRuntime {
   }
 
   /**
-   * turn() on the static KV cache: the cached prefix this turn's ids start with is kept by truncating to it (Qwen3's
-   * cut-back included), the rest is prefilled; a turn longer than the capacity grows the cache (a new one, empty).
+   * turn() on the static KV cache: a cache this turn's ids extend is kept and only the rest is prefilled; a turn
+   * longer than the capacity grows the cache (a new one, empty).
    */
   async staticTurn({ inputs, ids, options, reply }) {
     const { model, tokenizer } = this;
     if (options.reuse_cache === false) await this.reset();
     const need = ids.length + newTokenLimits(options).maxNew;
     if (need > this.kv.capacity) await this.grow(need);
-    const reused = this.cache ? reusableLength(this.cache.ids, ids) : 0;
+    // The whole cache is kept when this turn's ids extend it. A cache that would be cut back (Qwen3's dropped
+    // thinking, a reply that tokenizes differently in the template) is dropped instead, as the dynamic cache's is on
+    // WebGPU: a turn prefilled after a cut-back decodes tokens that part from a fresh prefill's on ORT-web
+    // 1.31-dev (tests/e2e/test_gpu_overhead.py), though passes within a turn truncate correctly.
+    const n = this.cache ? reusableLength(this.cache.ids, ids) : 0;
+    const reused = n > 0 && n === this.cache.ids.length ? n : 0;
     this.kv.truncate(reused);
     this.cache = null; // set again once the turn has finished: a failed turn leaves no cache behind
     const meter = createStepMeter();
