@@ -164,10 +164,10 @@ export class OrtTextRuntime {
     if (options.reuse_cache === false) await this.reset();
     const need = ids.length + newTokenLimits(options).maxNew;
     if (need > this.kv.capacity) await this.grow(need);
-    // The whole cache is kept when this turn's ids extend it. A cache that would be cut back (Qwen3's dropped
-    // thinking, a reply that tokenizes differently in the template) is dropped instead, as the dynamic cache's is on
-    // WebGPU: a turn prefilled after a cut-back decodes tokens that part from a fresh prefill's on ORT-web
-    // 1.31-dev (tests/e2e/test_gpu_overhead.py), though passes within a turn truncate correctly.
+    // The whole cache is kept when this turn's ids extend it (then the tokens are the DynamicCache's). A cache that
+    // would be cut back (Qwen3's dropped thinking, a reply that tokenizes differently in the template) is dropped, as
+    // the DynamicCache's is on WebGPU: a prefill after a truncation runs other kernels than a whole prefill, whose
+    // float differences turned near-tie greedy tokens of the tiny random models (tests/e2e/test_gpu_overhead.py).
     const n = this.cache ? reusableLength(this.cache.ids, ids) : 0;
     const reused = n > 0 && n === this.cache.ids.length ? n : 0;
     this.kv.truncate(reused);
