@@ -1,9 +1,9 @@
-// `node --import ./scripts/node-vendor.mjs --test src/decode-lookup.test.js` (from web/): the decode loop with prompt
+// `node --import ./scripts/node-vendor.mjs --test test/decode-lookup.test.js` (from web/): the decode loop with prompt
 // lookup emits exactly the tokens it emits without drafts, greedy and sampled with a seed, with a repetition penalty
 // and min_new_tokens, on a fake model whose logits depend on the whole prefix and whose cache is cut back by length.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { decodeLookupTurn } from "./decode-lookup.js";
+import { decodeLookupTurn } from "../src/decode-lookup.js";
 
 const VOCAB = 24;
 const EOS = 0;

@@ -2,7 +2,7 @@
 // decode steps (the first pass, the prefill, left out).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createStepMeter, gpuCounts, installGpuCounters } from "./gpu-counters.js";
+import { createStepMeter, gpuCounts, installGpuCounters } from "../src/gpu-counters.js";
 
 class GPUDevice {
   createBuffer(descriptor) {

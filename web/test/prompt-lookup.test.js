@@ -1,10 +1,10 @@
-// `node --test web/src/prompt-lookup.test.js`: prompt lookup drafts what it should, keeps only the model's own
+// `node --test web/test/prompt-lookup.test.js`: prompt lookup drafts what it should, keeps only the model's own
 // tokens, and a decode loop with it emits exactly plain decoding's tokens, greedy and sampled with the same seed.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { acceptDraft, PromptLookup, proposeDraft } from "./prompt-lookup.js";
-import { checkSampling, pickToken, processRow } from "./sampling.js";
+import { acceptDraft, PromptLookup, proposeDraft } from "../src/prompt-lookup.js";
+import { checkSampling, pickToken, processRow } from "../src/sampling.js";
 
 const VOCAB = 24;
 const EOS = 0;
