@@ -80,6 +80,14 @@ def on_top(page: Any, selector: str) -> bool:
     )
 
 
+def settle(page: Any, condition: str) -> None:
+    """Waits (up to 5 s) for `condition`; a layout that never gets there fails the assertion that follows."""
+    try:
+        page.wait_for_function(condition, timeout=5_000, polling="raf")
+    except Exception:  # noqa: BLE001 (a timeout: the assertions after it say what is wrong)
+        pass
+
+
 def focused(page: Any) -> dict[str, Any]:
     return page.evaluate(
         """() => ({
@@ -162,12 +170,15 @@ def test_phone_composer_is_in_view_after_a_long_reply(phone: ChatPage) -> None:
     page.set_viewport_size({"width": 390, "height": 420})
     try:
         page.focus("#prompt")
+        # A resize is laid out on a later frame (as when a real keyboard opens): wait for it, then check.
+        settle(page, "() => document.getElementById('composer').getBoundingClientRect().bottom <= innerHeight")
         for selector in ("#prompt", "#send-button"):
             assert on_top(page, selector), f"{selector} is under the keyboard"
     finally:
         page.set_viewport_size(PHONE["viewport"])
     assert phone.page.evaluate("() => document.body.dataset.sheet") == "closed"
     # The conversation fills the screen below the bar and the status line.
+    settle(page, "() => document.getElementById('transcript').getBoundingClientRect().height > 0.6 * innerHeight")
     transcript = box(phone.page, "#transcript")
     assert transcript["width"] >= 380 and transcript["height"] > 0.6 * 844, transcript
 
