@@ -109,6 +109,7 @@ def install(session: nox.Session, *extras: str) -> Callable[[], None]:
         # Installed by path, from the wheelhouse: never the sdist, so pip's wheel cache is never read. A reused venv
         # may hold another build (a native one from an earlier install or a hand-made `pip install`): replaced
         # unless its libraries are this wheel's, byte for byte.
+        session.install(str(built))  # with its dependencies (diskcache, jinja2...); a no-op when installed
         if not holds_wheel_libraries(Path(session.virtualenv.location), built):
             session.install("--no-deps", "--force-reinstall", str(built))
         session.run_install("python", "-m", "model_prep.llama_cpp_isa")  # fails the session on a non-portable build
