@@ -9,11 +9,10 @@
 // It returns what turn.js decodeTurn returns, so runtime-ort.js keeps the cache and builds the reply the same way;
 // its `generation` adds the turn's tokens per forward pass, which the metrics line shows.
 
-import { DynamicCache, random, Tensor, TextStreamer } from "/static/vendor/transformers.min.js";
+import { DynamicCache, random, Tensor } from "/static/vendor/transformers.min.js";
 import { acceptDraft, PromptLookup } from "./prompt-lookup.js";
-import { Reply } from "./protocol.js";
 import { checkSampling, pickToken, processRow } from "./sampling.js";
-import { cropCache, newTokenLimits } from "./turn.js";
+import { cropCache, newTokenLimits, replyStreamer } from "./turn.js";
 
 /** The model's end-of-sequence ids (generation_config.json's eos_token_id, a number or a list). */
 export function eosIds(model) {
@@ -45,16 +44,7 @@ export async function decodeLookupTurn({
   const { maxNew, minNew } = newTokenLimits(options);
   const s = checkSampling(options.sampling);
   const eos = eosIds(model);
-  const marks = { first: 0, last: 0, count: 0 };
-  const streamer = new TextStreamer(tokenizer, {
-    skip_prompt: true,
-    skip_special_tokens: true,
-    callback_function: (text) => reply({ type: Reply.TOKEN, text }),
-    token_callback_function: () => {
-      marks.last = performance.now();
-      if (marks.count++ === 0) marks.first = marks.last;
-    },
-  });
+  const { streamer, marks } = replyStreamer(tokenizer, reply);
   if (s.seed !== undefined) random.seed(s.seed);
   stopper.reset();
   streamer.put([ids]);

@@ -14,9 +14,13 @@ import { generateArguments } from "./sampling.js";
  * `stopper.interrupt()`. Returns the output (return_dict_in_generate), the performance.now() marks of the first
  * and last streamed token, and `generation`: the sampling and limits generate() was called with.
  */
-export async function decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply }) {
-  const { maxNew, minNew } = newTokenLimits(options);
-  const { kwargs, echo } = generateArguments(options.sampling);
+/**
+ * A TextStreamer that sends each piece of reply text to `reply` as a token reply, and the performance.now() marks
+ * of the first and last streamed token beside it (every decode loop times its turn the same way).
+ * @param {object} tokenizer
+ * @param {(message: object) => void} reply
+ */
+export function replyStreamer(tokenizer, reply) {
   const marks = { first: 0, last: 0, count: 0 };
   const streamer = new TextStreamer(tokenizer, {
     skip_prompt: true,
@@ -27,6 +31,13 @@ export async function decodeTurn({ model, tokenizer, inputs, pastKeyValues, opti
       if (marks.count++ === 0) marks.first = marks.last;
     },
   });
+  return { streamer, marks };
+}
+
+export async function decodeTurn({ model, tokenizer, inputs, pastKeyValues, options, stopper, reply }) {
+  const { maxNew, minNew } = newTokenLimits(options);
+  const { kwargs, echo } = generateArguments(options.sampling);
+  const { streamer, marks } = replyStreamer(tokenizer, reply);
   // A seed makes a sampled reply reproducible (Transformers.js draws from one global Mersenne Twister).
   if (echo.seed !== undefined) random.seed(echo.seed);
   stopper.reset();
